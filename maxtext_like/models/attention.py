@@ -1,0 +1,63 @@
+"""Self-attention layer: q/k/v projections, RoPE, optional KV cache, kernel, out proj."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from maxtext_like.models import attention_kernels, rope
+from maxtext_like.models.kv_cache import LayerKV
+from maxtext_like.models.linears import DenseGeneral
+from maxtext_like.models.sharding import ACT_BSKH, ACT_BTD, ACT_BTNH, constrain
+from maxtext_like.models.spec import ModelSpec
+
+
+class Attention(nnx.Module):
+  """Kernels: query [D,N,H], key/value [D,K,H], out [N,H,D]."""
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
+    self.spec = spec
+    dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
+                 init_scale=spec.dense_init_scale, rngs=rngs)
+    self.query = DenseGeneral((D,), (N, H), ("embed", "heads", "kv"), **dense)
+    self.key = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **dense)
+    self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **dense)
+    self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dense)
+    self.options = attention_kernels.AttentionOptions(
+        window=spec.sliding_window_size,
+        soft_cap=spec.attn_logits_soft_cap,
+        float32_qk_product=spec.float32_qk_product,
+        float32_logits=spec.float32_logits,
+        precision=spec.matmul_precision,
+    )
+
+  def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array,
+               cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
+    """Returns (y_BTD, cache with this call's keys/values written, or None)."""
+    q_BTNH = constrain(checkpoint_name(self.query(x_BTD), "query_proj"), ACT_BTNH)
+    k_BTKH = constrain(checkpoint_name(self.key(x_BTD), "key_proj"), ACT_BSKH)
+    v_BTKH = constrain(checkpoint_name(self.value(x_BTD), "value_proj"), ACT_BSKH)
+
+    inv_freq = rope.inv_freq_from_spec(self.spec)
+    q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
+    k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
+
+    B, T = segment_ids_BT.shape
+    if cache is None:
+      q_idx_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+      k_BSKH, v_BSKH, kv_seg_BS = k_BTKH, v_BTKH, segment_ids_BT
+    else:
+      cache = cache.write(k_BTKH, v_BTKH)
+      q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
+      k_BSKH, v_BSKH, kv_seg_BS = cache.k_BSKH.astype(k_BTKH.dtype), cache.v_BSKH.astype(v_BTKH.dtype), \
+          cache.segment_ids_BS
+
+    context_BTNH = attention_kernels.attend(
+        self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS, self.options,
+        block_size=self.spec.flash_block_size)
+    context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
+    y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
+    return constrain(y_BTD, ACT_BTD), cache

@@ -1,0 +1,160 @@
+"""Attention kernels: pure functions of (q, k, v, mask inputs).
+
+All kernels take queries q_BTNH, keys/values k_BSKH, v_BSKH (GQA: N = K * G,
+query head n uses kv head n // G) and the same mask description:
+
+  q_idx_BT   slot index of each query in the key sequence (causality, window)
+  q_seg_BT   segment id of each query
+  kv_seg_BS  segment id of each key slot (key slot s has index s)
+
+Query t may attend key s iff s <= q_idx[t], q_seg[t] == kv_seg[s] and, when
+window > 0, q_idx[t] - s < window. Segment 0 marks padding (it only matches
+padding). Softmax is in float32; masked logits get a large negative finite
+value, so no row is ever NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+AUTOSELECT_FLASH_MIN_LENGTH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionOptions:
+  """Static knobs shared by all kernels."""
+
+  window: int = 0  # sliding window size, 0 = global
+  soft_cap: float | None = None  # logits -> soft_cap * tanh(logits / soft_cap)
+  float32_qk_product: bool = False  # cast q, k to fp32 before q.k
+  float32_logits: bool = False  # accumulate q.k in fp32
+  precision: str = "default"  # jax.lax.Precision name for the einsums
+
+
+def make_mask(q_idx_BT, q_seg_BT, kv_idx_S, kv_seg_BS, window: int) -> jax.Array:
+  """Boolean mask [B, T, S]: True where the query may attend the key."""
+  q_idx = q_idx_BT[:, :, None]
+  kv_idx = kv_idx_S[None, None, :]
+  mask = (kv_idx <= q_idx) & (q_seg_BT[:, :, None] == kv_seg_BS[:, None, :])
+  if window > 0:
+    mask &= (q_idx - kv_idx) < window
+  return mask
+
+
+def _scores(q_BTKGH, k_BSKH, opts: AttentionOptions) -> jax.Array:
+  """Scaled, soft-capped logits [B, K, G, T, S] in float32."""
+  if opts.float32_qk_product:
+    q_BTKGH, k_BSKH = q_BTKGH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
+  q_BTKGH = q_BTKGH * jnp.asarray(q_BTKGH.shape[-1] ** -0.5, q_BTKGH.dtype)
+  s = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, k_BSKH, precision=jax.lax.Precision(opts.precision),
+                 preferred_element_type=jnp.float32 if opts.float32_logits else None)
+  s = s.astype(jnp.float32)
+  if opts.soft_cap:
+    s = opts.soft_cap * jnp.tanh(s / opts.soft_cap)
+  return s
+
+
+def _group(q_BTNH, num_kv_heads: int) -> jax.Array:
+  B, T, N, H = q_BTNH.shape
+  if N % num_kv_heads:
+    raise ValueError(f"{N} query heads not a multiple of {num_kv_heads} kv heads")
+  return q_BTNH.reshape(B, T, num_kv_heads, N // num_kv_heads, H)
+
+
+def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions) -> jax.Array:
+  """Materialises the [B, K, G, T, S] logits; returns out_BTNH."""
+  B, T, N, H = q_BTNH.shape
+  S = k_BSKH.shape[1]
+  s_BKGTS = _scores(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, opts)
+  mask_BTS = make_mask(q_idx_BT, q_seg_BT, jnp.arange(S), kv_seg_BS, opts.window)
+  s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, MASK_VALUE)
+  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
+  out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", p_BKGTS, v_BSKH, precision=jax.lax.Precision(opts.precision))
+  return out_BTKGH.reshape(B, T, N, H)
+
+
+def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
+          block_size: int = 512) -> jax.Array:
+  """Blocked attention with an online softmax over key blocks (lax.scan).
+
+  Peak memory is O(T * block_size) per head; each block is rematerialised in
+  the backward pass. Keys are padded to a multiple of block_size with segment
+  id -1, which matches no query.
+  """
+  B, T, N, H = q_BTNH.shape
+  S, K = k_BSKH.shape[1], k_BSKH.shape[2]
+  G = N // K
+  blk = min(block_size, S)
+  n_blocks = -(-S // blk)
+  pad = n_blocks * blk - S
+  if pad:
+    k_BSKH = jnp.pad(k_BSKH, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    v_BSKH = jnp.pad(v_BSKH, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    kv_seg_BS = jnp.pad(kv_seg_BS, ((0, 0), (0, pad)), constant_values=-1)
+
+  def blocks(x):  # [B, n*blk, ...] -> [n, B, blk, ...]
+    return jnp.moveaxis(x.reshape(B, n_blocks, blk, *x.shape[2:]), 1, 0)
+
+  q_BTKGH = _group(q_BTNH, K)
+
+  def body(carry, xs):
+    m_BKGT, l_BKGT, acc_BKGTH = carry
+    j, k_BCKH, v_BCKH, seg_BC = xs
+    s_BKGTC = _scores(q_BTKGH, k_BCKH, opts)
+    mask_BTC = make_mask(q_idx_BT, q_seg_BT, j * blk + jnp.arange(blk), seg_BC, opts.window)
+    s_BKGTC = jnp.where(mask_BTC[:, None, None], s_BKGTC, MASK_VALUE)
+    m_new = jnp.maximum(m_BKGT, s_BKGTC.max(axis=-1))
+    correction = jnp.exp(m_BKGT - m_new)
+    p_BKGTC = jnp.exp(s_BKGTC - m_new[..., None])
+    l_new = l_BKGT * correction + p_BKGTC.sum(axis=-1)
+    pv_BKGTH = jnp.einsum("bkgtc,bckh->bkgth", p_BKGTC.astype(v_BCKH.dtype), v_BCKH,
+                          precision=jax.lax.Precision(opts.precision), preferred_element_type=jnp.float32)
+    acc_new = acc_BKGTH * correction[..., None] + pv_BKGTH
+    return (m_new, l_new, acc_new), None
+
+  init = (
+      jnp.full((B, K, G, T), MASK_VALUE, jnp.float32),
+      jnp.zeros((B, K, G, T), jnp.float32),
+      jnp.zeros((B, K, G, T, H), jnp.float32),
+  )
+  xs = (jnp.arange(n_blocks), blocks(k_BSKH), blocks(v_BSKH), blocks(kv_seg_BS))
+  (_, l_BKGT, acc_BKGTH), _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), init, xs)
+  out_BKGTH = acc_BKGTH / l_BKGT[..., None]
+  return jnp.transpose(out_BKGTH, (0, 3, 1, 2, 4)).reshape(B, T, N, H).astype(v_BSKH.dtype)
+
+
+def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS,
+                              opts: AttentionOptions) -> jax.Array:
+  """`jax.nn.dot_product_attention` (cuDNN on GPU when it applies, else XLA)."""
+  if opts.soft_cap:
+    raise ValueError("attention='cudnn_flash_jax' does not support attn_logits_soft_cap")
+  if opts.float32_qk_product:
+    q_BTNH, k_BSKH = q_BTNH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
+    v_BSKH = v_BSKH.astype(jnp.float32)
+  mask_BTS = make_mask(q_idx_BT, q_seg_BT, jnp.arange(k_BSKH.shape[1]), kv_seg_BS, opts.window)
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None])
+
+
+def resolve_kernel(name: str, kv_length: int) -> str:
+  """'autoselected' -> 'flash' for long key sequences, else 'dot_product'."""
+  if name == "autoselected":
+    return "flash" if kv_length >= AUTOSELECT_FLASH_MIN_LENGTH else "dot_product"
+  if name not in KERNELS:
+    raise ValueError(f"unknown attention kernel {name!r}; allowed: {sorted(KERNELS) + ['autoselected']}")
+  return name
+
+
+def attend(name: str, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
+           block_size: int = 512) -> jax.Array:
+  """Runs the kernel `name` (after resolving 'autoselected')."""
+  kernel = resolve_kernel(name, k_BSKH.shape[1])
+  if kernel == "flash":
+    return flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, block_size)
+  return KERNELS[kernel](q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts)
+
+
+KERNELS = {"dot_product": dot_product, "flash": flash, "cudnn_flash_jax": jax_dot_product_attention}

@@ -1,0 +1,123 @@
+"""Decoder: the stack of L decoder layers, final norm and output logits.
+
+scan_layers=True stores one layer module whose parameters are stacked on
+axis `param_scan_axis` (logical name 'layers') and runs it under
+`jax.lax.scan`; False keeps L separate layers (decoder.layers.0, ...) and a
+Python loop. Both wrap each layer in `remat.maybe_remat` when training.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from maxtext_like.models.embeddings import Embed
+from maxtext_like.models.kv_cache import LayerKV
+from maxtext_like.models.linears import DenseGeneral
+from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.registry import get_decoder_block
+from maxtext_like.models.remat import maybe_remat
+from maxtext_like.models.sharding import ACT_BTV, constrain
+from maxtext_like.models.spec import ModelSpec
+
+LAYERS_AXIS_NAME = "layers"
+
+
+def stacked_layers(block_cls: type, spec: ModelSpec, rngs: nnx.Rngs) -> nnx.Module:
+  """One `block_cls` whose params have an extra axis `param_scan_axis` of size L."""
+
+  @nnx.split_rngs(splits=spec.num_decoder_layers)
+  @nnx.vmap(in_axes=(0,), out_axes=spec.param_scan_axis, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS_NAME})
+  def create(rngs: nnx.Rngs):
+    return block_cls(spec, rngs=rngs)
+
+  return create(rngs.fork())
+
+
+class Decoder(nnx.Module):
+  """Layers, `decoder_norm`, and `logits_dense` unless logits are tied."""
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    self.spec = spec
+    block_cls = get_decoder_block(spec.decoder_block)
+    if spec.scan_layers:
+      self.layers = stacked_layers(block_cls, spec, rngs)
+    else:
+      self.layers = nnx.List([block_cls(spec, rngs=rngs) for _ in range(spec.num_decoder_layers)])
+    self.decoder_norm = RMSNorm(spec.emb_dim, epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype,
+                                weight_dtype=spec.weight_dtype, rngs=rngs)
+    self.dropout = nnx.Dropout(spec.dropout_rate)
+    if not spec.logits_via_embedding:
+      self.logits_dense = DenseGeneral(
+          (spec.emb_dim,), (spec.vocab_size,), ("embed", "vocab"),
+          dtype=jnp.float32 if spec.logits_dot_in_fp32 else spec.dtype, weight_dtype=spec.weight_dtype,
+          precision=spec.matmul_precision, init_scale=spec.dense_init_scale, rngs=rngs)
+
+  def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
+               embedder: Embed, dropout_key: jax.Array | None = None,
+               cache: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None):
+    """Returns (logits_BTV, (k_LBSKH, v_LBSKH) or None).
+
+    `cache` is (k_LBSKH, v_LBSKH, index_B, segment_ids_BS) with segment ids
+    already covering this call's tokens.
+    """
+    layer_key, final_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    run = self._run_scanned if self.spec.scan_layers else self._run_looped
+    x_BTD, kv = run(x_BTD, positions_BT, segment_ids_BT, layer_key, cache)
+    y_BTD = self.decoder_norm(x_BTD)
+    y_BTD = self.dropout(y_BTD, deterministic=final_key is None, rngs=final_key)
+    return self.logits(y_BTD, embedder), kv
+
+  def logits(self, y_BTD: jax.Array, embedder: Embed) -> jax.Array:
+    spec = self.spec
+    if spec.logits_via_embedding:
+      logits_BTV = embedder.attend(y_BTD, jnp.float32 if spec.logits_dot_in_fp32 else spec.dtype)
+    else:
+      logits_BTV = self.logits_dense(y_BTD)
+    if spec.final_logits_soft_cap:
+      cap = spec.final_logits_soft_cap
+      logits_BTV = cap * jnp.tanh(logits_BTV / cap)
+    if spec.cast_logits_to_fp32:
+      logits_BTV = logits_BTV.astype(jnp.float32)
+    return constrain(logits_BTV, ACT_BTV)
+
+  def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool):
+    """Pure (layer_state, x, k, v, key) -> (x, k, v), rematted when training."""
+
+    def apply(state, x_BTD, k_BSKH, v_BSKH, key):
+      layer = nnx.merge(graphdef, state)
+      layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, cache[2], cache[3])
+      y_BTD, layer_kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=layer_kv)
+      return (y_BTD, None, None) if layer_kv is None else (y_BTD, layer_kv.k_BSKH, layer_kv.v_BSKH)
+
+    return apply if cache is not None else maybe_remat(apply, self.spec, prevent_cse=not in_scan)
+
+  def _run_looped(self, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache):
+    ks, vs = [], []
+    for i, layer in enumerate(self.layers):
+      graphdef, state = nnx.split(layer)
+      fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False)
+      key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+      k, v = (None, None) if cache is None else (cache[0][i], cache[1][i])
+      x_BTD, k, v = fn(state, x_BTD, k, v, key)
+      ks.append(k)
+      vs.append(v)
+    return x_BTD, None if cache is None else (jnp.stack(ks), jnp.stack(vs))
+
+  def _run_scanned(self, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache):
+    axis = self.spec.param_scan_axis
+    graphdef, state = nnx.split(self.layers)
+    state_L = jax.tree.map(lambda a: jnp.moveaxis(a, axis, 0), state)
+    fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=True)
+
+    def body(x_BTD, xs):
+      layer_state, i, k_BSKH, v_BSKH = xs
+      key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+      x_BTD, k_BSKH, v_BSKH = fn(layer_state, x_BTD, k_BSKH, v_BSKH, key)
+      return x_BTD, (k_BSKH, v_BSKH)
+
+    k_LBSKH, v_LBSKH = (None, None) if cache is None else cache[:2]
+    xs = (state_L, jnp.arange(self.spec.num_decoder_layers), k_LBSKH, v_LBSKH)
+    x_BTD, (k_LBSKH, v_LBSKH) = jax.lax.scan(body, x_BTD, xs)
+    return x_BTD, None if cache is None else (k_LBSKH, v_LBSKH)

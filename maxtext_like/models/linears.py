@@ -1,0 +1,91 @@
+"""Parameter creation with logical axis names, `DenseGeneral`, activations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Initializer = Callable[..., jax.Array]
+
+
+def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int], dtype, logical_axes: Sequence[str]) -> nnx.Param:
+  """An `nnx.Param` whose `out_sharding` metadata holds logical axis names.
+
+  Sharding is not applied at creation (`eager_sharding=False`): callers
+  initialise abstractly, map names to a mesh with
+  `sharding.logical_to_mesh_sharding`, and jit the init into those shardings.
+  """
+  assert len(shape) == len(logical_axes), (shape, logical_axes)
+  value = init(rngs.params(), tuple(shape), dtype)
+  return nnx.Param(value, out_sharding=tuple(logical_axes), eager_sharding=False)
+
+
+def kernel_init(scale: float, in_axis: int | Sequence[int], out_axis: int | Sequence[int]) -> Initializer:
+  """MaxText's dense init: truncated normal with variance scale / fan_in."""
+  return nnx.initializers.variance_scaling(scale, "fan_in", "truncated_normal", in_axis=in_axis, out_axis=out_axis)
+
+
+def matmul_precision(name: str) -> jax.lax.Precision:
+  """'default'|'high'|'highest'|'bfloat16'|'tensorfloat32'|'float32' -> Precision."""
+  return jax.lax.Precision(name)
+
+
+class DenseGeneral(nnx.Module):
+  """y = x contracted with `kernel` over the trailing len(in_features) axes.
+
+  kernel shape = in_features + out_features, with one logical name per axis.
+  """
+
+  def __init__(
+      self,
+      in_features: Sequence[int],
+      out_features: Sequence[int],
+      logical_axes: Sequence[str],
+      *,
+      dtype,
+      weight_dtype,
+      precision: str = "default",
+      init_scale: float = 1.0,
+      rngs: nnx.Rngs,
+  ):
+    self.in_features = tuple(in_features)
+    self.out_features = tuple(out_features)
+    self.dtype = dtype
+    self.precision = precision
+    n_in = len(self.in_features)
+    shape = self.in_features + self.out_features
+    init = kernel_init(init_scale, tuple(range(n_in)), tuple(range(n_in, len(shape))))
+    self.kernel = param(rngs, init, shape, weight_dtype, logical_axes)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in = len(self.in_features)
+    if x.shape[x.ndim - n_in:] != self.in_features:
+      raise ValueError(f"input trailing shape {x.shape[x.ndim - n_in:]} != {self.in_features}")
+    kernel = self.kernel[...].astype(self.dtype)
+    contract = (tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in)))
+    return jax.lax.dot_general(
+        x.astype(self.dtype), kernel, (contract, ((), ())), precision=matmul_precision(self.precision)
+    )
+
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "linear": lambda x: x,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  """Activation by MaxText name ('linear' is the identity)."""
+  try:
+    return _ACTIVATIONS[name]
+  except KeyError:
+    raise ValueError(f"unknown activation {name!r}; allowed: {sorted(_ACTIVATIONS)}") from None

@@ -1,0 +1,27 @@
+"""Decoder-block registry keyed by `ModelSpec.decoder_block`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+DECODER_BLOCKS: dict[str, type] = {}
+
+
+def register_decoder_block(*names: str) -> Callable[[type], type]:
+  """Class decorator: `@register_decoder_block('llama2', 'mistral')`."""
+
+  def register(cls: type) -> type:
+    for name in names:
+      if name in DECODER_BLOCKS and DECODER_BLOCKS[name] is not cls:
+        raise ValueError(f"decoder_block {name!r} already registered to {DECODER_BLOCKS[name].__name__}")
+      DECODER_BLOCKS[name] = cls
+    return cls
+
+  return register
+
+
+def get_decoder_block(name: str) -> type:
+  try:
+    return DECODER_BLOCKS[name]
+  except KeyError:
+    raise ValueError(f"unknown decoder_block {name!r}; allowed: {sorted(DECODER_BLOCKS)}") from None

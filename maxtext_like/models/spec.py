@@ -1,0 +1,159 @@
+"""`ModelSpec`: everything the model needs, with MaxText's flat key names.
+
+The config package builds one from its validated sections; tests build one
+directly. Every default makes a tiny float32 llama, so
+`ModelSpec(vocab_size=128, emb_dim=64)` is a working model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.numpy as jnp
+
+ATTENTION_KERNELS = ("dot_product", "flash", "autoselected", "cudnn_flash_jax")
+ROPE_TYPES = ("default", "llama3.1")
+ACTIVATIONS = ("linear", "silu", "swish", "gelu", "gelu_exact", "relu", "tanh", "sigmoid")
+MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+REMAT_POLICIES = (
+    "none",
+    "full",
+    "minimal",
+    "minimal_with_context",
+    "save_dot_with_context_except_mlp",
+    "save_dot_except_mlpwi",
+    "save_dot_except_mlp",
+    "save_qkv_proj",
+    "qkv_proj_offloaded",
+    "custom",
+    "minimal_offloaded",
+    "save_out_proj",
+)
+# Names tagged with `jax.ad_checkpoint.checkpoint_name` inside a decoder layer.
+REMAT_NAMES = (
+    "decoder_layer_input",
+    "context",
+    "mlpwi",
+    "mlpwi_0",
+    "mlpwi_1",
+    "mlpwo",
+    "query_proj",
+    "key_proj",
+    "value_proj",
+    "qkv_proj",
+    "out_proj",
+)
+REMAT_LOCATIONS = ("remat", "device", "offload")
+
+
+def _default_remat_locations() -> dict[str, str]:
+  # MaxText's defaults: keep the layer input on device, recompute the rest.
+  return {name: ("device" if name == "decoder_layer_input" else "remat") for name in REMAT_NAMES}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """What a decoder-only transformer needs; field names are MaxText's."""
+
+  decoder_block: str = "llama2"
+  vocab_size: int = 128
+  emb_dim: int = 64
+  num_query_heads: int = 4
+  num_kv_heads: int = 4
+  head_dim: int = 16
+  mlp_dim: int = 128
+  num_decoder_layers: int = 2
+  mlp_activations: tuple[str, ...] = ("silu", "linear")
+  normalization_layer_epsilon: float = 1e-5
+  logits_via_embedding: bool = False
+  final_logits_soft_cap: float | None = None
+  attn_logits_soft_cap: float | None = None
+  sliding_window_size: int = 0  # 0 = global attention
+  # RoPE
+  rope_type: str = "default"
+  rope_max_timescale: int = 10_000
+  rope_min_timescale: int = 1
+  rope_use_scale: bool = True  # apply llama3.1 scaling when rope_type == 'llama3.1'
+  rope_linear_scaling_factor: float = 1.0  # 'default' rope: positions / factor
+  rope_llama31_factor: float = 8.0
+  rope_llama31_low_freq_factor: float = 1.0
+  rope_llama31_high_freq_factor: float = 4.0
+  rope_llama31_original_max_position: int = 8192
+  # Regularisation
+  dropout_rate: float = 0.0
+  enable_dropout: bool = True
+  # Numerics
+  dtype: Any = jnp.float32  # activations / compute
+  weight_dtype: Any = jnp.float32  # parameters
+  matmul_precision: str = "default"
+  float32_qk_product: bool = False  # cast q and k to fp32 before q.k
+  float32_logits: bool = False  # accumulate q.k (attention logits) in fp32
+  cast_logits_to_fp32: bool = True  # output logits in fp32
+  logits_dot_in_fp32: bool = False  # vocab projection in fp32
+  dense_init_scale: float = 1.0
+  # Layer stacking and rematerialisation
+  scan_layers: bool = True
+  param_scan_axis: int = 1
+  remat_policy: str = "full"
+  remat_locations: dict[str, str] = dataclasses.field(
+      default_factory=_default_remat_locations, hash=False
+  )
+  # Attention kernel
+  attention: str = "autoselected"
+  flash_block_size: int = 512  # key/value block of the blocked ('flash') kernel
+  max_target_length: int = 1024  # default KV-cache length
+
+  def __post_init__(self):
+    # Normalise dtypes ('bfloat16' or jnp.bfloat16 -> np.dtype) so specs compare and hash.
+    object.__setattr__(self, "dtype", jnp.dtype(self.dtype))
+    object.__setattr__(self, "weight_dtype", jnp.dtype(self.weight_dtype))
+    object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+    object.__setattr__(self, "remat_locations", {**_default_remat_locations(), **self.remat_locations})
+    problems = [p for p in _problems(self) if p]
+    if problems:
+      raise ValueError("Invalid ModelSpec: " + "; ".join(problems))
+
+  @property
+  def num_query_groups(self) -> int:
+    """Query heads per kv head (G in the shape vocabulary)."""
+    return self.num_query_heads // self.num_kv_heads
+
+  def replace(self, **changes) -> "ModelSpec":
+    return dataclasses.replace(self, **changes)
+
+
+def _problems(s: ModelSpec):
+  """Yields one message per violated rule."""
+
+  def one_of(name, value, allowed):
+    if value not in allowed:
+      return f"{name}={value!r} not in {list(allowed)}"
+    return None
+
+  for name in ("vocab_size", "emb_dim", "num_query_heads", "num_kv_heads", "head_dim", "mlp_dim",
+               "num_decoder_layers", "flash_block_size", "max_target_length"):
+    if getattr(s, name) <= 0:
+      yield f"{name}={getattr(s, name)} must be > 0"
+  if s.num_kv_heads > 0 and s.num_query_heads % s.num_kv_heads:
+    yield f"num_query_heads={s.num_query_heads} must be a multiple of num_kv_heads={s.num_kv_heads}"
+  if s.head_dim % 2:
+    yield f"head_dim={s.head_dim} must be even for RoPE"
+  if len(s.mlp_activations) not in (1, 2):
+    yield f"mlp_activations={s.mlp_activations} must have 1 or 2 entries"
+  for act in s.mlp_activations:
+    yield one_of("mlp_activations entry", act, ACTIVATIONS)
+  yield one_of("attention", s.attention, ATTENTION_KERNELS)
+  yield one_of("rope_type", s.rope_type, ROPE_TYPES)
+  yield one_of("matmul_precision", s.matmul_precision, MATMUL_PRECISIONS)
+  yield one_of("remat_policy", s.remat_policy, REMAT_POLICIES)
+  for key, where in s.remat_locations.items():
+    yield one_of("remat_locations key", key, REMAT_NAMES)
+    yield one_of(f"remat_locations[{key!r}]", where, REMAT_LOCATIONS)
+  if s.sliding_window_size < 0:
+    yield f"sliding_window_size={s.sliding_window_size} must be >= 0"
+  if not 0.0 <= s.dropout_rate < 1.0:
+    yield f"dropout_rate={s.dropout_rate} must be in [0, 1)"
+  for name in ("final_logits_soft_cap", "attn_logits_soft_cap"):
+    if getattr(s, name) is not None and getattr(s, name) <= 0:
+      yield f"{name}={getattr(s, name)} must be > 0 or None"
