@@ -1,0 +1,95 @@
+"""Device-dependent resolution: mesh -1 fill-in and global batch sizes, from a device count (no JAX needed).
+
+`resolve(cfg, num_devices, num_slices)` is pure: tests call it with any device count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from maxtext_like.config.errors import ConfigError, Problem
+from maxtext_like.config.schema import Config
+
+MESH_AXES_TO_KEYS = {  # mesh axis -> the ici_/dcn_ key suffix that sizes it
+    "data": "data", "stage": "pipeline", "fsdp": "fsdp", "fsdp_transpose": "fsdp_transpose", "sequence": "sequence",
+    "context": "context", "context_autoregressive": "context_autoregressive", "tensor": "tensor",
+    "tensor_transpose": "tensor_transpose", "tensor_sequence": "tensor_sequence", "expert": "expert",
+    "autoregressive": "autoregressive",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """What a run does on its devices: mesh shape and batch sizes."""
+
+  mesh_axes: tuple[str, ...]
+  ici_parallelism: tuple[int, ...]
+  dcn_parallelism: tuple[int, ...]
+  num_devices: int
+  num_slices: int
+  global_batch_size_to_load: int  # examples read per step: all microbatches of gradient accumulation
+  global_batch_size_to_train_on: int
+  micro_batch_size_to_train_on: int
+  global_batch_size_to_eval_on: int
+  gradient_accumulation_steps: int
+
+  @property
+  def mesh_shape(self) -> tuple[int, ...]:
+    return tuple(i * d for i, d in zip(self.ici_parallelism, self.dcn_parallelism))
+
+
+def fill_parallelism(sizes: list[int], target: int, level: str, keys: list[str]) -> tuple[list[int], list[Problem]]:
+  """Replace at most one -1 so that the product equals `target`."""
+  problems = []
+  fills = [i for i, s in enumerate(sizes) if s == -1]
+  known = math.prod(s for s in sizes if s != -1)
+  if len(fills) > 1:
+    problems.append(Problem(keys[fills[1]], f"only one {level}_*_parallelism may be -1", -1))
+    return sizes, problems
+  if fills:
+    if known <= 0 or target % known:
+      problems.append(Problem(keys[fills[0]], f"cannot be filled: {target} {'devices per slice' if level == 'ici' else 'slices'} "
+                                              f"is not divisible by the product of the other {level} sizes ({known})", -1))
+      return sizes, problems
+    sizes = list(sizes)
+    sizes[fills[0]] = target // known
+  elif known != target:
+    problems.append(Problem(f"{level}_*_parallelism", f"product is {known} but there are {target} "
+                                                   f"{'devices per slice' if level == 'ici' else 'slices'}", sizes))
+  return sizes, problems
+
+
+def resolve(cfg: Config, num_devices: int, num_slices: int = 1) -> Plan:
+  """The Plan for `num_devices` devices in `num_slices` slices; raises ConfigError when they do not fit."""
+  problems: list[Problem] = []
+  if cfg.mesh.num_slices not in (-1, num_slices):
+    problems.append(Problem("num_slices", f"says {cfg.mesh.num_slices} but {num_slices} slice(s) were found", cfg.mesh.num_slices, cfg.source("num_slices")))
+  if num_devices % num_slices:
+    raise ConfigError([Problem("num_slices", f"{num_devices} devices cannot form {num_slices} equal slices", num_slices)])
+  axes = list(cfg.mesh.mesh_axes)
+  ici_keys = [f"ici_{MESH_AXES_TO_KEYS[a]}_parallelism" for a in axes]
+  dcn_keys = [f"dcn_{MESH_AXES_TO_KEYS[a]}_parallelism" for a in axes]
+  ici, p = fill_parallelism([cfg.get(k) for k in ici_keys], num_devices // num_slices, "ici", ici_keys)
+  problems += p
+  dcn, p = fill_parallelism([cfg.get(k) for k in dcn_keys], num_slices, "dcn", dcn_keys)
+  problems += p
+
+  pdbs = cfg.dataset.per_device_batch_size
+  accum = cfg.optimizer.gradient_accumulation_steps
+  load = pdbs * num_devices
+  if load != int(load) or load < 1:
+    problems.append(Problem("per_device_batch_size", f"times {num_devices} devices must be a whole number of examples (got {load})",
+                            pdbs, cfg.source("per_device_batch_size")))
+  eval_load = cfg.derived.eval_per_device_batch_size * num_devices
+  if eval_load != int(eval_load) or eval_load < 1:
+    problems.append(Problem("eval_per_device_batch_size", f"times {num_devices} devices must be a whole number of examples (got {eval_load})",
+                            cfg.dataset.eval_per_device_batch_size, cfg.source("eval_per_device_batch_size")))
+  if problems:
+    raise ConfigError(problems)
+  micro = int(load)
+  return Plan(
+      mesh_axes=tuple(axes), ici_parallelism=tuple(ici), dcn_parallelism=tuple(dcn), num_devices=num_devices, num_slices=num_slices,
+      global_batch_size_to_load=micro * accum, global_batch_size_to_train_on=micro * accum, micro_batch_size_to_train_on=micro,
+      global_batch_size_to_eval_on=int(eval_load), gradient_accumulation_steps=accum,
+  )

@@ -1,0 +1,177 @@
+"""Cross-field rules: small named functions over the flat values, each returning its problems.
+
+A rule reads `v` (flat validated values), `d` (derived values) and, if it asks for it, `sources`. Device-dependent checks (mesh fill-in,
+batch divisibility by the device count) live in `resolve.py`, which runs once devices are known.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from maxtext_like.config.errors import Problem
+
+Rule = Callable[..., Iterator[Problem]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+  RULES.append(fn)
+  return fn
+
+
+@rule
+def positive_dimensions(v, d):
+  for key in ("base_emb_dim", "base_num_query_heads", "base_num_kv_heads", "base_mlp_dim", "base_num_decoder_layers",
+              "head_dim", "vocab_size", "max_target_length", "log_period"):
+    if v[key] <= 0:
+      yield Problem(key, "must be positive", v[key], allowed="an integer > 0")
+
+
+@rule
+def query_heads_divisible_by_kv_heads(v, d):
+  if d["num_kv_heads"] > 0 and d["num_query_heads"] % d["num_kv_heads"]:
+    yield Problem("base_num_query_heads", f"must be a multiple of base_num_kv_heads ({v['base_num_kv_heads']}) for grouped-query attention",
+                  v["base_num_query_heads"])
+
+
+@rule
+def mla_head_dims(v, d):
+  if v["attention_type"] == "mla":
+    for key in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "kv_lora_rank"):
+      if v[key] <= 0:
+        yield Problem(key, "must be positive when attention_type is 'mla'", v[key])
+
+
+@rule
+def sliding_window_fits(v, d, sources=None):
+  """A window the user sets must fit the sequence; a preset's window (the real model's) may exceed a short one."""
+  if (sources or {}).get("sliding_window_size", "").startswith("preset "):
+    return
+  if v["sliding_window_size"] > v["max_target_length"]:
+    yield Problem("sliding_window_size", f"must not exceed max_target_length ({v['max_target_length']})", v["sliding_window_size"])
+
+
+@rule
+def experts_per_token(v, d):
+  if v["num_experts_per_tok"] > v["num_experts"]:
+    yield Problem("num_experts_per_tok", f"must not exceed num_experts ({v['num_experts']})", v["num_experts_per_tok"])
+
+
+@rule
+def one_checkpoint_source(v, d):
+  if v["load_parameters_path"] and v["load_full_state_path"]:
+    yield Problem("load_parameters_path", "cannot be combined with load_full_state_path (choose parameters only, or the full state)",
+                  v["load_parameters_path"])
+
+
+_FRACTIONS = ("warmup_steps_fraction", "learning_rate_final_fraction", "wsd_decay_steps_fraction", "dropout_rate",
+              "sharding_tolerance")
+
+
+@rule
+def fractions_in_unit_interval(v, d):
+  for key in _FRACTIONS:
+    if not 0.0 <= v[key] <= 1.0:
+      yield Problem(key, "must be a fraction", v[key], allowed="0 <= x <= 1")
+
+
+@rule
+def schedule_phases_fit(v, d):
+  if v["lr_schedule_type"] == "wsd" and v["warmup_steps_fraction"] + v["wsd_decay_steps_fraction"] > 1.0:
+    yield Problem("wsd_decay_steps_fraction", f"plus warmup_steps_fraction ({v['warmup_steps_fraction']}) must not exceed 1",
+                  v["wsd_decay_steps_fraction"])
+
+
+@rule
+def steps_positive(v, d):
+  if d["steps"] <= 0:
+    yield Problem("steps", "must be positive (or -1 to use learning_rate_schedule_steps)", v["steps"])
+  elif d["learning_rate_schedule_steps"] <= 0:
+    yield Problem("learning_rate_schedule_steps", "must be positive (or -1 to use steps)", v["learning_rate_schedule_steps"])
+
+
+@rule
+def batch_size_positive(v, d):
+  if v["per_device_batch_size"] <= 0:
+    yield Problem("per_device_batch_size", "must be positive (fractions below 1 are allowed)", v["per_device_batch_size"])
+  if v["eval_per_device_batch_size"] < 0:
+    yield Problem("eval_per_device_batch_size", "must be >= 0 (0: same as per_device_batch_size)", v["eval_per_device_batch_size"])
+
+
+@rule
+def prefill_shorter_than_target(v, d):
+  if not 0 < v["max_prefill_predict_length"] <= v["max_target_length"]:
+    yield Problem("max_prefill_predict_length", f"must be in 1..max_target_length ({v['max_target_length']})",
+                  v["max_prefill_predict_length"])
+
+
+@rule
+def checkpoint_period_positive(v, d):
+  if v["enable_checkpointing"] and v["checkpoint_period"] <= 0:
+    yield Problem("checkpoint_period", "must be positive when enable_checkpointing is true", v["checkpoint_period"])
+
+
+@rule
+def one_fill_in_per_mesh_level(v, d):
+  for level in ("ici", "dcn"):
+    fills = [k for k in v if k.startswith(f"{level}_") and k.endswith("_parallelism") and v[k] == -1]
+    if len(fills) > 1:
+      yield Problem(fills[1], f"only one {level}_*_parallelism may be -1 (also -1: {', '.join(fills[:1] + fills[2:])})", -1)
+    for k in v:
+      if k.startswith(f"{level}_") and k.endswith("_parallelism") and (v[k] == 0 or v[k] < -1):
+        yield Problem(k, "must be a positive size or -1 (fill from the device count)", v[k])
+
+
+@rule
+def logical_rules_name_mesh_axes(v, d):
+  axes = set(v["mesh_axes"])
+  for logical, mesh in v["logical_axis_rules"]:
+    for axis in [mesh] if isinstance(mesh, str) else mesh:
+      if axis not in axes:
+        yield Problem("logical_axis_rules", f"rule for {logical!r} names mesh axis {axis!r}, which is not in mesh_axes", allowed=", ".join(sorted(axes)))
+
+
+@rule
+def sampling_parameters(v, d):
+  strategy = v["decode_sampling_strategy"]
+  if strategy in ("topk", "composite") and v["decode_sampling_top_k"] <= 0:
+    yield Problem("decode_sampling_top_k", f"must be positive for decode_sampling_strategy={strategy!r}", v["decode_sampling_top_k"])
+  if strategy in ("nucleus", "composite") and not 0 < v["decode_sampling_nucleus_p"] <= 1:
+    yield Problem("decode_sampling_nucleus_p", f"must be in (0, 1] for decode_sampling_strategy={strategy!r}", v["decode_sampling_nucleus_p"])
+  if strategy != "greedy" and v["decode_sampling_temperature"] <= 0:
+    yield Problem("decode_sampling_temperature", "must be positive for sampling", v["decode_sampling_temperature"])
+
+
+@rule
+def mlp_activations_known(v, d):
+  known = {"silu", "gelu", "gelu_exact", "relu", "linear", "sigmoid", "tanh", "swish", "quick_gelu"}
+  acts = v["mlp_activations"]
+  if not acts:
+    yield Problem("mlp_activations", "must name at least one activation", acts)
+  for a in acts:
+    if a not in known:
+      yield Problem("mlp_activations", f"has unknown activation {a!r}", acts, allowed=", ".join(sorted(known)))
+
+
+@rule
+def num_slices_valid(v, d):
+  if v["num_slices"] == 0 or v["num_slices"] < -1:
+    yield Problem("num_slices", "must be -1 (detect) or a positive number", v["num_slices"])
+
+
+@rule
+def data_sources_named(v, d):
+  t = v["dataset_type"]
+  if t == "hf" and not v["hf_path"]:
+    yield Problem("hf_path", "is required when dataset_type is 'hf'", v["hf_path"])
+  if t == "grain" and not v["grain_train_files"]:
+    yield Problem("grain_train_files", "is required when dataset_type is 'grain'", v["grain_train_files"])
+
+
+def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
+  """Every rule's problems, in rule order."""
+  out = []
+  for r in RULES:
+    out.extend(r(v, d, sources) if "sources" in r.__code__.co_varnames else r(v, d))
+  return out

@@ -1,0 +1,15 @@
+"""Ahead-of-time compilation."""
+
+from typing import Any, Literal
+
+from maxtext_like.config.sections._base import F, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
+
+
+class AotSection(Section):
+  """Ahead-of-time compilation. (MaxText: AOT.)"""
+
+  section_name = "aot"
+
+  compiled_trainstep_file: str = F('Name of saved serialized compiled train_step.')
+  compile_topology: str = F("Target hardware version, e.g. 'v5e-256'.")
+  compile_topology_num_slices: int = F('Number of target slices.')

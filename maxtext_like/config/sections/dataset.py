@@ -1,0 +1,65 @@
+"""Input data sources, batching and packing."""
+
+from typing import Any, Literal
+
+from maxtext_like.config.sections._base import F, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
+
+
+class DatasetSection(Section):
+  """Input data sources, batching and packing. (MaxText: DatasetGeneral, TfdsDataset, HfDataset, GrainDataset, OlmoGrainDataset.)"""
+
+  section_name = "dataset"
+
+  dataset_type: Literal['embedded', 'synthetic', 'hf', 'grain', 'tfds', 'c4_mlperf', 'olmo_grain'] = F("The type of the data loading pipeline. MaxText: tfds. 'embedded' is the small English corpus shipped with maxtext_like.")
+  per_device_batch_size: int | float = F('The batch size per device.')
+  eval_per_device_batch_size: int | float = F('The batch size per device for evaluation. Defaults to per_device_batch_size.')
+  max_corpus_chars: int = F('Maximum number of characters to use from the corpus.')
+  train_data_columns: list[str] = F('Column(s) to use from the training data.')
+  train_image_column: str | list[str] = F('Column name(s) for images in the training data.')
+  eval_data_columns: list[str] = F('Column(s) to use from the evaluation data.')
+  eval_image_column: str | list[str] = F('Column name(s) for images in evaluation data.')
+  packing: bool = F('Whether to pack multiple short examples into a single sequence.')
+  grain_packing_type: Literal['first_fit', 'best_fit', 'concat_then_split'] = F("Packing type when using Grain pipeline. 'first_fit', 'best_fit' or 'concat_then_split'.")
+  max_segments_per_seq: int = F('Maximum number of segments that can be packed into a single sequence. -1 or None for no limit.')
+  num_epoch: int = F('Number of epochs to train for.')
+  expansion_factor_real_data: float = F('Factor for partial data loading on hosts.')
+  reuse_example_batch: int = F('For performance testing, repeatedly uses the same batch.')
+  generate_padding_batch_train: bool = F('Whether to generate a padding batch for training to ensure divisibility.')
+  generate_padding_batch_eval: bool = F('Whether to generate a padding batch for evaluation to ensure divisibility.')
+  enable_rampup_batch_size: bool = F('Enable rampup batch size.')
+  per_device_batch_size_start: float = F('Start per device batch size for rampup.')
+  per_device_batch_size_increment: float = F('Increment for per device batch size for rampup.')
+  global_rampup_samples: int = F('Target number of training samples for rampup.')
+  colocated_python_data_input: bool = F('Experimental feature for Pathways.')
+  dataset_path: str = F('Path to the TFDS dataset.')
+  dataset_name: str = F('Name of the TFDS dataset.')
+  eval_dataset_name: str = F('Name of the TFDS eval dataset.')
+  train_split: str = F('Dataset split for training.')
+  eval_split: str = F('Dataset split for evaluation.')
+  hf_path: str = F('Path of the Hugging Face dataset.')
+  hf_name: None | str = F('Name of the Hugging Face dataset.')
+  hf_data_dir: None | str = F('Data directory for the HF dataset.')
+  hf_train_files: None | str = F('Files for the HF training split.')
+  hf_eval_split: None | str = F('Name of the HF evaluation split.')
+  hf_eval_files: None | str = F('Files for the HF evaluation split.')
+  hf_access_token: None | str = F('Hugging Face API access token.')
+  grain_train_files: str = F('Training source specification for the selected Grain file type.')
+  grain_eval_files: str = F('Evaluation source specification for the selected Grain file type.')
+  grain_train_mixture_config_path: str = F('Path to an ArrayRecord JSON file specifying Grain training mixture weights.')
+  grain_file_type: str = F('File type for Grain data. Supported: arrayrecord, tfrecord, parquet, mmap, mmap_npy.')
+  grain_use_elastic_iterator: bool = F("Whether to use grain's `ElasticIterator` for data loading. When True, the iteratorcheckpoint can be restored after a change in the number of data-loading shards.")
+  grain_worker_count: int = F('Number of workers for Grain data loading.')
+  grain_per_worker_buffer_size: int = F('Per-worker buffer size for Grain train data loading.')
+  grain_worker_count_eval: int = F('Number of workers for Grain eval data loading.')
+  grain_per_worker_buffer_size_eval: int = F('Per-worker buffer size for Grain eval data loading.')
+  grain_ram_budget_mb: int = F('RAM budget (MB) for auto-tuning worker count.')
+  grain_num_threads: int = F('Number of threads for Grain ReadOptions during training.')
+  grain_prefetch_buffer_size: int = F('Prefetch buffer size for Grain ReadOptions during training.')
+  grain_num_threads_eval: int = F('Number of threads for Grain ReadOptions during evaluation.')
+  grain_prefetch_buffer_size_eval: int = F('Prefetch buffer size for Grain ReadOptions during evaluation.')
+  grain_data_source_max_workers: int = F('Max workers for ThreadPoolExecutor when mixing multiple Grain data sources.')
+  grain_shuffle_buffer_size: int = F('Shuffle buffer size when using Parquet or TFRecord.')
+  olmo_index_path: str = F('Path or gs:// URI to the JSON index from build_olmo_npy_index.py.')
+  olmo_path_remap_from: str = F('If set, rewrite index file paths starting with this prefix to olmo_path_remap_to.')
+  olmo_path_remap_to: str = F('Replacement prefix used together with olmo_path_remap_from (e.g. /mnt/disks/.../).')
+  olmo_apply_ngram_filter: bool = F("Mask repetitive instances per OLMo-core's repetition filter.")

@@ -1,0 +1,39 @@
+"""Fine-tuning and distillation."""
+
+from typing import Any, Literal
+
+from maxtext_like.config.sections._base import F, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
+
+
+class FinetuneSection(Section):
+  """Fine-tuning and distillation. (MaxText: FineTuning, Distillation.)"""
+
+  section_name = "finetune"
+
+  use_dpo: bool = F('If True, enables Direct Preference Optimization training.')
+  dpo_label_smoothing: float = F('Label smoothing for DPO.')
+  dpo_beta: float = F('Beta parameter for DPO.')
+  use_sft: bool = F('If True, enables Supervised Fine-Tuning.')
+  sft_train_on_completion_only: bool = F('If True, trains only on the completion part of the text.')
+  formatting_func_path: str = F('Path to the custom data formatting function for SFT.')
+  formatting_func_kwargs: dict = F('Keyword arguments to pass to the custom data formatting function for SFT.')
+  use_grpo: None | bool = F('If True, enables Group Relative Policy Optimization.')
+  student_overrides: dict[str, Any] = F("Overrides specific to the Student model (e.g., {'num_query_heads': 16}).")
+  teacher_overrides: dict[str, Any] = F("Overrides specific to the Teacher model (e.g., {'num_query_heads': 64}).")
+  offline_data_dir: str | None = F('GCS or local path to the pre-generated ArrayRecord teacher data.')
+  distill_alpha: float = F('Weight for the distillation loss component.')
+  distill_temperature: float = F('Temperature for distillation softening.')
+  distill_beta: float = F('Weight for the feature loss component. Use 0.0 to disable')
+  distill_feature_loss_type: Literal['cosine', 'l2'] = F("The type of loss to use for feature distillation ('cosine' or 'l2').")
+  distill_layer_indices: None | list = F('Feature indices for feature loss.')
+  distill_alpha_end: float | None = F('Target alpha at end of training. None keeps alpha fixed.')
+  distill_alpha_schedule: Literal['constant', 'linear', 'cosine'] = F("Schedule type for alpha annealing ('constant', 'linear', or 'cosine').")
+  distill_temperature_end: float | None = F('Target temperature at end of training. None keeps temperature fixed.')
+  distill_temperature_schedule: Literal['constant', 'linear', 'cosine'] = F("Schedule type for temperature annealing ('constant', 'linear', or 'cosine').")
+  distill_beta_end: float | None = F('Target beta_feature at end of training. None keeps beta fixed.')
+  distill_beta_schedule: Literal['constant', 'linear', 'cosine'] = F("Schedule type for beta annealing ('constant', 'linear', or 'cosine').")
+  learn_to_init_mode: bool = F('Runs in the learn-to-init mode only')
+  lti_use_general_linear_map: bool = F('enable general map (i.e. single learnable projection instead of the bi-linear mapping. Needs much more HBM.')
+  distill_weights_copy_map: dict[str, Any] = F('Dictionary of copying original teacher weights to the student model.')
+  distill_student_weights_share_map: dict[str, Any] = F('Experimental weight sharing map inside the student model for learn-to-init phase')
+  student_params_to_update: None | list = F('a list of model param name templates to finetune in the student model. The other parameters will be frozen if this attribute is non empty)')

@@ -1,0 +1,67 @@
+"""Vision and audio encoders for multimodal models."""
+
+from typing import Any, Literal
+
+from maxtext_like.config.sections._base import F, NonNegFloat, NonNegInt, PosFloat, PosInt, Section
+
+
+class MultimodalSection(Section):
+  """Vision and audio encoders for multimodal models. (MaxText: MultimodalGeneral, VisionTower, VisionProjector, AudioEncoder.)"""
+
+  section_name = "multimodal"
+
+  use_multimodal: bool = F('Enable multimodal capabilities.')
+  freeze_vision_encoder_params: bool = F('Freeze the parameters of the vision encoder.')
+  freeze_audio_encoder_params: bool = F('Freeze the parameters of the audio encoder.')
+  use_audio: bool = F('Enable audio encoder for multimodal models.')
+  image_size_for_vit: int | list[int] = F('Input image size for the Vision Transformer.')
+  image_path: str = F('Path to an image for decoding.')
+  image_placeholder: str = F('Placeholder string for images in text prompts.')
+  posemb_type_for_vit: str = F('Positional embedding type for the vision encoder.')
+  max_num_images_per_example: int = F('Maximum number of images per example for training with image lists. -1 means no limit.')
+  video_path: str = F('Path to a video for decoding.')
+  audio_path: str = F('Path to an audio file for decoding.')
+  video_placeholder: str = F('Placeholder string for video in text prompts.')
+  audio_placeholder: str = F('Placeholder string for audio in text prompts.')
+  use_audio_in_video: bool = F('Extract and use audio from video files.')
+  use_mrope: bool = F('Enable Multi-dimensional RoPE for Qwen3-Omni models.')
+  mrope_section: list[int] = F('Dimensions for temporal, height, width in MRoPE.')
+  position_id_per_seconds: int = F('Temporal granularity for MRoPE (tokens per second).')
+  hidden_size_for_vit: int = F('Hidden size for the Vision Transformer.')
+  intermediate_size_for_vit: int = F("Intermediate size for the Vision Transformer's MLP.")
+  num_attention_heads_for_vit: int = F('Number of attention heads in the Vision Transformer.')
+  num_channels_for_vit: int = F('Number of input channels for the Vision Transformer (e.g., 3 for RGB).')
+  tile_size_for_vit: int = F('Tile size for the Vision Transformer.')
+  patch_size_for_vit: int = F('Patch size for the Vision Transformer.')
+  conv_stride_for_vit: int = F("Convolutional stride for the Vision Transformer's patch embedding.")
+  num_hidden_layers_for_vit: int = F('Number of hidden layers in the Vision Transformer.')
+  rope_theta_for_vit: int = F('RoPE theta value for the Vision Transformer.')
+  vision_output_dim_for_vit: int = F('Final output dimension of the vision-to-language projection.')
+  spatial_merge_size_for_vit: int = F('Spatial merge factor for vision patches.')
+  out_hidden_size_for_vit: int = F('Output dimension of ViT.')
+  temporal_patch_size_for_vit: int = F('Temporal patch size for video inputs.')
+  num_position_embeddings_for_vit: int = F('Number of position embeddings for ViT.')
+  deepstack_visual_indexes_for_vit: list[int] = F('Layer indices to extract deep visual features.')
+  vision_output_length: int = F('The output length (number of soft tokens) from the vision encoder.')
+  projector_input_dim_for_vit: int = F('Input dimension for the vision projector.')
+  projector_output_dim_for_vit: int = F('Output dimension for the vision projector.')
+  pixel_shuffle_ratio_for_vit: float = F('Pixel shuffle ratio for the Vision Transformer.')
+  projector_dropout_for_vit: float = F('Dropout rate for the vision projector.')
+  d_model_for_audio: int = F('Model dimension for the audio encoder.')
+  encoder_attention_heads_for_audio: int = F('Number of attention heads in the audio encoder.')
+  encoder_ffn_dim_for_audio: int = F('Feed-forward network dimension for the audio encoder.')
+  encoder_layers_for_audio: int = F('Number of encoder layers for audio.')
+  attention_dropout_for_audio: float = F('Attention dropout rate for audio encoder.')
+  activation_dropout_for_audio: float = F('Activation dropout rate for audio encoder.')
+  activation_function_for_audio: str = F('Activation function for audio encoder.')
+  num_mel_bins_for_audio: int = F('Number of mel-frequency bins for audio input.')
+  max_source_positions_for_audio: int = F('Maximum source positions for audio encoder.')
+  scale_embedding_for_audio: bool = F('Whether to scale embeddings in audio encoder.')
+  n_window_for_audio: int = F('Window size for audio processing.')
+  n_window_infer_for_audio: int = F('Window size for audio inference.')
+  conv_chunksize_for_audio: int = F('Chunk size for convolutional layers in audio encoder.')
+  downsample_hidden_size_for_audio: int = F('Hidden size for downsampling in audio encoder.')
+  output_dim_for_audio: int = F('Output dimension for audio encoder.')
+  num_conv_layers_for_audio: int = F('Number of convolutional layers in audio encoder.')
+  max_timescale_for_audio: float = F('Maximum timescale for audio positional encoding.')
+  max_sample_len_for_audio: int = F('Maximum sample length for audio input.')

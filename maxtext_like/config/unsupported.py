@@ -1,0 +1,193 @@
+"""Keys whose feature is not built yet. Such a key accepts its base.yml default; any other value is refused
+with "not supported yet". This list shrinks as features land; nothing is ever silently ignored.
+
+Presets may set architecture keys of families that are not built yet (the model registry refuses the family
+itself), so preset-supplied values are exempt; CLI and environment values are not.
+"""
+
+from __future__ import annotations
+
+# key -> the values that are supported (None: only the default). Keys absent from both maps are fully supported.
+PARTIAL: dict[str, frozenset] = {
+    "attention": frozenset({"autoselected", "dot_product", "flash"}),
+    "dataset_type": frozenset({"embedded", "synthetic"}),
+    "tokenizer_type": frozenset({"sentencepiece"}),
+    "hardware": frozenset({"auto", "cpu", "gpu", "tpu"}),
+    "rope_type": frozenset({"default", "llama3.1"}),
+    "remat_policy": frozenset({"full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
+                               "save_qkv_proj", "custom", "save_out_proj"}),
+    "decoder_block": frozenset({"llama2", "mistral"}),
+}
+
+UNSUPPORTED: frozenset[str] = frozenset({
+    # run
+    "debug_sharding", "sharding_strategy",
+    # checkpointing
+    "lora_input_adapters_path", "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
+    "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "checkpoint_is_quantized",
+    "save_quantized_params_path", "enable_orbax_v1", "checkpoint_conversion_fn", "source_checkpoint_layout",
+    "enable_continuous_checkpointing", "colocated_python_checkpointing", "enable_autocheckpoint",
+    "checkpoint_storage_target_data_file_size_bytes", "checkpoint_storage_use_ocdbt", "checkpoint_storage_use_zarr3",
+    "checkpoint_storage_concurrent_gb", "enable_multi_tier_checkpointing", "local_checkpoint_directory",
+    "local_checkpoint_period", "multi_tier_checkpointing_backup_interval_minutes", "mtc_data_parallelism",
+    "enable_emergency_checkpoint", "use_replicator_service", "replicator_backup_interval_minutes",
+    # dtypes
+    "grad_dtype", "activations_in_float32", "dtype_mm",
+    # quantization
+    "quantization", "replicate_quant_scale", "quant_cfg_path", "quantize_kvcache", "kv_quant_axis", "kv_quant_dtype",
+    "quantization_local_shard_count", "use_qwix_quantization", "use_manual_quantization",
+    "weight_quantization_calibration_method", "act_quantization_calibration_method",
+    "bwd_quantization_calibration_method", "weight_sparsity_n", "weight_sparsity_m", "weight_sparsity_update_step",
+    "weight_sparsity_start_step",
+    # model
+    "attention_output_dim", "global_head_dim", "mlp_activations_limit", "fused_qkv", "attention_bias", "fused_mlp",
+    "qk_norm_with_scale", "v_norm_with_scale", "mtp_num_layers", "mtp_loss_scaling_factor", "mtp_eval_target_module",
+    "normalize_embedding_logits", "mhc_expansion_rate", "sinkhorn_iterations", "engram_layers", "engram_num_heads",
+    "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
+    # attention
+    "attention_type", "share_kv_projections", "global_num_kv_heads", "attention_sink", "chunk_attn_window_size",
+    "use_post_attn_norm", "use_post_ffw_norm", "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
+    "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
+    "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "mla_naive_kvcache", "q_lora_rank", "kv_lora_rank",
+    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "use_indexer", "indexer_head_dim", "indexer_n_heads",
+    "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor", "use_qk_norm", "temperature_tuning",
+    "sa_block_q", "sa_block_kv", "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
+    "sa_block_kv_dkv_compute", "sa_block_q_dq", "sa_block_kv_dq", "sa_use_fused_bwd_kernel", "sa_q_layout",
+    "sa_k_layout", "sa_v_layout", "use_max_logit_estimate", "cost_estimate_flops_fwd", "cost_estimate_flops_bwd",
+    "dq_reduction_steps", "use_splash_scheduler", "pagedattn_num_pages", "pagedattn_tokens_per_page",
+    "pagedattn_pages_per_compute_block", "pagedattn_max_pages_per_group", "pagedattn_head_dim_alignment",
+    # moe
+    "num_experts", "num_experts_per_tok", "capacity_factor", "ragged_buffer_factor", "moe_expert_input_dim",
+    "base_moe_mlp_dim", "padded_base_moe_mlp_dim", "load_balance_loss_weight", "use_custom_sort_vjp",
+    "use_ring_of_experts", "use_gather_mosaic_kernel", "use_random_routing", "interleave_moe_layer_step",
+    "moe_fsdp_use_two_stage_all_gather", "shard_exp_on_fsdp", "use_2d_fsdp_sharding", "norm_topk_prob",
+    "float32_weight_sum", "float32_gate_logits", "prefuse_moe_weights", "megablox", "sparse_matmul",
+    "wi_tile_fwd_batch_seq", "wi_tile_fwd_embed_dim", "wi_tile_fwd_mlp_dim", "wi_tile_dlhs_batch_seq",
+    "wi_tile_dlhs_embed_dim", "wi_tile_dlhs_mlp_dim", "wi_tile_drhs_batch_seq", "wi_tile_drhs_embed_dim",
+    "wi_tile_drhs_mlp_dim", "wo_tile_fwd_batch_seq", "wo_tile_fwd_embed_dim", "wo_tile_fwd_mlp_dim",
+    "wo_tile_dlhs_batch_seq", "wo_tile_dlhs_embed_dim", "wo_tile_dlhs_mlp_dim", "wo_tile_drhs_batch_seq",
+    "wo_tile_drhs_embed_dim", "wo_tile_drhs_mlp_dim", "merge_gating_gmm", "first_num_dense_layers", "shared_experts",
+    "routed_scaling_factor", "routed_score_func", "routed_bias", "routed_bias_update_rate", "mlp_bias",
+    "n_routing_groups", "topk_routing_group", "use_batch_split_schedule", "batch_split_factor", "gdn_conv_kernel_dim",
+    "gdn_key_head_dim", "gdn_value_head_dim", "gdn_num_key_heads", "gdn_num_value_heads", "gdn_chunk_size",
+    "use_qk_norm_in_gdn", "partial_rotary_factor",
+    # mesh
+    "shard_mode", "inhomogeneous_layer_cycle_interval", "context_parallel_load_balance", "context_parallel_strategy",
+    "context_parallel_reorder_strategy", "custom_mesh", "custom_mesh_and_rule", "allow_split_physical_axes",
+    "enable_nnx", "optimize_mesh_for_tpu_v6e", "shardy", "pure_nnx_decoder", "pure_nnx",
+    "remove_size_one_mesh_axis_from_type", "context_sharding", "input_data_sharding_logical_axes",
+    "sharding_tolerance", "shard_optimizer_over_data", "internal_compile", "internal_compile_num_devices",
+    "compile_xla_flags",
+    # dcn
+    "dcn_diloco_parallelism", "dcn_fsdp_transpose_parallelism", "dcn_sequence_parallelism", "dcn_context_parallelism",
+    "dcn_context_autoregressive_parallelism", "dcn_tensor_transpose_parallelism", "dcn_tensor_sequence_parallelism",
+    "dcn_pipeline_parallelism", "dcn_expert_parallelism", "dcn_autoregressive_parallelism",
+    # ici
+    "ici_diloco_parallelism", "ici_fsdp_transpose_parallelism", "ici_sequence_parallelism", "ici_context_parallelism",
+    "ici_context_autoregressive_parallelism", "ici_tensor_transpose_parallelism", "ici_tensor_sequence_parallelism",
+    "ici_autoregressive_parallelism", "ici_pipeline_parallelism", "ici_expert_parallelism",
+    # pipeline
+    "pipeline_fsdp_ag_per_repeat", "num_layers_per_pipeline_stage", "num_pipeline_repeats",
+    "pipeline_parallel_layers", "num_pipeline_microbatches", "pipeline_delay_activation_forwarding",
+    "pipeline_fsdp_ag_once", "scan_pipeline_iterations", "scan_pipeline_repeats", "scan_layers_per_stage",
+    "set_remat_policy_on_pipeline_iterations", "set_remat_policy_on_layers_per_stage",
+    # remat
+    "remat_policy_for_vit", "moe_mlpwi_0", "moe_mlpwi_1", "moe_mlpwo", "query_wa_proj", "kv_wa_proj", "mla_q",
+    "mla_kv", "attention_out", "engram", "optimizer_memory_host_offload", "parameter_memory_host_offload",
+    # tokenizer
+    "use_chat_template", "chat_template_path", "chat_template", "tokenize_train_data", "tokenize_eval_data",
+    "use_truncation", "num_vocab_tiling",
+    # dataset
+    "max_corpus_chars", "train_data_columns", "train_image_column", "eval_data_columns", "eval_image_column",
+    "grain_packing_type", "max_segments_per_seq", "num_epoch", "expansion_factor_real_data", "reuse_example_batch",
+    "generate_padding_batch_train", "generate_padding_batch_eval", "enable_rampup_batch_size",
+    "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",
+    "colocated_python_data_input", "dataset_path", "dataset_name", "eval_dataset_name", "train_split", "eval_split",
+    "hf_path", "hf_name", "hf_data_dir", "hf_train_files", "hf_eval_split", "hf_eval_files", "hf_access_token",
+    "grain_train_files", "grain_eval_files", "grain_train_mixture_config_path", "grain_file_type",
+    "grain_use_elastic_iterator", "grain_worker_count", "grain_per_worker_buffer_size", "grain_worker_count_eval",
+    "grain_per_worker_buffer_size_eval", "grain_ram_budget_mb", "grain_num_threads", "grain_prefetch_buffer_size",
+    "grain_num_threads_eval", "grain_prefetch_buffer_size_eval", "grain_data_source_max_workers",
+    "grain_shuffle_buffer_size", "olmo_index_path", "olmo_path_remap_from", "olmo_path_remap_to",
+    "olmo_apply_ngram_filter",
+    # finetune
+    "use_dpo", "dpo_label_smoothing", "dpo_beta", "use_sft", "sft_train_on_completion_only", "formatting_func_path",
+    "formatting_func_kwargs", "use_grpo", "student_overrides", "teacher_overrides", "offline_data_dir",
+    "distill_alpha", "distill_temperature", "distill_beta", "distill_feature_loss_type", "distill_layer_indices",
+    "distill_alpha_end", "distill_alpha_schedule", "distill_temperature_end", "distill_temperature_schedule",
+    "distill_beta_end", "distill_beta_schedule", "learn_to_init_mode", "lti_use_general_linear_map",
+    "distill_weights_copy_map", "distill_student_weights_share_map", "student_params_to_update",
+    # training
+    "enable_diloco", "diloco_sync_period", "diloco_outer_lr", "diloco_outer_momentum", "elastic_enabled",
+    "elastic_timeout_seconds", "elastic_max_retries", "elastic_min_slice_count",
+    # optimizer
+    "use_tunix_gradient_accumulation",
+    # rope
+    "use_iota_embed", "use_untrainable_positional_embedding", "trainable_position_size", "nope_layer_interval",
+    "rope_linear_scaling_factor", "local_rope_max_timescale", "global_rope_max_timescale", "global_rope_proportion",
+    "local_rope_proportion", "max_position_embeddings", "original_max_position_embeddings", "rope_factor",
+    "beta_fast", "beta_slow", "mscale", "rope_interleave", "rope_truncate", "rope_attention_scaling",
+    # inference
+    "load_from_prefill_dir", "prefill_cache_dir", "autoregressive_decode_assert", "model_call_mode",
+    "use_chunked_prefill", "prefill_chunk_size", "enable_model_warmup", "enable_llm_inference_pool", "multi_sampling",
+    "return_log_prob", "stack_prefill_result_cache", "prefill_cache_axis_order", "ar_cache_axis_order",
+    "compute_axis_order", "reshape_q", "inference_server", "prefill_slice", "generate_slice",
+    "inference_microbenchmark_prefill_lengths", "inference_microbenchmark_stages",
+    "inference_microbenchmark_loop_iters", "inference_microbenchmark_log_file_path",
+    "inference_microbenchmark_num_samples", "inference_metadata_file", "inference_benchmark_test",
+    "enable_prefix_caching", "prefix_caching_hbm_byte", "prefix_caching_dram_byte",
+    # aot
+    "compiled_trainstep_file", "compile_topology", "compile_topology_num_slices",
+    # debug
+    "constant_bound_config", "jax_cache_dir", "jax_distributed_initialization_timeout", "jax_debug_log_modules",
+    "skip_jax_distributed_system", "enable_single_controller", "subslice_shape", "max_checkify", "profiler",
+    "upload_all_profiler_results", "skip_first_n_steps_for_profiler", "profiler_steps", "profile_cleanly",
+    "profile_periodically_period", "hide_profiler_step_metric", "enable_jax_profiler", "jax_profiler_port",
+    "enable_tpu_profiling_options", "tpu_num_chips_to_profile_per_task", "tpu_num_sparse_cores_to_trace",
+    "tpu_num_sparse_core_tiles_to_trace", "xprof_tpu_power_trace_level", "xprof_e2e_enable_fw_throttle_event",
+    "xprof_e2e_enable_fw_power_level_event", "xprof_e2e_enable_fw_thermal_event", "profile_power_events", "dump_hlo",
+    "dump_step", "dump_hlo_local_dir", "dump_hlo_delete_local_after", "dump_hlo_gcs_dir", "dump_hlo_module_name",
+    "dump_hlo_local_module_name", "dump_hlo_xla_flags", "dump_hlo_upload_all", "dump_jaxpr", "dump_jaxpr_local_dir",
+    "dump_jaxpr_delete_local_after", "dump_jaxpr_gcs_dir", "collect_stack_trace", "stack_trace_to_cloud",
+    "stack_trace_interval_seconds", "rl",
+    # metrics
+    "gcs_metrics", "save_config_to_gcs", "record_internal_nn_metrics", "prometheus_port",
+    "enable_checkpoint_cloud_logger", "enable_tunix_perf_metrics", "managed_mldiagnostics",
+    "managed_mldiagnostics_run_group", "enable_goodput_recording", "monitor_goodput",
+    "goodput_upload_interval_seconds", "enable_pathways_goodput", "monitor_step_time_deviation",
+    "step_deviation_interval_seconds", "enable_gcp_goodput_metrics", "enable_gcp_step_deviation_metrics",
+    "report_heartbeat_metric_for_gcp_monitoring", "heartbeat_reporting_interval_in_seconds",
+    "report_performance_metric_for_gcp_monitoring", "use_vertex_tensorboard", "vertex_tensorboard_project",
+    "vertex_tensorboard_region",
+    # multimodal
+    "use_multimodal", "freeze_vision_encoder_params", "freeze_audio_encoder_params", "use_audio",
+    "image_size_for_vit", "image_path", "image_placeholder", "posemb_type_for_vit", "max_num_images_per_example",
+    "video_path", "audio_path", "video_placeholder", "audio_placeholder", "use_audio_in_video", "use_mrope",
+    "mrope_section", "position_id_per_seconds", "hidden_size_for_vit", "intermediate_size_for_vit",
+    "num_attention_heads_for_vit", "num_channels_for_vit", "tile_size_for_vit", "patch_size_for_vit",
+    "conv_stride_for_vit", "num_hidden_layers_for_vit", "rope_theta_for_vit", "vision_output_dim_for_vit",
+    "spatial_merge_size_for_vit", "out_hidden_size_for_vit", "temporal_patch_size_for_vit",
+    "num_position_embeddings_for_vit", "deepstack_visual_indexes_for_vit", "vision_output_length",
+    "projector_input_dim_for_vit", "projector_output_dim_for_vit", "pixel_shuffle_ratio_for_vit",
+    "projector_dropout_for_vit", "d_model_for_audio", "encoder_attention_heads_for_audio",
+    "encoder_ffn_dim_for_audio", "encoder_layers_for_audio", "attention_dropout_for_audio",
+    "activation_dropout_for_audio", "activation_function_for_audio", "num_mel_bins_for_audio",
+    "max_source_positions_for_audio", "scale_embedding_for_audio", "n_window_for_audio", "n_window_infer_for_audio",
+    "conv_chunksize_for_audio", "downsample_hidden_size_for_audio", "output_dim_for_audio",
+    "num_conv_layers_for_audio", "max_timescale_for_audio", "max_sample_len_for_audio",
+    # rl
+    "trainer_devices_fraction", "sampler_devices_fraction", "chips_per_vm", "use_pathways", "num_trainer_slices",
+    "num_samplers_slices", "rollout_data_parallelism", "rollout_tensor_parallelism", "rollout_expert_parallelism",
+    "kv_cache_buffer", "hbm_utilization_vllm", "swap_space_vllm_gb", "enable_dp_attention", "enable_expert_parallel",
+    "async_scheduling", "max_num_batched_tokens", "max_num_seqs", "stop_strings", "vllm_additional_config",
+    "vllm_hf_overrides", "vllm_hf_config_path", "use_standalone_converter", "vllm_load_format", "debug_converter",
+    "gcs_debug_path", "num_generations", "num_iterations", "grpo_beta", "grpo_epsilon", "loss_algo",
+    "use_agentic_rollout", "max_concurrency", "off_policy_steps", "system_prompt", "degenerate_group_masking",
+    "epsilon_high", "reshard_chunk_size", "batch_size", "num_batches", "num_test_batches", "test_batch_start_index",
+    "train_fraction", "train_micro_batch_size", "rollout_micro_batch_size", "eval_sampling_strategy",
+    "generation_configs", "num_eval_passes", "eval_corr_lst", "eval_make_lst", "eval_mode", "reward_exact_answer",
+    "reward_exact_format_match", "reward_white_space_format_match", "reward_partial_format_match",
+    "reward_ratio_guess_to_answer_high", "reward_ratio_guess_to_answer_low", "penalty_incorrect_format",
+    "penalty_incorrect_answer", "math_verify_timeout", "math_verify_num_procs", "reasoning_start_token",
+    "reasoning_end_token", "solution_start_token", "solution_end_token",
+})

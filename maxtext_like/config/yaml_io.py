@@ -1,0 +1,56 @@
+"""Read a flat YAML config keeping the line of every key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from maxtext_like.config.errors import Problem
+
+try:
+  _Loader = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - libyaml missing
+  _Loader = yaml.SafeLoader
+
+
+def _display(path: Path) -> str:
+  try:
+    return str(path.relative_to(Path.cwd()))
+  except ValueError:
+    return str(path)
+
+
+def read_flat_yaml(path: Path, text: str | None = None) -> tuple[dict[str, tuple[object, str]], list[Problem]]:
+  """{key: (value, "file:line")} of a flat YAML mapping, and the problems found reading it."""
+  where = _display(path)
+  if text is None:
+    try:
+      text = path.read_text()
+    except OSError as e:
+      return {}, [Problem("config file", f"cannot be read: {e.strerror or e}", str(path))]
+  out: dict[str, tuple[object, str]] = {}
+  problems: list[Problem] = []
+  loader = _Loader(text)
+  try:
+    node = loader.get_single_node()
+    if node is None:
+      return {}, []
+    if not isinstance(node, yaml.MappingNode):
+      return {}, [Problem("config file", "must be a mapping of key: value lines", source=where)]
+    for key_node, value_node in node.value:
+      src = f"{where}:{key_node.start_mark.line + 1}"
+      if not isinstance(key_node, yaml.ScalarNode):
+        problems.append(Problem("config file", "keys must be plain names", source=src))
+        continue
+      key = str(key_node.value)
+      if key in out:
+        problems.append(Problem(key, f"is set twice (first at {out[key][1]})", source=src))
+      out[key] = (loader.construct_object(value_node, deep=True), src)
+  except yaml.YAMLError as e:
+    mark = getattr(e, "problem_mark", None)
+    src = f"{where}:{mark.line + 1}" if mark else where
+    problems.append(Problem("config file", f"is not valid YAML ({getattr(e, 'problem', None) or e})", source=src))
+  finally:
+    loader.dispose()
+  return out, problems
