@@ -172,37 +172,36 @@ class HuggingFaceTokenizer(Tokenizer):
     if os.path.isdir(path):
       import transformers  # pylint: disable=g-import-not-at-top
 
-      hf = transformers.AutoTokenizer.from_pretrained(
-          path, local_files_only=True
-      )
-      self._tok = hf.backend_tokenizer
-      ids = (hf.bos_token_id, hf.eos_token_id, hf.pad_token_id)
+      hf = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+      self._encode_fn = lambda text: hf.encode(text, add_special_tokens=False)
+      self._decode_fn = lambda ids: hf.decode(ids, skip_special_tokens=False)
+      self._vocab = len(hf)
+      bos, eos, pad = hf.bos_token_id, hf.eos_token_id, hf.pad_token_id
     else:
       import tokenizers  # pylint: disable=g-import-not-at-top
 
-      self._tok = tokenizers.Tokenizer.from_file(path)
-      ids = tuple(self._find(names) for names in (_BOS_NAMES, _EOS_NAMES, _PAD_NAMES))
-    bos, eos, pad = ids
+      tok = tokenizers.Tokenizer.from_file(path)
+      self._encode_fn = lambda text: tok.encode(text, add_special_tokens=False).ids
+      self._decode_fn = lambda ids: tok.decode(ids, skip_special_tokens=False)
+      self._vocab = tok.get_vocab_size(with_added_tokens=True)
+      bos, eos, pad = (
+          next((i for n in names if (i := tok.token_to_id(n)) is not None), None)
+          for names in (_BOS_NAMES, _EOS_NAMES, _PAD_NAMES)
+      )
     self._bos = -1 if bos is None else bos
     self._eos = -1 if eos is None else eos
     self._pad = pad if pad is not None else self._eos
 
-  def _find(self, names) -> int | None:
-    for name in names:
-      if (i := self._tok.token_to_id(name)) is not None:
-        return i
-    return None
-
-  vocab_size = property(lambda self: self._tok.get_vocab_size(with_added_tokens=True))
+  vocab_size = property(lambda self: self._vocab)
   bos_id = property(lambda self: self._bos)
   eos_id = property(lambda self: self._eos)
   pad_id = property(lambda self: self._pad)
 
   def _encode(self, text: str) -> list[int]:
-    return self._tok.encode(text, add_special_tokens=False).ids
+    return list(self._encode_fn(text))
 
   def _decode(self, ids: list[int]) -> str:
-    return self._tok.decode(ids, skip_special_tokens=False)
+    return self._decode_fn(ids)
 
 
 _LLAMA3_PATTERN = (

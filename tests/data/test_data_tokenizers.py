@@ -65,7 +65,7 @@ def test_unknown_type_suggests_a_name():
     build_tokenizer("sentencepeice", assets.tokenizer_path(), add_bos=True, add_eos=True)
 
 
-def test_huggingface_tokenizer_json(tmp_path):
+def _tiny_hf_tokenizer():
   tok = tokenizers.Tokenizer(tokenizers.models.BPE())
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = tokenizers.decoders.ByteLevel()
@@ -74,14 +74,32 @@ def test_huggingface_tokenizer_json(tmp_path):
       initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
   )
   tok.train_from_iterator(TEXTS * 5, trainer)
-  path = tmp_path / "tokenizer.json"
-  tok.save(str(path))
-  hf = build_tokenizer("huggingface", str(path), add_bos=True, add_eos=True)
+  return tok
+
+
+def _check_hf(hf):
   assert (hf.pad_id, hf.bos_id, hf.eos_id) == (0, 1, 2)
+  assert hf.vocab_size == 300
   for text in TEXTS:
     ids = hf.encode(text)
     assert ids[0] == 1 and ids[-1] == 2
     assert hf.decode(ids) == text
+
+
+def test_huggingface_tokenizer_json_file(tmp_path):
+  path = tmp_path / "tokenizer.json"
+  _tiny_hf_tokenizer().save(str(path))
+  _check_hf(build_tokenizer("huggingface", str(path), add_bos=True, add_eos=True))
+
+
+def test_huggingface_tokenizer_directory(tmp_path):
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  fast = transformers.PreTrainedTokenizerFast(
+      tokenizer_object=_tiny_hf_tokenizer(), bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+  )
+  fast.save_pretrained(str(tmp_path))
+  _check_hf(build_tokenizer("huggingface", str(tmp_path), add_bos=True, add_eos=True))
 
 
 def test_tiktoken_llama3_layout(tmp_path):
