@@ -5,8 +5,21 @@ Public entry points (plain keyword arguments, no config object):
   make_synthetic_iterator(...)  random tokens, same batch layout
   build_tokenizer(...)          'sentencepiece' | 'huggingface' | 'tiktoken'
   packing_efficiency(batch)     fraction of non-padding tokens
+  global_batch.to_global_batch  per-process rows -> global jax.Arrays (imports JAX)
 
-The batch layout (MaxText names) is documented in `features`.
+The batch layout (MaxText names) is documented in `features`. Typical use with
+the embedded corpus and tokenizer (`maxtext_like.assets`):
+
+    tok = build_tokenizer("sentencepiece", assets.tokenizer_path(),
+                          add_bos=True, add_eos=True)
+    train = make_text_iterator(
+        files=[assets.corpus_path("train")], tokenizer=tok, seq_len=512,
+        global_batch_size=8, shuffle=True, seed=0, packing=True,
+        num_epoch=-1, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    batch = next(train); state = train.get_state()   # JSON; save with ckpt
+    evals = make_text_iterator(files=[assets.corpus_path("eval")], ...,
+                               shuffle=False, num_epoch=1)   # finite
 """
 
 from maxtext_like.data.features import BATCH_KEYS, packing_efficiency
