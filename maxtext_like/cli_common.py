@@ -1,0 +1,40 @@
+"""Shared entry-point behaviour: validate the config before touching devices; bad input -> one paragraph, exit 2."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _bad_input_types() -> tuple[type, ...]:
+  from maxtext_like.config import ConfigError
+  from maxtext_like.training.checkpointing import CheckpointError
+  return ConfigError, CheckpointError, FileNotFoundError
+
+
+def run_entry_point(name: str, argv: Sequence[str], body: Callable) -> int:
+  from maxtext_like.config import ConfigError, load_config
+  try:
+    cfg = load_config(list(argv))
+  except ConfigError as e:
+    print(f"{name}: {e}", file=sys.stderr)
+    return 2
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  try:
+    body(cfg)
+  except _bad_input_types() as e:
+    print(f"{name}: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"{name}: interrupted", file=sys.stderr)
+    return 130
+  except Exception as e:  # noqa: BLE001
+    from maxtext_like.training.loop import TrainingAborted
+    if isinstance(e, (TrainingAborted,)):
+      print(f"{name}: {e}", file=sys.stderr)
+      return 3
+    if isinstance(e, ValueError) and "maxtext_like" in type(e).__module__ + "".join(str(e)[:0]):
+      raise
+    raise
+  return 0

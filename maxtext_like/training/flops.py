@@ -1,0 +1,72 @@
+"""Training FLOPs per step (MaxText's formula for a dense decoder) and the device's peak FLOP/s."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from maxtext_like.models import ModelSpec
+
+# Peak dense FLOP/s per device for known accelerators (bfloat16), by jax device_kind substring.
+KNOWN_PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6": 918e12,
+               "H100": 989e12, "A100": 312e12, "H200": 989e12, "B200": 2250e12}
+
+
+def train_flops_per_step(spec: ModelSpec, batch: int, seq: int, grad_accum: int = 1) -> float:
+  """3 x forward FLOPs: ffn + qkv + out projection per layer, unembedding, causal attention."""
+  B, S, L = batch, seq, spec.num_decoder_layers
+  n_act = len(spec.mlp_activations)
+  ffn = 2 * B * S * spec.mlp_dim * spec.emb_dim * n_act + 2 * B * S * spec.mlp_dim * spec.emb_dim
+  qkv = 2 * B * S * spec.emb_dim * (spec.num_query_heads + 2 * spec.num_kv_heads) * spec.head_dim
+  proj = 2 * B * S * spec.emb_dim * spec.num_query_heads * spec.head_dim
+  unembed = 2 * B * S * spec.emb_dim * spec.vocab_size
+  attention = 4 * B * S * S * spec.num_query_heads * spec.head_dim / 2
+  return 3 * ((ffn + qkv + proj) * L + unembed + attention * L) * grad_accum
+
+
+def _cache_file() -> Path:
+  return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maxtext_like" / "peak_flops.json"
+
+
+def cpu_matmul_probe(n: int = 1024, repeats: int = 5) -> float:
+  """Measured float32 matmul FLOP/s of one CPU device (best of a few runs)."""
+  import jax
+  import jax.numpy as jnp
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n**3 / best
+
+
+def peak_flops_per_device(configured: float, device_kind: str, platform: str) -> tuple[float, str]:
+  """(peak FLOP/s, how it was obtained). Configured value wins; then a known accelerator; on CPU a cached probe."""
+  if configured > 0:
+    return configured, "peak_flops_per_device"
+  for name, peak in KNOWN_PEAKS.items():
+    if name.lower() in device_kind.lower():
+      return peak, f"known peak of {name}"
+  if platform != "cpu":
+    return 0.0, "unknown accelerator: set peak_flops_per_device for MFU"
+  cache = _cache_file()
+  key = f"{device_kind}|{os.cpu_count()}|{os.environ.get('XLA_FLAGS', '')}"
+  try:
+    data = json.loads(cache.read_text())
+    if key in data:
+      return float(data[key]), f"cached CPU matmul probe ({cache})"
+  except (OSError, ValueError):
+    data = {}
+  peak = cpu_matmul_probe()
+  try:
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    data[key] = peak
+    cache.write_text(json.dumps(data))
+  except OSError:
+    pass
+  return peak, "CPU matmul probe"

@@ -1,0 +1,198 @@
+"""The training run: build everything from the config, then a small loop around the pure jitted step.
+
+Hooks (logging, NaN checks, eval, checkpointing, profiling) are small functions called from the loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maxtext_like.config import Config
+from maxtext_like.config.resolve import Plan, resolve
+from maxtext_like.models import build_model
+from maxtext_like.models.sharding import activation_sharding
+from maxtext_like.training import checkpointing as ckpt
+from maxtext_like.training.data_source import make_iterator
+from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_step
+from maxtext_like.training.metrics_log import MetricsWriter
+from maxtext_like.training.model_spec import model_spec
+from maxtext_like.training.schedules import make_optimizer
+from maxtext_like.training.state import batch_sharding, build_state_layout, make_mesh
+from maxtext_like.training.step import StepOptions, make_eval_step, make_train_step
+
+
+class TrainingAborted(RuntimeError):
+  """NaN/Inf loss with abort_on_nan_loss / abort_on_inf_loss; saved checkpoints are kept."""
+
+
+@dataclasses.dataclass
+class RunResult:
+  losses: dict[int, float]
+  final_state: Any
+  plan: Plan
+  history: list[dict]
+  run_dir: str
+
+
+def config_record(cfg: Config) -> dict:
+  """The resolved config as JSON-able data, saved with every checkpoint."""
+  import json
+  return json.loads(json.dumps({"flat": cfg.flat(), "derived": cfg.derived.model_dump()}, default=str))
+
+
+def to_global(batch: dict, sharding) -> dict:
+  """This process's numpy batch -> global jax arrays laid out by `sharding`."""
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+class Trainer:
+  """Holds what the loop needs; `run()` trains to `steps`."""
+
+  def __init__(self, cfg: Config, devices: list | None = None):
+    self.cfg = cfg
+    self.devices = list(jax.devices() if devices is None else devices)
+    self.plan = resolve(cfg, len(self.devices), num_slices=max(cfg.mesh.num_slices, 1))
+    self.mesh = make_mesh(self.plan, self.devices)
+    self.rules = [tuple(r) for r in cfg.mesh.logical_axis_rules]
+    self.spec = model_spec(cfg)
+    abs_params = nnx.state(nnx.eval_shape(lambda: build_model(self.spec, nnx.Rngs(0))), nnx.Param)
+    self.steps = cfg.derived.steps
+    self.optimizer, self.schedule = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, abs_params)
+    self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval)
+    self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
+    opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
+                       skip_step_on_spikes=cfg.optimizer.skip_step_on_spikes,
+                       skip_step_scaling_factor=cfg.optimizer.skip_step_scaling_factor,
+                       deterministic=not (cfg.training.enable_dropout and cfg.training.dropout_rate > 0))
+    step_fn = make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts)
+    self.train_step = jax.jit(step_fn, in_shardings=(self.layout.shardings, self.batch_sharding),
+                              out_shardings=(self.layout.shardings, None), donate_argnums=0)
+    self.eval_step = jax.jit(make_eval_step(self.layout.graphdef, cfg.model.z_loss_multiplier),
+                             in_shardings=(self.layout.shardings, self.batch_sharding))
+    self.run_dir = os.path.join(cfg.run.base_output_directory, cfg.derived.run_name)
+    self.mngr = None
+    if cfg.checkpointing.enable_checkpointing:
+      self.mngr = ckpt.manager(cfg.derived.checkpoint_dir, period=cfg.checkpointing.checkpoint_period,
+                               max_to_keep=cfg.checkpointing.max_num_checkpoints_to_keep,
+                               async_save=cfg.checkpointing.async_checkpointing)
+    self.data = make_iterator(cfg, self.plan.global_batch_size_to_load, "train", jax.process_index(), jax.process_count())
+
+  # ---- state ----
+  def initial_state(self) -> tuple[Any, int]:
+    c = self.cfg.checkpointing
+    with self.mesh:
+      if self.mngr is not None:
+        restored = ckpt.restore_latest(self.mngr, self.layout.abstract)
+        if restored is not None:
+          state, data_state, step = restored
+          self.data.set_state(data_state["train"])
+          print(f"resumed from {self.cfg.derived.checkpoint_dir}/{step}", flush=True)
+          return state, step
+      if c.load_full_state_path:
+        state = ckpt.restore_from_path(c.load_full_state_path, self.layout.abstract, params_only=False)
+        return state, int(state["step"])
+      state = self.layout.init_fn(jax.random.PRNGKey(self.cfg.training.init_weights_seed))
+      if c.load_parameters_path:
+        state["params"] = ckpt.restore_from_path(c.load_parameters_path, self.layout.abstract, params_only=True)
+      return state, 0
+
+  def save(self, step: int, state, *, force: bool = False) -> None:
+    if self.mngr is None:
+      return
+    ckpt.save(self.mngr, step, state, {"train": self.data.get_state()}, config_record(self.cfg), force=force)
+
+  # ---- hooks ----
+  def _check_finite(self, step: int, loss: float) -> None:
+    t = self.cfg.training
+    if (math.isnan(loss) and t.abort_on_nan_loss) or (math.isinf(loss) and t.abort_on_inf_loss):
+      raise TrainingAborted(f"loss is {loss} at step {step}; stopping (abort_on_nan_loss / abort_on_inf_loss). "
+                            f"Checkpoints saved before this step are kept in {self.cfg.derived.checkpoint_dir}.")
+
+  def evaluate(self, state) -> float:
+    t = self.cfg.training
+    it = make_iterator(self.cfg, self.plan.global_batch_size_to_eval_on, "eval", jax.process_index(), jax.process_count())
+    total = count = 0.0
+    for i, batch in enumerate(it):
+      if 0 < t.eval_steps <= i:
+        break
+      out = self.eval_step(state, to_global(batch, self.batch_sharding))
+      total += float(out["total"])
+      count += float(out["count"])
+    return total / max(count, 1.0)
+
+  # ---- loop ----
+  def run(self) -> RunResult:
+    cfg = self.cfg
+    state, start = self.initial_state()
+    writer = MetricsWriter(metrics_file=cfg.metrics.metrics_file, total_steps=self.steps, is_primary=jax.process_index() == 0,
+                           tensorboard_dir=cfg.derived.tensorboard_dir if cfg.metrics.enable_tensorboard else None)
+    tokens_per_step = self.plan.global_batch_size_to_train_on * cfg.inference.max_target_length
+    flops = train_flops_per_step(self.spec, self.plan.global_batch_size_to_train_on, cfg.inference.max_target_length)
+    dev = self.devices[0]
+    peak, peak_how = peak_flops_per_device(cfg.mesh.peak_flops_per_device, getattr(dev, "device_kind", ""), dev.platform)
+    losses: dict[int, float] = {}
+    pending = None  # (step, metrics) of the previous step, checked one step late so dispatch stays asynchronous
+    last_log_t, last_log_step = time.perf_counter(), start
+    first_step_done = False
+    try:
+      with self.mesh, activation_sharding(self.mesh, self.rules):
+        for step in range(start, self.steps):
+          batch = to_global(next(self.data), self.batch_sharding)
+          state, metrics = self.train_step(state, batch)
+          if pending is not None:
+            self._finish_step(*pending, losses)
+          pending = (step, metrics)
+          done = step + 1
+          if done % cfg.training.log_period == 0 or done == self.steps:
+            self._finish_step(*pending, losses)
+            pending = None
+            now = time.perf_counter()
+            dt = (now - last_log_t) / max(done - last_log_step, 1)
+            if not first_step_done:
+              first_step_done = True  # the first interval includes compilation
+            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            record = {"loss": m["loss"], "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"], "step_time_s": dt,
+                      "tokens_per_s": tokens_per_step / dt, "tokens_per_s_per_device": tokens_per_step / dt / len(self.devices),
+                      "tflops_per_device": flops / dt / len(self.devices) / 1e12, "skipped": m["skipped"]}
+            if peak > 0:
+              record["mfu"] = flops / dt / len(self.devices) / peak
+            if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
+              record["eval_loss"] = self.evaluate(state)
+            writer.write(done, record, eta_s=dt * (self.steps - done))
+            last_log_t, last_log_step = time.perf_counter(), done
+            if "eval_loss" in record and cfg.training.target_eval_loss > 0 and record["eval_loss"] <= cfg.training.target_eval_loss:
+              print(f"eval loss {record['eval_loss']:.4f} reached target_eval_loss {cfg.training.target_eval_loss}; stopping", flush=True)
+              self.save(done, state, force=True)
+              break
+          elif cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
+            writer.write(done, {"eval_loss": self.evaluate(state)})
+          self.save(done, state)
+        if pending is not None:
+          self._finish_step(*pending, losses)
+        if cfg.checkpointing.save_checkpoint_on_completion and self.mngr is not None and self.mngr.latest_step() != self.steps and start < self.steps:
+          self.save(min(self.steps, max(losses) + 1 if losses else start), state, force=True)
+    finally:
+      if self.mngr is not None:
+        self.mngr.wait_until_finished()
+      writer.close(png_path=os.path.join(self.run_dir, "loss_curve.png"))
+    if jax.process_index() == 0 and losses:
+      print(f"done: {len(losses)} steps, final loss {losses[max(losses)]:.4f}; peak FLOP/s {peak:.3g} ({peak_how})", flush=True)
+    return RunResult(losses=losses, final_state=state, plan=self.plan, history=writer.history, run_dir=self.run_dir)
+
+  def _finish_step(self, step: int, metrics, losses: dict[int, float]) -> None:
+    loss = float(metrics["loss"])
+    losses[step] = loss
+    self._check_finite(step, loss)
+
+
+def train(cfg: Config) -> RunResult:
+  return Trainer(cfg).run()

@@ -1,0 +1,48 @@
+"""The model's own config section: a `ModelSpec` built from the validated config."""
+
+from __future__ import annotations
+
+from maxtext_like.config import Config
+from maxtext_like.models import ModelSpec
+
+
+def model_spec(cfg: Config) -> ModelSpec:
+  m, a, r, d = cfg.model, cfg.attention, cfg.rope, cfg.derived
+  remat = cfg.remat
+  return ModelSpec(
+      decoder_block=m.decoder_block,
+      vocab_size=cfg.tokenizer.vocab_size,
+      emb_dim=d.emb_dim,
+      num_query_heads=d.num_query_heads,
+      num_kv_heads=d.num_kv_heads,
+      head_dim=m.head_dim,
+      mlp_dim=d.mlp_dim,
+      num_decoder_layers=d.num_decoder_layers,
+      mlp_activations=tuple(m.mlp_activations),
+      normalization_layer_epsilon=m.normalization_layer_epsilon,
+      logits_via_embedding=m.logits_via_embedding,
+      final_logits_soft_cap=m.final_logits_soft_cap,
+      attn_logits_soft_cap=a.attn_logits_soft_cap,
+      sliding_window_size=a.sliding_window_size,
+      rope_type=r.rope_type,
+      rope_max_timescale=r.rope_max_timescale,
+      rope_min_timescale=r.rope_min_timescale,
+      rope_use_scale=r.rope_use_scale,
+      dropout_rate=cfg.training.dropout_rate,
+      enable_dropout=cfg.training.enable_dropout,
+      dtype=cfg.dtypes.dtype,
+      weight_dtype=cfg.dtypes.weight_dtype,
+      matmul_precision=cfg.dtypes.matmul_precision,
+      float32_qk_product=a.float32_qk_product,
+      float32_logits=a.float32_logits,
+      cast_logits_to_fp32=m.cast_logits_to_fp32,
+      logits_dot_in_fp32=m.logits_dot_in_fp32,
+      dense_init_scale=m.dense_init_scale,
+      scan_layers=cfg.mesh.scan_layers,
+      param_scan_axis=cfg.mesh.param_scan_axis,
+      remat_policy=remat.remat_policy,
+      remat_locations={k: getattr(remat, k) for k in ("decoder_layer_input", "context", "mlpwi", "mlpwi_0", "mlpwi_1", "mlpwo",
+                                                        "query_proj", "key_proj", "value_proj", "qkv_proj", "out_proj")},
+      attention=a.attention,
+      max_target_length=cfg.inference.max_target_length,
+  )

@@ -1,0 +1,82 @@
+"""Mesh, abstract train state and its shardings; materialise the state directly into its shardings."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from maxtext_like.config.resolve import Plan
+from maxtext_like.models import ModelSpec, build_model
+from maxtext_like.models.sharding import logical_to_mesh_sharding
+
+SKIP_WINDOW = "loss_window"
+
+
+def make_mesh(plan: Plan, devices: list | None = None) -> Mesh:
+  devices = list(jax.devices() if devices is None else devices)
+  shape = plan.mesh_shape
+  if int(np.prod(shape)) != len(devices):
+    raise ValueError(f"mesh {dict(zip(plan.mesh_axes, shape))} needs {int(np.prod(shape))} devices, have {len(devices)}")
+  if plan.num_slices > 1:
+    # Slices are the outer (DCN) level: each mesh axis is dcn x ici, with slices contiguous in the device list.
+    ici = np.array(devices, dtype=object).reshape(plan.num_slices, *plan.ici_parallelism)
+    arr = np.empty(shape, dtype=object)
+    dcn_idx = np.array(np.unravel_index(np.arange(plan.num_slices), plan.dcn_parallelism)).T
+    for s, d in enumerate(dcn_idx):
+      sl = tuple(slice(int(di) * ic, (int(di) + 1) * ic) for di, ic in zip(d, plan.ici_parallelism))
+      arr[sl] = ici[s]
+    return Mesh(arr, plan.mesh_axes)
+  return Mesh(np.array(devices, dtype=object).reshape(shape), plan.mesh_axes)
+
+
+@dataclasses.dataclass
+class StateLayout:
+  """Everything needed to build, shard, restore and step the train state."""
+
+  graphdef: Any
+  abstract: dict  # ShapeDtypeStructs with .sharding
+  shardings: dict
+  init_fn: Any  # jitted: key -> state, materialised into `shardings`
+
+
+def _split(model):
+  return nnx.split(model, nnx.Param, ...)
+
+
+def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation, mesh: Mesh, rules, *,
+                       loss_window: int) -> StateLayout:
+  """Abstract init (no memory), shardings from logical axis names, and a jitted initialiser that writes shards."""
+  abs_model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
+  graphdef, abs_params, abs_rest = _split(abs_model)
+  param_shardings = logical_to_mesh_sharding(abs_params, mesh, rules)
+  replicated = NamedSharding(mesh, PartitionSpec())
+
+  def init(key):
+    model = build_model(spec, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+    _, params, rest = _split(model)
+    params = jax.lax.with_sharding_constraint(params, param_shardings)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params), "rest": rest,
+            SKIP_WINDOW: jnp.zeros((loss_window,), jnp.float32)}
+
+  # Let XLA propagate parameter shardings into the optimizer state, then pin what it chose.
+  key_abs = jax.ShapeDtypeStruct((2,), jnp.uint32)
+  partial = {"step": replicated, "params": param_shardings, "opt_state": None, "rest": None, SKIP_WINDOW: replicated}
+  with mesh:
+    compiled = jax.jit(init, out_shardings=partial).lower(key_abs).compile()
+  shardings = compiled.output_shardings
+  abstract_tree = jax.eval_shape(init, key_abs)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
+  init_fn = jax.jit(init, out_shardings=shardings)
+  return StateLayout(graphdef=graphdef, abstract=abstract, shardings=shardings, init_fn=init_fn)
+
+
+def batch_sharding(mesh: Mesh, data_sharding: list[list[str]]) -> NamedSharding:
+  axes = tuple(a for a in data_sharding[0] if a in mesh.axis_names and mesh.shape[a] > 1)
+  return NamedSharding(mesh, PartitionSpec(axes or None))

@@ -1,0 +1,102 @@
+"""The pure train step: loss, gradients (with accumulation), optimizer update and metrics.
+
+State is a plain dict pytree: {"step", "params", "opt_state", "rest", "loss_window"}; `rest` holds the model's
+non-parameter state (dropout RNG counters), `loss_window` the recent losses that `skip_step_on_spikes` compares with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  grad_accum: int = 1
+  z_loss_multiplier: float = 0.0
+  skip_step_on_spikes: bool = False
+  skip_step_scaling_factor: float = 6.0
+  deterministic: bool = True
+
+
+def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Array, z_loss: float) -> tuple[jax.Array, jax.Array]:
+  """(sum of per-token loss over unmasked tokens, number of those tokens); z-loss added per token."""
+  logits_BTV = logits_BTV.astype(jnp.float32)
+  lse_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+  target_logit_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0]
+  per_token = lse_BT - target_logit_BT + z_loss * jnp.square(lse_BT)
+  mask = mask_BT.astype(jnp.float32)
+  return jnp.sum(per_token * mask), jnp.sum(mask)
+
+
+def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool):
+  model = nnx.merge(graphdef, params, rest)
+  logits = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"], deterministic=deterministic)
+  total, count = cross_entropy(logits, batch["targets"], batch["targets_segmentation"] != 0, z_loss)
+  new_rest = nnx.state(model, nnx.Not(nnx.Param))
+  return total / jnp.maximum(count, 1.0), (total, count, new_rest)
+
+
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: Callable, opts: StepOptions):
+  """train_step(state, batch) -> (state, metrics). Pure: jit it with shardings and donate the state."""
+
+  def grads_of(params, rest, batch):
+    if opts.grad_accum == 1:
+      (_, (total, count, rest)), grads = jax.value_and_grad(
+          lambda p: _sum_loss(p, rest, batch), has_aux=True)(params)
+      return total, count, grads, rest
+    micro = jax.tree.map(lambda x: x.reshape(opts.grad_accum, x.shape[0] // opts.grad_accum, *x.shape[1:]), batch)
+
+    def body(carry, mb):
+      total, count, grads, rest = carry
+      (_, (t, c, rest)), g = jax.value_and_grad(lambda p: _sum_loss(p, rest, mb), has_aux=True)(params)
+      return (total + t, count + c, jax.tree.map(jnp.add, grads, g), rest), None
+
+    zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+    (total, count, grads, rest), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0), zeros, rest), micro)
+    return total, count, grads, rest
+
+  def _sum_loss(params, rest, batch):
+    # Gradients of the token-summed loss; normalised by the token count after accumulation.
+    mean, (total, count, new_rest) = loss_fn(params, rest, graphdef, batch, opts.z_loss_multiplier, opts.deterministic)
+    return total, (total, count, new_rest)
+
+  def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
+    params = state["params"]
+    total, count, grads, rest = grads_of(params, state["rest"], batch)
+    denom = jnp.maximum(count, 1.0)
+    loss = total / denom
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    window = state["loss_window"]
+    seen = jnp.sum(window > 0)
+    spike = jnp.logical_and(seen == window.shape[0], loss > opts.skip_step_scaling_factor * jnp.mean(window))
+    skip = jnp.logical_and(opts.skip_step_on_spikes, spike) | ~jnp.isfinite(loss) & opts.skip_step_on_spikes
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skip, o, n), new, old)
+    new_state = {
+        "step": state["step"] + 1,
+        "params": keep(new_params, params),
+        "opt_state": keep(opt_state, state["opt_state"]),
+        "rest": rest,
+        "loss_window": jnp.where(skip, window, jnp.roll(window, 1).at[0].set(loss)),
+    }
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state["step"]), "tokens": count,
+               "skipped": skip.astype(jnp.int32), "param_norm": optax.global_norm(params)}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(graphdef, z_loss: float):
+  def eval_step(state, batch):
+    _, (total, count, _) = loss_fn(state["params"], state["rest"], graphdef, batch, z_loss, True)
+    return {"total": total, "count": count}
+  return eval_step
