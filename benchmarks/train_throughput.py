@@ -100,6 +100,7 @@ def table(r: dict) -> str:
           ("devices x global batch x seq", f"{r['devices']} x {r['global_batch']} x {r['seq']}"),
           ("tokens/s", f"{r['tokens_per_s']:.0f}"),
           ("tokens/s/device", f"{r['tokens_per_s_per_device']:.0f}"),
+          ("tokens/s at the fastest step", f"{r['tokens_per_s'] * r['step_s_median'] / r['step_s_min']:.0f}"),
           ("TFLOP/s/device", f"{r['tflops_per_device']:.4f}"),
           ("MFU", f"{100 * r['mfu']:.1f}% of {r['peak_flops_per_device'] / 1e9:.1f} GFLOP/s ({r['peak_how']})"),
           (f"step time, median of {r['timed_steps']}", f"{1000 * r['step_s_median']:.1f} ms "
