@@ -1,0 +1,119 @@
+"""Attention kernels: dot_product vs a naive loop reference; flash and jax's DPA vs dot_product."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+
+from maxtext_like.models import attention_kernels as ak
+
+B, T, H = 2, 20, 8
+
+
+def naive_attention(q, k, v, seg, window, soft_cap):
+  """Per (b, n, t) loops over keys; the mask is written out as the rules read."""
+  q, k, v, seg = map(np.asarray, (q, k, v, seg))
+  _, _, N, _ = q.shape
+  G = N // k.shape[2]
+  out = np.zeros(q.shape, np.float64)
+  for b in range(q.shape[0]):
+    for n in range(N):
+      for t in range(q.shape[1]):
+        allowed = [s for s in range(t + 1) if seg[b, s] == seg[b, t] and (window == 0 or t - s < window)]
+        logits = np.array([q[b, t, n] @ k[b, s, n // G] / np.sqrt(H) for s in allowed], np.float64)
+        if soft_cap:
+          logits = soft_cap * np.tanh(logits / soft_cap)
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        out[b, t, n] = sum(pi * v[b, s, n // G] for pi, s in zip(p, allowed))
+  return out
+
+
+def make_inputs(num_heads, num_kv_heads, packed, seed=0):
+  kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
+  q = jax.random.normal(kq, (B, T, num_heads, H))
+  k = jax.random.normal(kk, (B, T, num_kv_heads, H))
+  v = jax.random.normal(kv, (B, T, num_kv_heads, H))
+  if packed:  # row 0: segments 1,1,..,2,2,..,0 padding; row 1: one segment
+    seg = np.ones((B, T), np.int32)
+    seg[0, 7:15] = 2
+    seg[0, 15:] = 0
+  else:
+    seg = np.ones((B, T), np.int32)
+  return q, k, v, jnp.asarray(seg)
+
+
+def run(kernel, q, k, v, seg, opts, block_size=8):
+  q_idx = jnp.broadcast_to(jnp.arange(T), (B, T))
+  return ak.attend(kernel, q, k, v, q_idx, seg, seg, opts, block_size=block_size)
+
+
+CASES = [  # (N, K, window, soft_cap, packed)
+    (4, 2, 0, None, False),
+    (4, 2, 5, None, True),
+    (4, 1, 0, 3.0, True),
+    (4, 1, 6, 2.0, False),
+    (4, 4, 3, 5.0, True),
+]
+
+
+@pytest.mark.parametrize("N,K,window,soft_cap,packed", CASES[:3])
+def test_dot_product_matches_naive_reference(N, K, window, soft_cap, packed):
+  q, k, v, seg = make_inputs(N, K, packed)
+  got = run("dot_product", q, k, v, seg, ak.AttentionOptions(window=window, soft_cap=soft_cap))
+  want = naive_attention(q, k, v, seg, window, soft_cap)
+  real = np.asarray(seg) != 0  # padding rows attend padding only; no reference semantics needed
+  np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=1e-5)
+
+
+def test_sliding_window_changes_result():
+  q, k, v, seg = make_inputs(4, 2, packed=False)
+  full = run("dot_product", q, k, v, seg, ak.AttentionOptions())
+  local = run("dot_product", q, k, v, seg, ak.AttentionOptions(window=4))
+  np.testing.assert_allclose(full[:, :4], local[:, :4], atol=1e-6)  # window covers the whole prefix
+  assert np.abs(np.asarray(full[:, 4:] - local[:, 4:])).max() > 1e-2
+
+
+def test_mask_rules():
+  q_idx = jnp.array([[0, 1, 2, 3]])
+  seg = jnp.array([[1, 1, 2, 2]])
+  mask = np.asarray(ak.make_mask(q_idx, seg, jnp.arange(4), seg, window=0))[0]
+  want = np.array([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]], bool)
+  np.testing.assert_array_equal(mask, want)
+  ones = jnp.ones((1, 4), jnp.int32)
+  mask = np.asarray(ak.make_mask(q_idx, ones, jnp.arange(4), ones, window=2))[0]
+  np.testing.assert_array_equal(mask, np.tril(np.ones((4, 4), bool)) & ~np.tril(np.ones((4, 4), bool), -2))
+
+
+@pytest.mark.parametrize("N,K,window,soft_cap,packed", CASES)
+def test_flash_equals_dot_product_values_and_grads(N, K, window, soft_cap, packed):
+  q, k, v, seg = make_inputs(N, K, packed, seed=1)
+  opts = ak.AttentionOptions(window=window, soft_cap=soft_cap)
+  w = jax.random.normal(jax.random.key(2), (B, T, N, H))
+
+  def value_and_grads(kernel):
+    def loss(q, k, v):
+      out = run(kernel, q, k, v, seg, opts, block_size=8)
+      return jnp.sum(out * w), out
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+
+  ((_, out_flash), grads_flash), ((_, out_dot), grads_dot) = value_and_grads("flash"), value_and_grads("dot_product")
+  np.testing.assert_allclose(out_flash, out_dot, atol=1e-5)
+  for gf, gd in zip(grads_flash, grads_dot):
+    np.testing.assert_allclose(gf, gd, atol=1e-5)
+
+
+def test_jax_dot_product_attention_matches_dot_product():
+  q, k, v, seg = make_inputs(4, 2, packed=True)
+  opts = ak.AttentionOptions(window=5)
+  np.testing.assert_allclose(run("cudnn_flash_jax", q, k, v, seg, opts), run("dot_product", q, k, v, seg, opts),
+                             atol=1e-5)
+  with pytest.raises(ValueError, match="soft_cap"):
+    run("cudnn_flash_jax", q, k, v, seg, ak.AttentionOptions(soft_cap=2.0))
+
+
+def test_autoselect_picks_flash_for_long_keys():
+  assert ak.resolve_kernel("autoselected", 128) == "dot_product"
+  assert ak.resolve_kernel("autoselected", ak.AUTOSELECT_FLASH_MIN_LENGTH) == "flash"
+  with pytest.raises(ValueError, match="allowed"):
+    ak.resolve_kernel("splash", 128)

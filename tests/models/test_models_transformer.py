@@ -1,0 +1,102 @@
+"""Whole-model properties: causality, packing, tied logits, soft cap, registry, dropout."""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from maxtext_like.models import DECODER_BLOCKS, build_model
+from models_testlib import TINY, build, jit_forward
+
+
+@pytest.mark.parametrize("attention", ["dot_product", "flash"])
+def test_causality_gradient_and_perturbation(attention):
+  spec = TINY.replace(attention=attention, flash_block_size=8)
+  model = build(spec)
+  T = 20
+  tokens = jax.random.permutation(jax.random.key(1), 128)[:T].reshape(1, T)  # distinct tokens
+  graphdef, state = nnx.split(model)
+
+  positions = (0, 7, T - 2)
+
+  @jax.jit
+  def embedding_grads(state):
+    def f(state, t):
+      return jnp.sum(nnx.merge(graphdef, state)(tokens)[0, t])
+    return [jax.grad(f)(state, t)["token_embedder"]["embedding"][...] for t in positions]
+
+  for t, g_VD in zip(positions, embedding_grads(state)):
+    g_V = np.abs(np.asarray(g_VD)).sum(axis=1)
+    past, future = np.asarray(tokens[0, : t + 1]), np.asarray(tokens[0, t + 1:])
+    assert np.all(g_V[future] == 0.0), f"logits at {t} depend on later tokens"
+    assert np.all(g_V[past] > 0.0)
+
+  forward = jit_forward(model)
+  ones = jnp.ones((1, T), jnp.int32)
+  pos = jnp.arange(T)[None]
+  changed = tokens.at[0, 12:].set((tokens[0, 12:] + 1) % 128)
+  a, b = forward(tokens, pos, ones), forward(changed, pos, ones)
+  np.testing.assert_allclose(a[:, :12], b[:, :12], atol=1e-6)
+  assert np.abs(np.asarray(a[:, 12:] - b[:, 12:])).max() > 1e-3
+
+
+@pytest.mark.parametrize("attention,scan", [("dot_product", True), ("flash", False)])
+def test_packed_segments_equal_separate_sequences(attention, scan):
+  spec = TINY.replace(attention=attention, flash_block_size=8, scan_layers=scan, sliding_window_size=4)
+  forward = jit_forward(build(spec))
+  tokens = jax.random.randint(jax.random.key(2), (1, 16), 1, 128)
+  segments = jnp.array([[1] * 6 + [2] * 7 + [0] * 3])
+  positions = jnp.array([list(range(6)) + list(range(7)) + [0] * 3])
+  packed = forward(tokens, positions, segments)
+  for start, stop in ((0, 6), (6, 13)):
+    n = stop - start
+    alone = forward(tokens[:, start:stop], jnp.arange(n)[None], jnp.ones((1, n), jnp.int32))
+    np.testing.assert_allclose(packed[:, start:stop], alone, atol=1e-5)
+
+
+def test_tied_and_untied_logits():
+  untied = build(TINY)
+  tied = build(TINY.replace(logits_via_embedding=True))
+  tokens = jnp.ones((2, 5), jnp.int32)
+  assert untied(tokens).shape == tied(tokens).shape == (2, 5, 128)
+  assert untied.decoder.logits_dense.kernel.shape == (32, 128)
+  assert not hasattr(tied.decoder, "logits_dense")
+  n_untied = sum(x.size for x in jax.tree.leaves(nnx.state(untied, nnx.Param)))
+  n_tied = sum(x.size for x in jax.tree.leaves(nnx.state(tied, nnx.Param)))
+  assert n_untied - n_tied == 128 * 32
+  # tied logits are the final hidden state times the embedding table
+  h = tied.decoder.decoder_norm(jnp.ones((1, 1, 32)))
+  np.testing.assert_allclose(tied.decoder.logits(h, tied.token_embedder)[0, 0],
+                             tied.token_embedder.embedding[...] @ h[0, 0], atol=1e-5)
+
+
+def test_final_logits_soft_cap():
+  tokens = jax.random.randint(jax.random.key(3), (2, 8), 0, 128)
+  plain = build(TINY, scale=1.0)(tokens)
+  capped = build(TINY.replace(final_logits_soft_cap=2.0), scale=1.0)(tokens)
+  assert np.abs(np.asarray(plain)).max() > 2.0
+  np.testing.assert_allclose(capped, 2.0 * np.tanh(np.asarray(plain) / 2.0), atol=1e-5)
+
+
+def test_registry():
+  assert {"llama2", "mistral"} <= set(DECODER_BLOCKS)
+  with pytest.raises(ValueError, match=r"unknown decoder_block 'gpt3'.*llama2.*mistral"):
+    build_model(TINY.replace(decoder_block="gpt3"), nnx.Rngs(0))
+  mistral = build(TINY.replace(decoder_block="mistral", sliding_window_size=4))
+  assert mistral(jnp.ones((1, 6), jnp.int32)).shape == (1, 6, 128)
+
+
+def test_dropout():
+  tokens = jax.random.randint(jax.random.key(4), (2, 8), 0, 128)
+  rngs = nnx.Rngs(jax.random.key(0, impl="rbg"))  # 'rbg' compiles faster on CPU than threefry
+  model = nnx.jit(lambda r: build_model(TINY.replace(dropout_rate=0.3), r))(rngs)  # real init
+  params = nnx.state(model, nnx.Param)
+  no_dropout = nnx.merge(nnx.graphdef(build(TINY)), params)
+  disabled = nnx.merge(nnx.graphdef(build(TINY.replace(dropout_rate=0.3, enable_dropout=False))), params)
+  np.testing.assert_allclose(model(tokens, deterministic=True), no_dropout(tokens), atol=1e-6)
+  np.testing.assert_allclose(disabled(tokens, deterministic=False), no_dropout(tokens), atol=1e-6)
+  train = nnx.jit(lambda m, t: m(t, deterministic=False))
+  first, second = train(model, tokens), train(model, tokens)  # the model's RNG stream advances
+  assert np.abs(np.asarray(first - no_dropout(tokens))).max() > 1e-3
+  assert np.abs(np.asarray(first - second)).max() > 1e-3
