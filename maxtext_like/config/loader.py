@@ -92,8 +92,7 @@ def _split_argv(argv: Sequence[str], problems: list[Problem]) -> tuple[Path | No
     if not sep or not key:
       problems.append(Problem(arg, "is not a key=value override", source="command line", allowed="key=value, after an optional first config.yml"))
       continue
-    if key in cli:
-      problems.append(Problem(key, "is given twice on the command line", raw, "cli"))
+    cli.pop(key, None)  # a repeated key: the later one wins (scripts append overrides)
     cli[key] = (raw, "cli")
   return config_path, cli
 

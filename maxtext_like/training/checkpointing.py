@@ -22,7 +22,8 @@ class CheckpointError(ValueError):
 def manager(directory: str, *, period: int, max_to_keep: int | None, async_save: bool) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(save_interval_steps=period, max_to_keep=max_to_keep,
                                          enable_async_checkpointing=async_save, create=True)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_names=("state", "data", "config"))
+  handlers = {"state": ocp.StandardCheckpointHandler(), "data": ocp.JsonCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers=handlers)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict, config: dict, *, force: bool = False) -> bool:

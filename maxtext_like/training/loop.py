@@ -89,7 +89,7 @@ class Trainer:
   # ---- state ----
   def initial_state(self) -> tuple[Any, int]:
     c = self.cfg.checkpointing
-    with self.mesh:
+    with jax.set_mesh(self.mesh):
       if self.mngr is not None:
         restored = ckpt.restore_latest(self.mngr, self.layout.abstract)
         if restored is not None:
@@ -144,7 +144,7 @@ class Trainer:
     last_log_t, last_log_step = time.perf_counter(), start
     first_step_done = False
     try:
-      with self.mesh, activation_sharding(self.mesh, self.rules):
+      with jax.set_mesh(self.mesh), activation_sharding(self.mesh, self.rules):
         for step in range(start, self.steps):
           batch = to_global(next(self.data), self.batch_sharding)
           state, metrics = self.train_step(state, batch)

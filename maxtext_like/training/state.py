@@ -68,7 +68,7 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
   # Let XLA propagate parameter shardings into the optimizer state, then pin what it chose.
   key_abs = jax.ShapeDtypeStruct((2,), jnp.uint32)
   partial = {"step": replicated, "params": param_shardings, "opt_state": None, "rest": None, SKIP_WINDOW: replicated}
-  with mesh:
+  with jax.set_mesh(mesh):
     compiled = jax.jit(init, out_shardings=partial).lower(key_abs).compile()
   shardings = compiled.output_shardings
   abstract_tree = jax.eval_shape(init, key_abs)

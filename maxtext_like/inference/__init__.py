@@ -1,0 +1,1 @@
+"""Inference: parameters from a checkpoint, prefill into a KV cache, sampled generation."""

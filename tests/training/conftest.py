@@ -1,0 +1,16 @@
+import pytest
+
+from maxtext_like.config import load_config
+
+TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
+        "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=4096", "max_target_length=32", "dtype=float32",
+        "enable_tensorboard=false", "async_checkpointing=false", "max_prefill_predict_length=16"]
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+  def make(*argv):
+    extra = [] if any(a.startswith("run_name=") for a in argv) else ["run_name=t"]
+    extra += [] if any(a.startswith("log_period=") for a in argv) else ["log_period=1000"]
+    return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", *extra, *argv], env={})
+  return make

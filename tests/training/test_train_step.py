@@ -1,0 +1,112 @@
+"""The pure train step: sharded == one device, accumulation == big batch, optimizers, schedules, NaN abort."""
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from maxtext_like.models.sharding import activation_sharding
+from maxtext_like.training.loop import Trainer, TrainingAborted, to_global
+from maxtext_like.training.schedules import learning_rate_schedule
+
+
+def run_steps(cfg, n, devices=None):
+  tr = Trainer(cfg, devices=devices)
+  state, _ = tr.initial_state()
+  losses, norms = [], []
+  with tr.mesh, activation_sharding(tr.mesh, tr.rules):
+    for _ in range(n):
+      state, m = tr.train_step(state, to_global(next(tr.data), tr.batch_sharding))
+      losses.append(float(m["loss"]))
+      norms.append(float(m["grad_norm"]))
+  return tr, state, np.array(losses), np.array(norms)
+
+
+COMMON = ["dataset_type=synthetic", "enable_checkpointing=false", "per_device_batch_size=1", "steps=3"]
+
+
+@pytest.mark.parametrize("mesh", [
+    ["ici_data_parallelism=8", "ici_fsdp_parallelism=1"],
+    ["ici_fsdp_parallelism=8"],
+    ["ici_fsdp_parallelism=4", "ici_tensor_parallelism=2"],
+    ["ici_data_parallelism=2", "ici_fsdp_parallelism=2", "ici_tensor_parallelism=2"],
+])
+def test_sharded_matches_one_device(tiny_cfg, mesh):
+  devices = jax.devices()
+  assert len(devices) == 8
+  one = tiny_cfg(*COMMON, "per_device_batch_size=8", "ici_fsdp_parallelism=1")
+  _, s1, l1, n1 = run_steps(one, 3, devices[:1])
+  _, s8, l8, n8 = run_steps(tiny_cfg(*COMMON, *mesh), 3)
+  np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(n8, n1, rtol=1e-5, atol=1e-5)
+  p1 = jax.tree.leaves(s1["params"])
+  p8 = jax.tree.leaves(s8["params"])
+  for a, b in zip(p1, p8):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=2e-5)
+
+
+def test_parameters_are_sharded_as_configured(tiny_cfg):
+  tr = Trainer(tiny_cfg(*COMMON, "ici_fsdp_parallelism=4", "ici_tensor_parallelism=2"))
+  specs = {"/".join(str(getattr(k, "key", k)) for k in path): s.spec for path, s in
+           jax.tree_util.tree_flatten_with_path(tr.layout.shardings["params"])[0]}
+  emb = next(v for k, v in specs.items() if "token_embedder" in k)
+  assert "tensor" in emb[0] and "fsdp" in emb[1]  # ('vocab', 'embed')
+  wi = next(v for k, v in specs.items() if "wi_0" in k)
+  assert "fsdp" in str(wi) and "tensor" in str(wi)
+
+
+def test_gradient_accumulation_matches_big_batch(tiny_cfg):
+  _, _, big, nb = run_steps(tiny_cfg(*COMMON, "per_device_batch_size=4", "ici_fsdp_parallelism=1"), 2, jax.devices()[:1])
+  _, _, acc, na = run_steps(tiny_cfg(*COMMON, "per_device_batch_size=1", "gradient_accumulation_steps=4", "ici_fsdp_parallelism=1"), 2,
+                            jax.devices()[:1])
+  np.testing.assert_allclose(acc, big, rtol=1e-5)
+  np.testing.assert_allclose(na, nb, rtol=1e-4)
+
+
+@pytest.mark.parametrize("opt", ["adamw", "adam_pax", "sgd", "muon"])
+def test_each_optimizer_lowers_the_loss(tiny_cfg, opt):
+  cfg = tiny_cfg(*COMMON, f"opt_type={opt}", "learning_rate=0.01", "warmup_steps_fraction=0", "steps=6", "ici_fsdp_parallelism=1",
+                 "dataset_type=embedded")
+  _, _, losses, _ = run_steps(cfg, 6, jax.devices()[:1])
+  assert losses[-1] < losses[0], losses
+
+
+def test_trainable_parameters_mask_freezes_the_rest(tiny_cfg):
+  cfg = tiny_cfg(*COMMON, "trainable_parameters_mask=['*decoder_norm*']", "ici_fsdp_parallelism=1")
+  tr, state0, _, _ = run_steps(cfg, 0, jax.devices()[:1])
+  _, state, _, _ = run_steps(cfg, 2, jax.devices()[:1])
+  flat0 = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(state0["params"])[0]}
+  for p, v in jax.tree_util.tree_flatten_with_path(state["params"])[0]:
+    changed = not np.array_equal(flat0[jax.tree_util.keystr(p)], np.asarray(v))
+    assert changed == ("decoder_norm" in jax.tree_util.keystr(p)), jax.tree_util.keystr(p)
+
+
+def test_cosine_and_wsd_schedules(tiny_cfg):
+  o = tiny_cfg("learning_rate=1.0", "warmup_steps_fraction=0.1", "learning_rate_final_fraction=0.1").optimizer
+  s = learning_rate_schedule(o, 100)
+  assert float(s(0)) == 0.0 and float(s(10)) == pytest.approx(1.0) and float(s(100)) == pytest.approx(0.1, abs=1e-6)
+  assert float(s(55)) == pytest.approx(0.1 + 0.9 * 0.5, abs=1e-2)
+  w = tiny_cfg("learning_rate=1.0", "lr_schedule_type=wsd", "warmup_steps_fraction=0.1", "wsd_decay_steps_fraction=0.2",
+               "learning_rate_final_fraction=0.0").optimizer
+  s = learning_rate_schedule(w, 100)
+  assert float(s(50)) == pytest.approx(1.0) and float(s(80)) == pytest.approx(1.0) and float(s(90)) == pytest.approx(0.5)
+  assert float(s(100)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_nan_loss_aborts_with_step_number(tiny_cfg):
+  cfg = tiny_cfg(*COMMON, "learning_rate=1e30", "warmup_steps_fraction=0", "gradient_clipping_threshold=0", "steps=12",
+                 "ici_fsdp_parallelism=1", "opt_type=sgd")
+  with pytest.raises(TrainingAborted, match=r"at step \d+"):
+    Trainer(cfg, devices=jax.devices()[:1]).run()
+
+
+def test_skip_step_on_spikes_keeps_params(tiny_cfg):
+  cfg = tiny_cfg(*COMMON, "skip_step_on_spikes=true", "skip_step_interval=2", "skip_step_scaling_factor=0.0001", "steps=5",
+                 "ici_fsdp_parallelism=1")
+  _, s2, _, _ = run_steps(cfg, 2, jax.devices()[:1])
+  _, s4, _, _ = run_steps(cfg, 4, jax.devices()[:1])
+  # After 2 steps fill the window, every later loss is a "spike" at this factor: parameters stop changing.
+  for a, b in zip(jax.tree.leaves(s2["params"]), jax.tree.leaves(s4["params"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  _, s3, _, _ = run_steps(tiny_cfg(*COMMON, "ici_fsdp_parallelism=1"), 3, jax.devices()[:1])
+  assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(s2["params"]), jax.tree.leaves(s3["params"])))
