@@ -1,5 +1,7 @@
 """Shared helpers for tests/models: fast model construction without running initializers."""
 
+import functools
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -12,16 +14,28 @@ TINY = ModelSpec(vocab_size=128, emb_dim=32, num_query_heads=4, num_kv_heads=2, 
                  num_decoder_layers=2, remat_policy="none", attention="dot_product", scan_layers=False)
 
 
+# Test programs are tiny: XLA's backend optimisations cost more compile time than they save.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
 def build(spec: ModelSpec, seed: int = 0, scale: float = 0.3):
   """The model for `spec` with N(0, scale^2) parameters drawn by numpy.
 
-  Skips the real initializers (each would compile a random op on first use);
-  tests that need real init call `build_model` directly.
+  Skips the real initializers (compiling them costs seconds on CPU); tests
+  that need real init call `build_model` directly. RNG keys (the dropout
+  stream) are seeded with `seed`.
   """
   graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0))))
   rng = np.random.default_rng(seed)
-  state = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * scale, s.dtype), state)
-  return nnx.merge(graphdef, state)
+
+  def fill(s):
+    if jax.dtypes.issubdtype(s.dtype, jax.dtypes.prng_key):
+      return jax.random.key(seed)
+    if jnp.issubdtype(s.dtype, jnp.integer):
+      return jnp.zeros(s.shape, s.dtype)
+    return jnp.asarray(rng.normal(size=s.shape) * scale, s.dtype)
+
+  return nnx.merge(graphdef, jax.tree.map(fill, state))
 
 
 def restack(loop_params, axis: int) -> dict:
@@ -35,4 +49,4 @@ def restack(loop_params, axis: int) -> dict:
 def jit_forward(model):
   """jitted f(tokens, positions, segment_ids) -> logits with the model's current params."""
   graphdef, state = nnx.split(model)
-  return jax.jit(lambda t, p, s: nnx.merge(graphdef, state)(t, p, s))
+  return jit(lambda t, p, s: nnx.merge(graphdef, state)(t, p, s))

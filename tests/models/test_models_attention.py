@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from maxtext_like.models import attention_kernels as ak
+from models_testlib import jit
 
 B, T, H = 2, 20, 8
 
@@ -60,7 +61,8 @@ CASES = [  # (N, K, window, soft_cap, packed)
 @pytest.mark.parametrize("N,K,window,soft_cap,packed", CASES[:3])
 def test_dot_product_matches_naive_reference(N, K, window, soft_cap, packed):
   q, k, v, seg = make_inputs(N, K, packed)
-  got = run("dot_product", q, k, v, seg, ak.AttentionOptions(window=window, soft_cap=soft_cap))
+  opts = ak.AttentionOptions(window=window, soft_cap=soft_cap)
+  got = jit(lambda q, k, v, seg: run("dot_product", q, k, v, seg, opts))(q, k, v, seg)
   want = naive_attention(q, k, v, seg, window, soft_cap)
   real = np.asarray(seg) != 0  # padding rows attend padding only; no reference semantics needed
   np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=1e-5)
@@ -68,8 +70,8 @@ def test_dot_product_matches_naive_reference(N, K, window, soft_cap, packed):
 
 def test_sliding_window_changes_result():
   q, k, v, seg = make_inputs(4, 2, packed=False)
-  full = run("dot_product", q, k, v, seg, ak.AttentionOptions())
-  local = run("dot_product", q, k, v, seg, ak.AttentionOptions(window=4))
+  full, local = jit(lambda q, k, v, seg: [run("dot_product", q, k, v, seg, ak.AttentionOptions(window=w))
+                                           for w in (0, 4)])(q, k, v, seg)
   np.testing.assert_allclose(full[:, :4], local[:, :4], atol=1e-6)  # window covers the whole prefix
   assert np.abs(np.asarray(full[:, 4:] - local[:, 4:])).max() > 1e-2
 
@@ -85,19 +87,31 @@ def test_mask_rules():
   np.testing.assert_array_equal(mask, np.tril(np.ones((4, 4), bool)) & ~np.tril(np.ones((4, 4), bool), -2))
 
 
-@pytest.mark.parametrize("N,K,window,soft_cap,packed", CASES)
-def test_flash_equals_dot_product_values_and_grads(N, K, window, soft_cap, packed):
-  q, k, v, seg = make_inputs(N, K, packed, seed=1)
-  opts = ak.AttentionOptions(window=window, soft_cap=soft_cap)
-  w = jax.random.normal(jax.random.key(2), (B, T, N, H))
+@pytest.fixture(scope="module")
+def flash_and_dot_product():
+  """{case: {kernel: (out, grads wrt q, k, v)}} for every case, from one jit (one compile)."""
+  inputs = {case: make_inputs(case[0], case[1], case[4], seed=1) for case in CASES}
+  weights = {case: jax.random.normal(jax.random.key(2), (B, T, case[0], H)) for case in CASES}
 
-  def value_and_grads(kernel):
-    def loss(q, k, v):
-      out = run(kernel, q, k, v, seg, opts, block_size=8)
-      return jnp.sum(out * w), out
-    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+  def all_cases(inputs, weights):
+    results = {}
+    for case, (q, k, v, seg) in inputs.items():
+      opts = ak.AttentionOptions(window=case[2], soft_cap=case[3])
+      results[case] = {}
+      for kernel in ("flash", "dot_product"):
+        def loss(q, k, v):
+          out = run(kernel, q, k, v, seg, opts, block_size=8)
+          return jnp.sum(out * weights[case]), out
+        (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
+        results[case][kernel] = (out, grads)
+    return results
 
-  ((_, out_flash), grads_flash), ((_, out_dot), grads_dot) = value_and_grads("flash"), value_and_grads("dot_product")
+  return jit(all_cases)(inputs, weights)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}-K{}-window{}-cap{}-packed{}".format(*c))
+def test_flash_equals_dot_product_values_and_grads(case, flash_and_dot_product):
+  (out_flash, grads_flash), (out_dot, grads_dot) = (flash_and_dot_product[case][k] for k in ("flash", "dot_product"))
   np.testing.assert_allclose(out_flash, out_dot, atol=1e-5)
   for gf, gd in zip(grads_flash, grads_dot):
     np.testing.assert_allclose(gf, gd, atol=1e-5)
@@ -106,10 +120,11 @@ def test_flash_equals_dot_product_values_and_grads(N, K, window, soft_cap, packe
 def test_jax_dot_product_attention_matches_dot_product():
   q, k, v, seg = make_inputs(4, 2, packed=True)
   opts = ak.AttentionOptions(window=5)
-  np.testing.assert_allclose(run("cudnn_flash_jax", q, k, v, seg, opts), run("dot_product", q, k, v, seg, opts),
-                             atol=1e-5)
+  jax_dpa, dot = jit(lambda q, k, v, seg: [run(name, q, k, v, seg, opts)
+                                           for name in ("cudnn_flash_jax", "dot_product")])(q, k, v, seg)
+  np.testing.assert_allclose(jax_dpa, dot, atol=1e-5)
   with pytest.raises(ValueError, match="soft_cap"):
-    run("cudnn_flash_jax", q, k, v, seg, ak.AttentionOptions(soft_cap=2.0))
+    jax.eval_shape(lambda: run("cudnn_flash_jax", q, k, v, seg, ak.AttentionOptions(soft_cap=2.0)))
 
 
 def test_autoselect_picks_flash_for_long_keys():

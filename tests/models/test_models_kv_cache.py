@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from models_testlib import TINY, build
+from models_testlib import TINY, build, jit
 
 PROMPT_LENGTHS = (5, 3)  # ragged, right-padded prompts
 SINGLE_STEPS = 5
@@ -17,10 +17,10 @@ def decode_matches_full_forward(spec):
   model = build(spec)
   graphdef, state = nnx.split(model)
   tokens = jax.random.randint(jax.random.key(5), (2, T), 0, spec.vocab_size)
-  full = jax.jit(lambda t: nnx.merge(graphdef, state)(t))(tokens)
+  full = jit(lambda t: nnx.merge(graphdef, state)(t))(tokens)
 
-  prefill = jax.jit(lambda t, s: nnx.merge(graphdef, state).prefill(t, s, max_length=16))
-  step = jax.jit(lambda t, c: nnx.merge(graphdef, state).decode_step(t, c))
+  prefill = jit(lambda t, s: nnx.merge(graphdef, state).prefill(t, s, max_length=16))
+  step = jit(lambda t, c: nnx.merge(graphdef, state).decode_step(t, c))
 
   lengths = np.array(PROMPT_LENGTHS)
   width = lengths.max()

@@ -9,7 +9,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from maxtext_like.models import build_model, count_params
 from maxtext_like.models.sharding import activation_sharding, constrain, logical_to_mesh_sharding
-from models_testlib import TINY, build
+from models_testlib import TINY, build, jit
 
 RULES = [
     ("activation_batch", ["data", "fsdp"]),
@@ -91,9 +91,8 @@ def test_sharded_init_and_forward_match_unsharded():
   tokens = jax.random.randint(jax.random.key(6), (4, 8), 0, spec.vocab_size)
   forward = lambda st, t: nnx.merge(graphdef, st)(t)
   with activation_sharding(mesh, RULES):
-    sharded_forward = jax.jit(forward)
-    sharded = sharded_forward(state, tokens)
-  unsharded = jax.jit(forward)(jax.device_get(state), tokens)
+    sharded = jit(forward)(state, tokens)
+  unsharded = jit(forward)(jax.device_get(state), tokens)
   np.testing.assert_allclose(np.asarray(sharded), np.asarray(unsharded), atol=1e-5)
 
 

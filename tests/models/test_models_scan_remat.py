@@ -11,7 +11,7 @@ from jax.ad_checkpoint import print_saved_residuals
 
 from maxtext_like.models import build_model, remat
 from maxtext_like.models.spec import REMAT_POLICIES
-from models_testlib import TINY as LOOP, build, restack
+from models_testlib import TINY as LOOP, build, jit, restack
 
 TOKENS = jax.random.randint(jax.random.key(0), (2, 8), 0, 128)
 PARAMS = nnx.state(build(LOOP), nnx.Param)
@@ -33,8 +33,10 @@ POLICIES = [p for p in REMAT_POLICIES if p != "none"]
 @pytest.fixture(scope="module")
 def losses_and_grads():
   """{policy: (loss, grads)} for 'none' and every policy, from one jit (one compile is far cheaper)."""
-  fns = {p: jax.value_and_grad(loss_fn(LOOP.replace(remat_policy=p))) for p in ["none", *POLICIES]}
-  return jax.jit(lambda params: {p: fn(params) for p, fn in fns.items()})(PARAMS)
+  one_layer = LOOP.replace(num_decoder_layers=1)  # policies act per layer; one keeps the compile small
+  params = nnx.state(build(one_layer), nnx.Param)
+  fns = {p: jax.value_and_grad(loss_fn(one_layer.replace(remat_policy=p))) for p in ["none", *POLICIES]}
+  return jit(lambda params: {p: fn(params) for p, fn in fns.items()})(params)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -82,26 +84,28 @@ def test_offload_policy_errors_without_host_memory():
   assert remat.saved_and_offloaded(custom) == (("decoder_layer_input", "mlpwo"), ("context",))
 
 
-@pytest.mark.parametrize("axis", [0, 1])
-def test_scan_equals_loop_with_restacked_params(axis):
-  spec = LOOP.replace(scan_layers=True, param_scan_axis=axis)
-  scanned = build(spec, seed=1)
-  stacked = restack(PARAMS, axis)
-  shapes = jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(scanned, nnx.Param)))
-  assert jax.tree.map(jnp.shape, stacked) == shapes
-  assert shapes["decoder"]["layers"]["mlp"]["wi_0"]["kernel"] == ((2, 32, 64) if axis == 0 else (32, 2, 64))
-  nnx.replace_by_pure_dict(params := nnx.state(scanned, nnx.Param), stacked)
-  nnx.update(scanned, params)
+def test_scan_equals_loop_with_restacked_params():
+  scanned = {}
+  for axis in (0, 1):
+    scanned[axis] = build(LOOP.replace(scan_layers=True, param_scan_axis=axis), seed=1)
+    stacked = restack(PARAMS, axis)
+    shapes = jax.tree.map(jnp.shape, nnx.to_pure_dict(nnx.state(scanned[axis], nnx.Param)))
+    assert jax.tree.map(jnp.shape, stacked) == shapes
+    assert shapes["decoder"]["layers"]["mlp"]["wi_0"]["kernel"] == ((2, 32, 64) if axis == 0 else (32, 2, 64))
+    nnx.replace_by_pure_dict(params := nnx.state(scanned[axis], nnx.Param), stacked)
+    nnx.update(scanned[axis], params)
   loop = nnx.merge(nnx.graphdef(build(LOOP)), PARAMS)
-  np.testing.assert_allclose(jax.jit(lambda t: scanned(t))(TOKENS), loop(TOKENS), atol=1e-5)
+  logits = nnx.jit(lambda models: [m(TOKENS) for m in models])([loop, scanned[0], scanned[1]])
+  np.testing.assert_allclose(logits[1], logits[0], atol=1e-5)
+  np.testing.assert_allclose(logits[2], logits[0], atol=1e-5)
 
 
-def test_scan_with_remat_grads_match_loop(losses_and_grads):
+def test_scan_with_remat_grads_match_loop():
   spec = LOOP.replace(scan_layers=True, remat_policy="save_dot_except_mlp")
   params = nnx.state(build(spec), nnx.Param)
   nnx.replace_by_pure_dict(params, restack(PARAMS, spec.param_scan_axis))
-  loss, grads = jax.jit(jax.value_and_grad(loss_fn(spec)))(params)
-  ref_loss, ref_grads = losses_and_grads["none"]
+  (loss, grads), (ref_loss, ref_grads) = jit(lambda p, ref: (
+      jax.value_and_grad(loss_fn(spec))(p), jax.value_and_grad(loss_fn(LOOP))(ref)))(params, PARAMS)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
                nnx.to_pure_dict(grads), restack(ref_grads, spec.param_scan_axis))
