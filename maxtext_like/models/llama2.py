@@ -2,6 +2,21 @@
 
 Mistral is the same block with `sliding_window_size > 0`, which the
 attention layer reads from the spec.
+
+Hugging Face `LlamaForCausalLM` weights map onto a loop-layout model
+(scan_layers=False) as below (W.T = transposed torch Linear weight); with
+this mapping logits match transformers to ~1e-7 in float32, for both
+'default' and 'llama3.1' RoPE:
+
+  model.embed_tokens.weight              token_embedder.embedding
+  model.layers.i.input_layernorm         decoder.layers.i.pre_self_attention_layer_norm.scale
+  model.layers.i.self_attn.q_proj        ....self_attention.query.kernel = W.T.reshape(D, N, H)
+  model.layers.i.self_attn.k_proj / v    ....self_attention.key/value.kernel = W.T.reshape(D, K, H)
+  model.layers.i.self_attn.o_proj        ....self_attention.out.kernel = W.T.reshape(N, H, D)
+  model.layers.i.post_attention_layernorm  decoder.layers.i.post_self_attention_layer_norm.scale
+  model.layers.i.mlp.gate/up/down_proj   ....mlp.wi_0 / wi_1 / wo .kernel = W.T
+  model.norm.weight                      decoder.decoder_norm.scale
+  lm_head.weight                         decoder.logits_dense.kernel = W.T
 """
 
 from __future__ import annotations
