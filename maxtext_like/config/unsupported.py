@@ -14,8 +14,8 @@ PARTIAL: dict[str, frozenset] = {
     "tokenizer_type": frozenset({"sentencepiece"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "tpu"}),
     "rope_type": frozenset({"default", "llama3.1"}),
-    "remat_policy": frozenset({"full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
-                               "save_qkv_proj", "custom", "save_out_proj"}),
+    "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
+                               "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
     "decoder_block": frozenset({"llama2", "mistral"}),
 }
 

@@ -29,5 +29,8 @@ class Embed(nnx.Module):
   def attend(self, x_BTD: jax.Array, dtype=None) -> jax.Array:
     """Logits x @ embedding.T in `dtype` (default: the module's dtype)."""
     dtype = dtype or self.dtype
-    return jnp.einsum("btd,vd->btv", x_BTD.astype(dtype), self.embedding[...].astype(dtype),
-                      precision=matmul_precision(self.precision))
+    B, T, D = x_BTD.shape
+    # 2-D matmul: much faster backward on XLA:CPU than the 3-D einsum (see linears.DenseGeneral).
+    x_ND = x_BTD.astype(dtype).reshape(B * T, D)
+    logits = jnp.dot(x_ND, self.embedding[...].astype(dtype).T, precision=matmul_precision(self.precision))
+    return logits.reshape(B, T, -1)
