@@ -16,6 +16,7 @@ PARTIAL: dict[str, frozenset] = {
     "rope_type": frozenset({"default", "llama3.1"}),
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
                                "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
+    "profiler": frozenset({"", "xplane"}),
     "decoder_block": frozenset({"llama2", "mistral"}),
 }
 
@@ -140,8 +141,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "compiled_trainstep_file", "compile_topology", "compile_topology_num_slices",
     # debug
     "constant_bound_config", "jax_cache_dir", "jax_distributed_initialization_timeout", "jax_debug_log_modules",
-    "skip_jax_distributed_system", "enable_single_controller", "subslice_shape", "max_checkify", "profiler",
-    "upload_all_profiler_results", "skip_first_n_steps_for_profiler", "profiler_steps", "profile_cleanly",
+    "skip_jax_distributed_system", "enable_single_controller", "subslice_shape", "max_checkify",
+    "upload_all_profiler_results", "profile_cleanly",
     "profile_periodically_period", "hide_profiler_step_metric", "enable_jax_profiler", "jax_profiler_port",
     "enable_tpu_profiling_options", "tpu_num_chips_to_profile_per_task", "tpu_num_sparse_cores_to_trace",
     "tpu_num_sparse_core_tiles_to_trace", "xprof_tpu_power_trace_level", "xprof_e2e_enable_fw_throttle_event",

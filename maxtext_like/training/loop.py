@@ -146,6 +146,7 @@ class Trainer:
     try:
       with jax.set_mesh(self.mesh), activation_sharding(self.mesh, self.rules):
         for step in range(start, self.steps):
+          self._profile_hook(step, start, state)
           batch = to_global(next(self.data), self.batch_sharding)
           state, metrics = self.train_step(state, batch)
           if pending is not None:
@@ -175,18 +176,40 @@ class Trainer:
               break
           elif cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
             writer.write(done, {"eval_loss": self.evaluate(state)})
-          self.save(done, state)
+          if done % cfg.checkpointing.checkpoint_period == 0:
+            self.save(done, state, force=True)
         if pending is not None:
           self._finish_step(*pending, losses)
         if cfg.checkpointing.save_checkpoint_on_completion and self.mngr is not None and self.mngr.latest_step() != self.steps and start < self.steps:
           self.save(min(self.steps, max(losses) + 1 if losses else start), state, force=True)
     finally:
+      if self._profiling:
+        jax.profiler.stop_trace()
+        self._profiling = False
       if self.mngr is not None:
         self.mngr.wait_until_finished()
       writer.close(png_path=os.path.join(self.run_dir, "loss_curve.png"))
     if jax.process_index() == 0 and losses:
       print(f"done: {len(losses)} steps, final loss {losses[max(losses)]:.4f}; peak FLOP/s {peak:.3g} ({peak_how})", flush=True)
     return RunResult(losses=losses, final_state=state, plan=self.plan, history=writer.history, run_dir=self.run_dir)
+
+  _profiling = False
+
+  def _profile_hook(self, step: int, start: int, state) -> None:
+    """profiler=xplane: trace profiler_steps steps after skipping skip_first_n_steps_for_profiler (run_dir/profile)."""
+    p = self.cfg.debug
+    if p.profiler != "xplane" or jax.process_index() != 0:
+      return
+    first = start + p.skip_first_n_steps_for_profiler
+    if step == first and not self._profiling:
+      jax.block_until_ready(state)
+      jax.profiler.start_trace(os.path.join(self.run_dir, "profile"))
+      self._profiling = True
+    elif step == first + p.profiler_steps and self._profiling:
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self._profiling = False
+      print(f"profile written to {os.path.join(self.run_dir, 'profile')}", flush=True)
 
   def _finish_step(self, step: int, metrics, losses: dict[int, float]) -> None:
     loss = float(metrics["loss"])
