@@ -12,7 +12,7 @@ PARTIAL: dict[str, frozenset] = {
     "attention": frozenset({"autoselected", "dot_product", "flash"}),
     "dataset_type": frozenset({"embedded", "synthetic"}),
     "tokenizer_type": frozenset({"sentencepiece"}),
-    "hardware": frozenset({"auto", "cpu", "gpu", "tpu"}),
+    "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
     "rope_type": frozenset({"default", "llama3.1"}),
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
                                "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),

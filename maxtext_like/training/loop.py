@@ -54,11 +54,29 @@ def to_global(batch: dict, sharding) -> dict:
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
+def check_hardware(hardware: str, backend: str) -> None:
+  """`hardware` other than 'auto' must be what JAX found (gpu_multiprocess runs on the gpu backend)."""
+  from maxtext_like.config import ConfigError, Problem
+  want = {"gpu_multiprocess": "gpu"}.get(hardware, hardware)
+  if hardware != "auto" and want != backend:
+    raise ConfigError([Problem("hardware", f"says {hardware!r} but JAX's backend is {backend!r}", hardware,
+                               allowed=f"'auto' or {backend!r}")])
+
+
+def changed_keys_summary(cfg: Config) -> str:
+  """The keys whose value differs from the shipped base.yml, with where each came from (log_config)."""
+  from maxtext_like.config.loader import shipped_defaults
+  defaults = shipped_defaults()
+  lines = [f"  {k} = {v!r}  ({cfg.source(k)})" for k, v in sorted(cfg.flat().items()) if defaults.get(k) != v]
+  return "config (differences from base.yml):\n" + "\n".join(lines)
+
+
 class Trainer:
   """Holds what the loop needs; `run()` trains to `steps`."""
 
   def __init__(self, cfg: Config, devices: list | None = None):
     self.cfg = cfg
+    check_hardware(cfg.mesh.hardware, jax.default_backend())
     self.devices = list(jax.devices() if devices is None else devices)
     self.plan = resolve(cfg, len(self.devices), num_slices=max(cfg.mesh.num_slices, 1))
     self.mesh = make_mesh(self.plan, self.devices)
@@ -132,6 +150,8 @@ class Trainer:
   # ---- loop ----
   def run(self) -> RunResult:
     cfg = self.cfg
+    if cfg.run.log_config and jax.process_index() == 0:
+      print(changed_keys_summary(cfg), flush=True)
     state, start = self.initial_state()
     writer = MetricsWriter(metrics_file=cfg.metrics.metrics_file, total_steps=self.steps, is_primary=jax.process_index() == 0,
                            tensorboard_dir=cfg.derived.tensorboard_dir if cfg.metrics.enable_tensorboard else None)

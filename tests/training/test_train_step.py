@@ -110,3 +110,18 @@ def test_skip_step_on_spikes_keeps_params(tiny_cfg):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   _, s3, _, _ = run_steps(tiny_cfg(*COMMON, "ici_fsdp_parallelism=1"), 3, jax.devices()[:1])
   assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(s2["params"]), jax.tree.leaves(s3["params"])))
+
+
+def test_hardware_must_match_the_backend():
+  from maxtext_like.config import ConfigError
+  from maxtext_like.training.loop import check_hardware
+  check_hardware("auto", "cpu")
+  check_hardware("cpu", "cpu")
+  with pytest.raises(ConfigError, match="hardware"):
+    check_hardware("tpu", "cpu")
+
+
+def test_log_config_lists_changed_keys_with_sources(tiny_cfg):
+  from maxtext_like.training.loop import changed_keys_summary
+  text = changed_keys_summary(tiny_cfg("steps=7"))
+  assert "steps = 7  (cli)" in text and "learning_rate =" not in text
