@@ -10,21 +10,29 @@ from jax.ad_checkpoint import checkpoint_name
 from maxtext_like.models import attention_kernels, rope
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
+from maxtext_like.models.norms import RMSNorm
 from maxtext_like.models.sharding import ACT_BSKH, ACT_BTD, ACT_BTNH, constrain
 from maxtext_like.models.spec import ModelSpec
 
 
 class Attention(nnx.Module):
-  """Kernels: query [D,N,H], key/value [D,K,H], out [N,H,D]."""
+  """Kernels: query [D,N,H], key/value [D,K,H], out [N,H,D]; optional biases [N,H]/[K,H] (attention_bias)
+  and per-head RMSNorm scales query_norm/key_norm [H] (use_qk_norm)."""
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
     self.spec = spec
     dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
                  init_scale=spec.dense_init_scale, rngs=rngs)
-    self.query = DenseGeneral((D,), (N, H), ("embed", "heads", "kv"), **dense)
-    self.key = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **dense)
-    self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **dense)
+    qkv = dict(dense, use_bias=spec.attention_bias)
+    self.query = DenseGeneral((D,), (N, H), ("embed", "heads", "kv"), **qkv)
+    self.key = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
+    self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
+    if spec.use_qk_norm:
+      norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
+                  rngs=rngs)
+      self.query_norm = RMSNorm(H, **norm)
+      self.key_norm = RMSNorm(H, **norm)
     self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dense)
     self.options = attention_kernels.AttentionOptions(
         window=spec.sliding_window_size,
@@ -41,6 +49,8 @@ class Attention(nnx.Module):
     k_BTKH = constrain(checkpoint_name(self.key(x_BTD), "key_proj"), ACT_BSKH)
     v_BTKH = constrain(checkpoint_name(self.value(x_BTD), "value_proj"), ACT_BSKH)
 
+    if self.spec.use_qk_norm:
+      q_BTNH, k_BTKH = self.query_norm(q_BTNH), self.key_norm(k_BTKH)
     inv_freq = rope.inv_freq_from_spec(self.spec)
     q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
     k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)

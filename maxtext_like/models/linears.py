@@ -37,7 +37,8 @@ def matmul_precision(name: str) -> jax.lax.Precision:
 class DenseGeneral(nnx.Module):
   """y = x contracted with `kernel` over the trailing len(in_features) axes.
 
-  kernel shape = in_features + out_features, with one logical name per axis.
+  kernel shape = in_features + out_features, with one logical name per axis; with use_bias, a
+  zero-initialised `bias` of shape out_features (logical names of the output axes) is added.
   """
 
   def __init__(
@@ -50,6 +51,7 @@ class DenseGeneral(nnx.Module):
       weight_dtype,
       precision: str = "default",
       init_scale: float = 1.0,
+      use_bias: bool = False,
       rngs: nnx.Rngs,
   ):
     self.in_features = tuple(in_features)
@@ -60,6 +62,8 @@ class DenseGeneral(nnx.Module):
     shape = self.in_features + self.out_features
     init = kernel_init(init_scale, tuple(range(n_in)), tuple(range(n_in, len(shape))))
     self.kernel = param(rngs, init, shape, weight_dtype, logical_axes)
+    if use_bias:
+      self.bias = param(rngs, nnx.initializers.zeros, self.out_features, weight_dtype, tuple(logical_axes)[n_in:])
 
   def __call__(self, x: jax.Array) -> jax.Array:
     n_in = len(self.in_features)
@@ -71,7 +75,10 @@ class DenseGeneral(nnx.Module):
     batch_shape = x.shape[:x.ndim - n_in]
     x2 = x.astype(self.dtype).reshape(-1, int(np.prod(self.in_features)))
     y = jnp.dot(x2, kernel.reshape(x2.shape[1], -1), precision=matmul_precision(self.precision))
-    return y.reshape(*batch_shape, *self.out_features)
+    y = y.reshape(*batch_shape, *self.out_features)
+    if hasattr(self, "bias"):
+      y = y + self.bias[...].astype(self.dtype)
+    return y
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -21,11 +21,15 @@ this mapping logits match transformers to ~1e-7 in float32, for both
 
 from __future__ import annotations
 
+import re
+
 import jax
+import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from maxtext_like.models.attention import Attention
+from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel, register_hf_mapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
@@ -60,3 +64,207 @@ class LlamaDecoderLayer(nnx.Module):
     mlp_BTD = self.mlp(h_BTD, dropout_key=mlp_key)
     mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
     return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+
+
+# ---- Hugging Face mapping (see hf_registry for the protocol) ------------------------------------------------
+
+# (HF name suffix, our path suffix, kind) for one decoder layer; kinds are converted by _to_ours_kind/_to_hf_kind.
+_LAYER_TABLE = (
+    ("input_layernorm.weight", "pre_self_attention_layer_norm.scale", "copy"),
+    ("post_attention_layernorm.weight", "post_self_attention_layer_norm.scale", "copy"),
+    ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"),
+    ("self_attn.k_proj.weight", "self_attention.key.kernel", "kv"),
+    ("self_attn.v_proj.weight", "self_attention.value.kernel", "kv"),
+    ("self_attn.o_proj.weight", "self_attention.out.kernel", "o"),
+    ("self_attn.q_proj.bias", "self_attention.query.bias", "qbias"),
+    ("self_attn.k_proj.bias", "self_attention.key.bias", "kvbias"),
+    ("self_attn.v_proj.bias", "self_attention.value.bias", "kvbias"),
+    ("self_attn.q_norm.weight", "self_attention.query_norm.scale", "copy"),
+    ("self_attn.k_norm.weight", "self_attention.key_norm.scale", "copy"),
+    ("mlp.gate_proj.weight", "mlp.wi_0.kernel", "dense"),
+    ("mlp.up_proj.weight", "mlp.wi_1.kernel", "dense"),
+    ("mlp.down_proj.weight", "mlp.wo.kernel", "dense"),
+)
+_GLOBAL_TABLE = (
+    ("model.embed_tokens.weight", "token_embedder.embedding", "copy"),
+    ("model.norm.weight", "decoder.decoder_norm.scale", "copy"),
+    ("lm_head.weight", "decoder.logits_dense.kernel", "dense"),
+)
+_HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
+_OUR_LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
+# MaxText hardcodes these for rope_type=llama3.1 (ModelSpec.rope_llama31_* defaults).
+_LLAMA31 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def _to_ours_kind(spec: ModelSpec, kind: str, w: np.ndarray) -> np.ndarray:
+  D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
+  if kind == "copy":
+    return w
+  if kind == "dense":
+    return np.ascontiguousarray(w.T)
+  if kind in ("q", "kv"):
+    heads = N if kind == "q" else K
+    if w.shape != (heads * H, D):  # reshape would fail or scramble: let the converter report the shape
+      return w
+    return linear_to_kernel(w, (D,), (heads, H))
+  if kind == "o":
+    if w.shape != (D, N * H):
+      return w
+    return linear_to_kernel(w, (N, H), (D,))
+  if kind in ("qbias", "kvbias"):
+    heads = N if kind == "qbias" else K
+    return w.reshape(heads, H) if w.shape == (heads * H,) else w
+  raise AssertionError(kind)
+
+
+def _to_hf_kind(kind: str, k: np.ndarray) -> np.ndarray:
+  if kind == "copy":
+    return k
+  if kind == "dense":
+    return np.ascontiguousarray(k.T)
+  if kind in ("q", "kv"):
+    return kernel_to_linear(k, 1)
+  if kind == "o":
+    return kernel_to_linear(k, 2)
+  if kind in ("qbias", "kvbias"):
+    return k.reshape(-1)
+  raise AssertionError(kind)
+
+
+def rope_theta_and_scaling(hf: dict) -> tuple[float, dict]:
+  """(rope_theta, scaling dict) from a config.json in either the v4 (rope_theta, rope_scaling) or v5
+  (rope_parameters) form; scaling is {} for plain RoPE."""
+  params = dict(hf.get("rope_parameters") or {})
+  scaling = dict(hf.get("rope_scaling") or {}) or params
+  theta = hf.get("rope_theta", params.get("rope_theta", 10000.0))
+  kind = scaling.get("rope_type", scaling.get("type", "default"))
+  return float(theta), ({} if kind in (None, "default") else dict(scaling, rope_type=kind))
+
+
+@register_hf_mapping("llama2", "mistral")
+class LlamaHF(HFMapping):
+  """LlamaForCausalLM (llama2/3/3.1/3.3, incl. llama3 rope scaling) and MistralForCausalLM (sliding window)."""
+
+  architectures = ("LlamaForCausalLM", "MistralForCausalLM")
+  default_tie = False
+  qkv_bias = False  # HF attention_bias=True also adds an o_proj bias, which our attention has not
+
+  def decoder_block_for(self, hf: dict) -> str:
+    return "mistral" if hf.get("model_type") == "mistral" or "MistralForCausalLM" in (hf.get("architectures") or []) \
+        else "llama2"
+
+  def model_keys_from_hf(self, hf: dict) -> dict:
+    problems = []
+    D, N = hf["hidden_size"], hf["num_attention_heads"]
+    keys = {
+        "decoder_block": self.decoder_block_for(hf),
+        "base_emb_dim": D,
+        "base_num_query_heads": N,
+        "base_num_kv_heads": hf.get("num_key_value_heads") or N,
+        "head_dim": hf.get("head_dim") or D // N,
+        "base_mlp_dim": hf["intermediate_size"],
+        "base_num_decoder_layers": hf["num_hidden_layers"],
+        "vocab_size": hf["vocab_size"],
+        "normalization_layer_epsilon": float(hf.get("rms_norm_eps", 1e-6)),
+        "mlp_activations": ["silu", "linear"],
+        "logits_via_embedding": bool(hf.get("tie_word_embeddings", self.default_tie)),
+        "sliding_window_size": 0,
+        "rope_type": "default",
+    }
+    if keys["logits_via_embedding"]:
+      keys["normalize_embedding_logits"] = False
+    theta, scaling = rope_theta_and_scaling(hf)
+    keys["rope_max_timescale"] = int(theta) if float(theta).is_integer() else theta
+    if scaling.get("rope_type") == "llama3":
+      wrong = {k: scaling.get(k) for k, v in _LLAMA31.items() if float(scaling.get(k, -1)) != v}
+      if wrong:
+        problems.append(f"rope_scaling {wrong} differs from the llama3.1 values maxtext_like supports {_LLAMA31}")
+      keys["rope_type"] = "llama3.1"
+    elif scaling:
+      problems.append(f"rope_scaling type {scaling.get('rope_type')!r} is not supported (only llama3)")
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+      problems.append(f"hidden_act={hf.get('hidden_act')!r} is not supported (only silu)")
+    if hf.get("mlp_bias"):
+      problems.append("mlp_bias=true is not supported")
+    if hf.get("attention_bias") and not self.qkv_bias:
+      problems.append("attention_bias=true (q/k/v and o_proj biases) is not supported for this architecture")
+    problems += self.family_keys(hf, keys)
+    if problems:
+      raise HFConfigError("Hugging Face config not supported: " + "; ".join(problems))
+    return keys
+
+  def family_keys(self, hf: dict, keys: dict) -> list[str]:
+    """Adds family keys to `keys`; returns problems."""
+    if keys["decoder_block"] == "mistral":
+      keys["sliding_window_size"] = int(hf.get("sliding_window") or 0)
+    return []
+
+  def hf_config_from(self, spec: ModelSpec) -> dict:
+    mistral = spec.decoder_block == "mistral"
+    cfg = {
+        "architectures": ["MistralForCausalLM" if mistral else "LlamaForCausalLM"],
+        "model_type": "mistral" if mistral else "llama",
+        **self._common_config(spec),
+        "attention_bias": False,
+        "mlp_bias": False,
+    }
+    if mistral:
+      cfg["sliding_window"] = spec.sliding_window_size or None
+      del cfg["attention_bias"], cfg["mlp_bias"]
+    return cfg
+
+  def _common_config(self, spec: ModelSpec) -> dict:
+    if spec.mlp_activations not in (("silu", "linear"), ("swish", "linear")):
+      raise HFConfigError(f"mlp_activations={list(spec.mlp_activations)} has no Hugging Face llama counterpart")
+    rope = {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)}
+    max_pos = max(spec.max_target_length, 2048)
+    if spec.rope_type == "llama3.1" and spec.rope_use_scale:
+      rope = {"rope_type": "llama3", "rope_theta": float(spec.rope_max_timescale), "factor": spec.rope_llama31_factor,
+              "low_freq_factor": spec.rope_llama31_low_freq_factor,
+              "high_freq_factor": spec.rope_llama31_high_freq_factor,
+              "original_max_position_embeddings": spec.rope_llama31_original_max_position}
+      max_pos = int(spec.rope_llama31_original_max_position * spec.rope_llama31_factor)
+    return {
+        "hidden_size": spec.emb_dim,
+        "intermediate_size": spec.mlp_dim,
+        "num_hidden_layers": spec.num_decoder_layers,
+        "num_attention_heads": spec.num_query_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "head_dim": spec.head_dim,
+        "vocab_size": spec.vocab_size,
+        "rms_norm_eps": spec.normalization_layer_epsilon,
+        "hidden_act": "silu",
+        "max_position_embeddings": max_pos,
+        "tie_word_embeddings": spec.logits_via_embedding,
+        "rope_theta": float(spec.rope_max_timescale),
+        "rope_scaling": None if rope["rope_type"] == "default" else rope,
+        "rope_parameters": rope,
+    }
+
+  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
+    if hf_name.endswith("rotary_emb.inv_freq"):
+      return []
+    if hf_name == "lm_head.weight" and spec.logits_via_embedding:
+      return []  # a tied checkpoint that still stores the (identical) head
+    m = _HF_LAYER.fullmatch(hf_name)
+    if m:
+      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
+        if m.group(2) == hf_suffix:
+          return [(f"decoder.layers.{m.group(1)}.{our_suffix}", _to_ours_kind(spec, kind, array))]
+      return None
+    for name, ours, kind in _GLOBAL_TABLE:
+      if hf_name == name:
+        return [(ours, _to_ours_kind(spec, kind, array))]
+    return None
+
+  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
+    m = _OUR_LAYER.fullmatch(our_path)
+    if m:
+      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
+        if m.group(2) == our_suffix:
+          return [(f"model.layers.{m.group(1)}.{hf_suffix}", _to_hf_kind(kind, array))]
+      raise KeyError(our_path)
+    for name, ours, kind in _GLOBAL_TABLE:
+      if our_path == ours:
+        return [(name, _to_hf_kind(kind, array))]
+    raise KeyError(our_path)

@@ -70,6 +70,8 @@ class ModelSpec:
   final_logits_soft_cap: float | None = None
   attn_logits_soft_cap: float | None = None
   sliding_window_size: int = 0  # 0 = global attention
+  attention_bias: bool = False  # learned bias on the query/key/value projections (qwen2)
+  use_qk_norm: bool = False  # RMSNorm over H of each query and key head, before RoPE (qwen3)
   # RoPE
   rope_type: str = "default"
   rope_max_timescale: int = 10_000

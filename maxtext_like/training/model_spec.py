@@ -24,6 +24,8 @@ def model_spec(cfg: Config) -> ModelSpec:
       final_logits_soft_cap=m.final_logits_soft_cap,
       attn_logits_soft_cap=a.attn_logits_soft_cap,
       sliding_window_size=a.sliding_window_size,
+      attention_bias=m.attention_bias,
+      use_qk_norm=a.use_qk_norm,
       rope_type=r.rope_type,
       rope_max_timescale=r.rope_max_timescale,
       rope_min_timescale=r.rope_min_timescale,

@@ -73,14 +73,17 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     denom = jnp.maximum(count, 1.0)
     loss = total / denom
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     window = state["loss_window"]
     seen = jnp.sum(window > 0)
     spike = jnp.logical_and(seen == window.shape[0], loss > opts.skip_step_scaling_factor * jnp.mean(window))
     skip = jnp.logical_and(opts.skip_step_on_spikes, spike) | ~jnp.isfinite(loss) & opts.skip_step_on_spikes
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skip, o, n), new, old)
+    if opts.skip_step_on_spikes:
+      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(skip, o, n), new, old)
+    else:
+      keep = lambda new, old: new
     new_state = {
         "step": state["step"] + 1,
         "params": keep(new_params, params),
@@ -89,7 +92,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
         "loss_window": jnp.where(skip, window, jnp.roll(window, 1).at[0].set(loss)),
     }
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state["step"]), "tokens": count,
-               "skipped": skip.astype(jnp.int32), "param_norm": optax.global_norm(params)}
+               "skipped": skip.astype(jnp.int32), "param_norm": optax.tree.norm(params)}
     return new_state, metrics
 
   return train_step
