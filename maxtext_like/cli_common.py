@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 def _bad_input_types() -> tuple[type, ...]:
   from maxtext_like.config import ConfigError
   from maxtext_like.training.checkpointing import CheckpointError
-  return ConfigError, CheckpointError, FileNotFoundError
+  from maxtext_like.data.errors import DataError
+  return ConfigError, CheckpointError, FileNotFoundError, DataError
 
 
 def run_entry_point(name: str, argv: Sequence[str], body: Callable) -> int:

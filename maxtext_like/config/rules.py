@@ -165,8 +165,44 @@ def data_sources_named(v, d):
   t = v["dataset_type"]
   if t == "hf" and not v["hf_path"]:
     yield Problem("hf_path", "is required when dataset_type is 'hf'", v["hf_path"])
-  if t == "grain" and not v["grain_train_files"]:
-    yield Problem("grain_train_files", "is required when dataset_type is 'grain'", v["grain_train_files"])
+  if t == "grain" and not v["grain_train_files"] and not v["grain_train_mixture_config_path"]:
+    yield Problem("grain_train_files", "is required when dataset_type is 'grain' (or set grain_train_mixture_config_path)",
+                  v["grain_train_files"])
+
+
+@rule
+def single_data_column(v, d):
+  """Pretraining reads one text (or token-id) column; several columns are for SFT/DPO, which are not built."""
+  for key in ("train_data_columns", "eval_data_columns"):
+    if len(v[key]) != 1:
+      yield Problem(key, "must name exactly one column (the document text, or its token ids)", v[key])
+
+
+@rule
+def segments_limit_needs_bin_packing(v, d):
+  if v["max_segments_per_seq"] > 0 and v["packing"] and v["grain_packing_type"] == "concat_then_split":
+    yield Problem("max_segments_per_seq", "needs grain_packing_type 'first_fit' or 'best_fit' (concat_then_split cannot limit segments)",
+                  v["max_segments_per_seq"])
+  if v["max_segments_per_seq"] == 0 or v["max_segments_per_seq"] < -1:
+    yield Problem("max_segments_per_seq", "must be -1 (no limit) or >= 1", v["max_segments_per_seq"])
+
+
+@rule
+def grain_loader_sizes(v, d):
+  for key in ("grain_worker_count", "grain_worker_count_eval"):
+    if v[key] < 0:
+      yield Problem(key, "must be >= 0 (0: no worker processes); -1 (autotune) is not supported yet", v[key])
+  for key in ("grain_num_threads", "grain_num_threads_eval", "grain_prefetch_buffer_size", "grain_prefetch_buffer_size_eval",
+              "grain_per_worker_buffer_size", "grain_per_worker_buffer_size_eval"):
+    if v[key] < 1:
+      yield Problem(key, "must be >= 1", v[key])
+
+
+@rule
+def padding_eval_needs_eval_steps(v, d):
+  """Padding batches never end, so an eval over them needs a step count."""
+  if v["generate_padding_batch_eval"] and v["eval_interval"] > 0 and v["eval_steps"] <= 0:
+    yield Problem("generate_padding_batch_eval", "needs eval_steps > 0 (padding batches never run out)", True)
 
 
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:

@@ -73,6 +73,9 @@ def _build_key_map() -> dict[str, str]:
 
 
 KEY_TO_SECTION: dict[str, str] = _build_key_map()
+# Values never printed or saved in clear (config records, checkpoints): shown as MASKED when set.
+SECRET_KEYS: frozenset[str] = frozenset({"hf_access_token"})
+MASKED = "***"
 ALL_KEYS: frozenset[str] = frozenset(KEY_TO_SECTION)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 # key -> the values that are supported (None: only the default). Keys absent from both maps are fully supported.
 PARTIAL: dict[str, frozenset] = {
     "attention": frozenset({"autoselected", "dot_product", "flash"}),
-    "dataset_type": frozenset({"embedded", "synthetic"}),
-    "tokenizer_type": frozenset({"sentencepiece"}),
+    "dataset_type": frozenset({"embedded", "synthetic", "hf", "grain", "tfds"}),
+    "grain_file_type": frozenset({"arrayrecord", "parquet"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
     "rope_type": frozenset({"default", "llama3.1"}),
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
@@ -96,21 +96,12 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "remat_policy_for_vit", "moe_mlpwi_0", "moe_mlpwi_1", "moe_mlpwo", "query_wa_proj", "kv_wa_proj", "mla_q",
     "mla_kv", "attention_out", "engram", "optimizer_memory_host_offload", "parameter_memory_host_offload",
     # tokenizer
-    "use_chat_template", "chat_template_path", "chat_template", "tokenize_train_data", "tokenize_eval_data",
-    "use_truncation", "num_vocab_tiling",
+    "use_chat_template", "chat_template_path", "chat_template", "num_vocab_tiling",
     # dataset
-    "max_corpus_chars", "train_data_columns", "train_image_column", "eval_data_columns", "eval_image_column",
-    "grain_packing_type", "max_segments_per_seq", "num_epoch", "expansion_factor_real_data", "reuse_example_batch",
-    "generate_padding_batch_train", "generate_padding_batch_eval", "enable_rampup_batch_size",
-    "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",
-    "colocated_python_data_input", "dataset_path", "dataset_name", "eval_dataset_name", "train_split", "eval_split",
-    "hf_path", "hf_name", "hf_data_dir", "hf_train_files", "hf_eval_split", "hf_eval_files", "hf_access_token",
-    "grain_train_files", "grain_eval_files", "grain_train_mixture_config_path", "grain_file_type",
-    "grain_use_elastic_iterator", "grain_worker_count", "grain_per_worker_buffer_size", "grain_worker_count_eval",
-    "grain_per_worker_buffer_size_eval", "grain_ram_budget_mb", "grain_num_threads", "grain_prefetch_buffer_size",
-    "grain_num_threads_eval", "grain_prefetch_buffer_size_eval", "grain_data_source_max_workers",
-    "grain_shuffle_buffer_size", "olmo_index_path", "olmo_path_remap_from", "olmo_path_remap_to",
-    "olmo_apply_ngram_filter",
+    "max_corpus_chars", "train_image_column", "eval_image_column", "expansion_factor_real_data",
+    "enable_rampup_batch_size", "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",
+    "colocated_python_data_input", "grain_use_elastic_iterator", "grain_ram_budget_mb", "grain_data_source_max_workers",
+    "olmo_index_path", "olmo_path_remap_from", "olmo_path_remap_to", "olmo_apply_ngram_filter",
     # finetune
     "use_dpo", "dpo_label_smoothing", "dpo_beta", "use_sft", "sft_train_on_completion_only", "formatting_func_path",
     "formatting_func_kwargs", "use_grpo", "student_overrides", "teacher_overrides", "offline_data_dir",

@@ -20,6 +20,8 @@ import json
 import os
 from typing import Iterator, Sequence
 
+from maxtext_like.data.errors import DataError
+
 _JSON_SUFFIXES = (".jsonl", ".json")
 _TEXT_SUFFIXES = (".txt",)
 
@@ -43,7 +45,7 @@ def expand_files(files: Sequence[str] | str) -> list[str]:
   if missing:
     raise FileNotFoundError(
         f"data file(s) not found: {missing}. Give local .jsonl, .jsonl.gz or"
-        " .txt files (the embedded corpus is maxtext_like.assets.corpus_path())."
+        " .txt files, or Parquet/ArrayRecord files for dataset_type=grain (the embedded corpus is maxtext_like.assets.corpus_path())."
     )
   if not out:
     raise ValueError("no data files given")
@@ -72,15 +74,30 @@ def _iter_file(path: str, data_column: str) -> Iterator[str]:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
         continue
-      record = json.loads(line)
+      try:
+        record = json.loads(line)
+      except ValueError as e:
+        raise DataError(f"{path}:{lineno}: not a JSON object ({e})") from None
+      if not isinstance(record, dict):
+        raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
       if data_column not in record:
-        raise KeyError(
+        raise DataError(
             f"{path}:{lineno}: no field {data_column!r} (data_column); fields"
             f" are {sorted(record)}"
         )
       yield str(record[data_column])
 
 
+def read_file_documents(path: str, data_column: str = "text") -> list[str]:
+  """The documents of one file; undecodable bytes are a DataError naming the file."""
+  try:
+    return list(_iter_file(path, data_column))
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text ({e})") from None
+  except (OSError, EOFError) as e:
+    raise DataError(f"{path}: unreadable ({e})") from None
+
+
 def read_documents(files: Sequence[str] | str, data_column: str = "text") -> list[str]:
   """All documents of `files` (see module docstring), in a stable order."""
-  return [doc for path in expand_files(files) for doc in _iter_file(path, data_column)]
+  return [doc for path in expand_files(files) for doc in read_file_documents(path, data_column)]

@@ -1,12 +1,25 @@
-"""The config's dataset keys -> a checkpointable iterator of this process's batches (registry by dataset_type)."""
+"""The config's dataset keys -> a checkpointable iterator of this process's batches (registry by dataset_type).
+
+    make_iterator(cfg, global_batch, split='train'|'eval', process_index, process_count)
+
+Sources ('synthetic', 'embedded', 'hf', 'grain', 'tfds') turn the config into
+document sources (`maxtext_like.data.records`); one shared function applies
+the tokenizer, packing, shuffling, epochs, sharding and loader keys to all of
+them, so every key means the same thing for every source.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 
 from maxtext_like.config import Config
+from maxtext_like.data import records
+from maxtext_like.data.checkpointable import ReuseFirstBatch
+from maxtext_like.data.errors import DataError
 from maxtext_like.data.synthetic import make_synthetic_iterator
-from maxtext_like.data.text_pipeline import make_text_iterator
+from maxtext_like.data.text_pipeline import make_lm_iterator
 from maxtext_like.data.tokenizers import build_tokenizer
 
 SOURCES: dict[str, Callable] = {}
@@ -20,9 +33,52 @@ def source(name: str):
 
 
 def tokenizer_for(cfg: Config):
+  """The configured tokenizer; refuses one that can emit ids >= vocab_size (they would index past the embedding)."""
   from maxtext_like import assets
   path = cfg.tokenizer.tokenizer_path or assets.tokenizer_path()
-  return build_tokenizer(cfg.tokenizer.tokenizer_type, path, cfg.tokenizer.add_bos, cfg.tokenizer.add_eos)
+  tok = build_tokenizer(cfg.tokenizer.tokenizer_type, path, cfg.tokenizer.add_bos, cfg.tokenizer.add_eos)
+  if tok.vocab_size > cfg.tokenizer.vocab_size:
+    raise DataError(f"the tokenizer {path} ({cfg.tokenizer.tokenizer_type}) has {tok.vocab_size} ids but vocab_size is "
+                    f"{cfg.tokenizer.vocab_size}: ids >= vocab_size would index past the embedding; set vocab_size >= {tok.vocab_size}")
+  return tok
+
+
+def data_column(cfg: Config, split: str) -> str:
+  cols = cfg.dataset.train_data_columns if split == "train" else cfg.dataset.eval_data_columns
+  return cols[0]  # exactly one (rules.single_data_column)
+
+
+def _epochs(cfg: Config, split: str) -> int:
+  if split != "train":
+    return 1
+  # The embedded corpus is a small demo: it repeats forever unless num_epoch is set explicitly.
+  if cfg.dataset.dataset_type == "embedded" and os.path.basename(cfg.source("num_epoch").split(":")[0]) == "base.yml":
+    return -1
+  return cfg.dataset.num_epoch
+
+
+def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: str, process_index: int, process_count: int,
+                *, loader_keys: bool = True, shuffle_window: int = 0):
+  """The shared pipeline over `sources` with every data key of the config applied."""
+  d, train = cfg.dataset, split == "train"
+  loader = {}
+  if loader_keys:  # the grain_* loader keys (MaxText applies them to its grain and hf pipelines)
+    loader = dict(num_threads=d.grain_num_threads if train else d.grain_num_threads_eval,
+                  prefetch_buffer_size=d.grain_prefetch_buffer_size if train else d.grain_prefetch_buffer_size_eval,
+                  worker_count=d.grain_worker_count if train else d.grain_worker_count_eval,
+                  per_worker_buffer_size=d.grain_per_worker_buffer_size if train else d.grain_per_worker_buffer_size_eval)
+  it = make_lm_iterator(
+      sources=sources, weights=weights, tokenizer=tokenizer_for(cfg), seq_len=cfg.inference.max_target_length,
+      global_batch_size=global_batch, shuffle=cfg.training.enable_data_shuffling and train,
+      seed=cfg.training.data_shuffle_seed, packing=d.packing, packing_type=d.grain_packing_type,
+      max_segments_per_seq=d.max_segments_per_seq if d.max_segments_per_seq > 0 else None,
+      truncate=cfg.tokenizer.use_truncation, num_epoch=_epochs(cfg, split),
+      process_index=process_index, process_count=process_count,
+      add_bos=cfg.tokenizer.add_bos, add_eos=cfg.tokenizer.add_eos, vocab_size=cfg.tokenizer.vocab_size,
+      tokenize=cfg.tokenizer.tokenize_train_data if train else cfg.tokenizer.tokenize_eval_data,
+      shuffle_window=shuffle_window,
+      pad_when_exhausted=d.generate_padding_batch_train if train else d.generate_padding_batch_eval, **loader)
+  return ReuseFirstBatch(it) if train and d.reuse_example_batch > 0 else it
 
 
 @source("synthetic")
@@ -34,16 +90,98 @@ def _synthetic(cfg: Config, global_batch: int, split: str, process_index: int, p
 @source("embedded")
 def _embedded(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
   from maxtext_like import assets
-  tok = tokenizer_for(cfg)
-  if tok.vocab_size > cfg.tokenizer.vocab_size:
-    raise ValueError(f"the tokenizer has {tok.vocab_size} ids but vocab_size is {cfg.tokenizer.vocab_size}: "
-                     "ids >= vocab_size would index past the embedding")
-  return make_text_iterator(files=[assets.corpus_path(split)], data_column="text", tokenizer=tok,
-                            seq_len=cfg.inference.max_target_length, global_batch_size=global_batch,
-                            shuffle=cfg.training.enable_data_shuffling and split == "train", seed=cfg.training.data_shuffle_seed,
-                            packing=cfg.dataset.packing, num_epoch=-1 if split == "train" else 1,
-                            process_index=process_index, process_count=process_count,
-                            add_bos=cfg.tokenizer.add_bos, add_eos=cfg.tokenizer.add_eos)
+  src = records.TextFileSource([assets.corpus_path(split)], "text")
+  return lm_iterator(cfg, [src], None, global_batch, split, process_index, process_count, loader_keys=False)
+
+
+# ---- hf ----
+def hf_dataset(cfg: Config, split: str):
+  """`datasets.load_dataset` from local files or a local dataset directory (map-style, arrow-cached)."""
+  d = cfg.dataset
+  if not d.hf_path:
+    raise DataError("dataset_type=hf needs hf_path: a builder name ('json', 'parquet', 'arrow', 'text', 'csv') with hf_train_files, "
+                    "or a local dataset directory")
+  if split == "train":
+    files, hf_split = d.hf_train_files, d.train_split
+  else:
+    files = d.hf_eval_files
+    hf_split = d.hf_eval_split or ("train" if files else None)
+    if hf_split is None:
+      raise DataError("evaluation with dataset_type=hf needs hf_eval_split (a split of hf_path) or hf_eval_files")
+  if files:
+    from maxtext_like.data.documents import expand_files
+    expand_files(files)  # FileNotFoundError naming the pattern, before datasets' own message
+  import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    ds = datasets.load_dataset(d.hf_path, name=d.hf_name, data_dir=d.hf_data_dir, data_files=files, split=hf_split,
+                               token=d.hf_access_token)
+  except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
+    cause = e.__cause__ or e
+    raise DataError(f"hf_path={d.hf_path!r} data_files={files!r} split={hf_split!r}: {type(cause).__name__}: "
+                    f"{' '.join(str(cause).split())[:500]}") from None
+  return ds, f"{d.hf_path}[{files or d.hf_data_dir or ''}] split {hf_split}"
+
+
+@source("hf")
+def _hf(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
+  ds, name = hf_dataset(cfg, split)
+  return lm_iterator(cfg, [records.HFSource(ds, data_column(cfg, split), name)], None, global_batch, split,
+                     process_index, process_count)
+
+
+# ---- grain ----
+GRAIN_FILE_TYPES = {"arrayrecord": records.ArrayRecordSource, "parquet": records.ParquetSource}
+
+
+def grain_mixture(cfg: Config, split: str) -> list[tuple[str, float]]:
+  """[(file pattern, weight)]: the mixture config JSON ({name: {path, weight}}), 'pattern,weight;pattern,weight', or one pattern."""
+  d = cfg.dataset
+  if split == "train" and d.grain_train_mixture_config_path:
+    try:
+      with open(d.grain_train_mixture_config_path, encoding="utf-8") as f:
+        mix = json.load(f)
+      return [(str(c["path"]), float(c["weight"])) for c in mix.values()]
+    except FileNotFoundError:
+      raise
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+      raise DataError(f"{d.grain_train_mixture_config_path}: expected JSON {{name: {{\"path\": glob, \"weight\": number}}}} "
+                      f"(grain_train_mixture_config_path): {type(e).__name__}: {e}") from None
+  spec = d.grain_train_files if split == "train" else d.grain_eval_files
+  key = "grain_train_files" if split == "train" else "grain_eval_files"
+  if not spec:
+    raise DataError(f"dataset_type=grain needs {key} (a glob, or 'glob,weight;glob,weight')")
+  if ";" not in spec:
+    return [(spec, 1.0)]
+  out = []
+  for part in filter(None, spec.split(";")):
+    pattern, _, weight = part.rpartition(",")
+    try:
+      out.append((pattern, float(weight)))
+    except ValueError:
+      raise DataError(f"{key}: {part!r} is not 'glob,weight'") from None
+  return out
+
+
+@source("grain")
+def _grain(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
+  d = cfg.dataset
+  if d.grain_file_type not in GRAIN_FILE_TYPES:
+    raise DataError(f"grain_file_type {d.grain_file_type!r} is not supported; use one of {sorted(GRAIN_FILE_TYPES)}")
+  mix = grain_mixture(cfg, split)
+  cls = GRAIN_FILE_TYPES[d.grain_file_type]
+  sources = [cls(pattern, data_column(cfg, split)) for pattern, _ in mix]
+  window = d.grain_shuffle_buffer_size if d.grain_file_type == "parquet" else 0
+  return lm_iterator(cfg, sources, [w for _, w in mix], global_batch, split, process_index, process_count, shuffle_window=window)
+
+
+# ---- tfds ----
+@source("tfds")
+def _tfds(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
+  d = cfg.dataset
+  name = d.dataset_name if split == "train" else d.eval_dataset_name
+  tfds_split = d.train_split if split == "train" else d.eval_split
+  src = records.TfdsSource(d.dataset_path, name, tfds_split, data_column(cfg, split))
+  return lm_iterator(cfg, [src], None, global_batch, split, process_index, process_count)
 
 
 def make_iterator(cfg: Config, global_batch: int, split: str = "train", process_index: int = 0, process_count: int = 1):

@@ -46,7 +46,9 @@ class RunResult:
 def config_record(cfg: Config) -> dict:
   """The resolved config as JSON-able data, saved with every checkpoint."""
   import json
-  return json.loads(json.dumps({"flat": cfg.flat(), "derived": cfg.derived.model_dump()}, default=str))
+  from maxtext_like.config.schema import MASKED, SECRET_KEYS
+  flat = {k: (MASKED if k in SECRET_KEYS and v else v) for k, v in cfg.flat().items()}
+  return json.loads(json.dumps({"flat": flat, "derived": cfg.derived.model_dump()}, default=str))
 
 
 def to_global(batch: dict, sharding) -> dict:

@@ -9,6 +9,7 @@ import pytest
 
 from maxtext_like import assets
 from maxtext_like.data import make_text_iterator, packing_efficiency
+from maxtext_like.data.errors import DataError
 
 from batch_checks import segments
 
@@ -93,7 +94,7 @@ def test_txt_and_gzip_inputs_match_jsonl(tmp_path, tiny_corpus, sp_tokenizer):
   assert _docs_seen(_iterator([str(tmp_path / "*.txt")], sp_tokenizer, num_epoch=1), sp_tokenizer) == want
   gz = _iterator([str(tmp_path / "docs.jsonl.gz")], sp_tokenizer, num_epoch=1, data_column="body")
   assert _docs_seen(gz, sp_tokenizer) == want
-  with pytest.raises(KeyError, match="no field 'text'"):
+  with pytest.raises(DataError, match="no field 'text'"):
     _iterator([str(tmp_path / "docs.jsonl.gz")], sp_tokenizer)
 
 
@@ -108,7 +109,7 @@ def test_invalid_arguments_are_reported(tiny_corpus, sp_tokenizer):
   with pytest.raises(ValueError, match="multiple of process_count"):
     _iterator([path], sp_tokenizer, global_batch_size=3, process_count=2)
   with pytest.raises(ValueError, match="packing_type"):
-    _iterator([path], sp_tokenizer, packing_type="best_fit")
+    _iterator([path], sp_tokenizer, packing_type="next_fit")
 
 
 def test_embedded_eval_corpus_end_to_end(sp_tokenizer):
