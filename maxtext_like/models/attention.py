@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -30,7 +32,7 @@ class Attention(nnx.Module):
     self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
     if spec.use_qk_norm:
       norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
-                  rngs=rngs)
+                  rngs=rngs, scale_offset=spec.family_trait("norm_scale_offset", 0.0))
       self.query_norm = RMSNorm(H, **norm)
       self.key_norm = RMSNorm(H, **norm)
     self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dense)
@@ -40,18 +42,24 @@ class Attention(nnx.Module):
         float32_qk_product=spec.float32_qk_product,
         float32_logits=spec.float32_logits,
         precision=spec.matmul_precision,
+        query_scale=None if spec.query_pre_attn_scalar is None else spec.query_pre_attn_scalar ** -0.5,
     )
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array,
-               cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
-    """Returns (y_BTD, cache with this call's keys/values written, or None)."""
+               cache: LayerKV | None = None, *, inv_freq: jax.Array | None = None,
+               window: jax.Array | int | None = None) -> tuple[jax.Array, LayerKV | None]:
+    """Returns (y_BTD, cache with this call's keys/values written, or None).
+
+    inv_freq [H/2] and window (0 = global) override the spec's RoPE frequencies and sliding window for
+    this call; either may be traced (gemma3 picks local or global per layer inside a scan).
+    """
     q_BTNH = constrain(checkpoint_name(self.query(x_BTD), "query_proj"), ACT_BTNH)
     k_BTKH = constrain(checkpoint_name(self.key(x_BTD), "key_proj"), ACT_BSKH)
     v_BTKH = constrain(checkpoint_name(self.value(x_BTD), "value_proj"), ACT_BSKH)
 
     if self.spec.use_qk_norm:
       q_BTNH, k_BTKH = self.query_norm(q_BTNH), self.key_norm(k_BTKH)
-    inv_freq = rope.inv_freq_from_spec(self.spec)
+    inv_freq = rope.inv_freq_from_spec(self.spec) if inv_freq is None else inv_freq
     q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
     k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
 
@@ -66,7 +74,8 @@ class Attention(nnx.Module):
           cache.segment_ids_BS
 
     context_BTNH = attention_kernels.attend(
-        self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS, self.options,
+        self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS,
+        self.options if window is None else dataclasses.replace(self.options, window=window),
         block_size=self.spec.flash_block_size)
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")

@@ -19,6 +19,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 AUTOSELECT_FLASH_MIN_LENGTH = 1024
@@ -33,6 +34,7 @@ class AttentionOptions:
   float32_qk_product: bool = False  # cast q, k to fp32 before q.k
   float32_logits: bool = False  # accumulate q.k in fp32
   precision: str = "default"  # jax.lax.Precision name for the einsums
+  query_scale: float | None = None  # queries multiplied by this (None: head_dim ** -0.5)
 
 
 def make_mask(q_idx_BT, q_seg_BT, kv_idx_S, kv_seg_BS, window: int) -> jax.Array:
@@ -40,7 +42,9 @@ def make_mask(q_idx_BT, q_seg_BT, kv_idx_S, kv_seg_BS, window: int) -> jax.Array
   q_idx = q_idx_BT[:, :, None]
   kv_idx = kv_idx_S[None, None, :]
   mask = (kv_idx <= q_idx) & (q_seg_BT[:, :, None] == kv_seg_BS[:, None, :])
-  if window > 0:
+  if not isinstance(window, (int, np.integer)):  # traced per-layer window (gemma3 under scan); 0 = global
+    mask &= (window <= 0) | ((q_idx - kv_idx) < window)
+  elif window > 0:
     mask &= (q_idx - kv_idx) < window
   return mask
 
@@ -49,7 +53,8 @@ def _scores(q_BTKGH, k_BSKH, opts: AttentionOptions) -> jax.Array:
   """Scaled, soft-capped logits [B, K, G, T, S] in float32."""
   if opts.float32_qk_product:
     q_BTKGH, k_BSKH = q_BTKGH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
-  q_BTKGH = q_BTKGH * jnp.asarray(q_BTKGH.shape[-1] ** -0.5, q_BTKGH.dtype)
+  scale = q_BTKGH.shape[-1] ** -0.5 if opts.query_scale is None else opts.query_scale
+  q_BTKGH = q_BTKGH * jnp.asarray(scale, q_BTKGH.dtype)
   s = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, k_BSKH, precision=jax.lax.Precision(opts.precision),
                  preferred_element_type=jnp.float32 if opts.float32_logits else None)
   s = s.astype(jnp.float32)
@@ -136,7 +141,7 @@ def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg
     q_BTNH, k_BSKH = q_BTNH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
     v_BSKH = v_BSKH.astype(jnp.float32)
   mask_BTS = make_mask(q_idx_BT, q_seg_BT, jnp.arange(k_BSKH.shape[1]), kv_seg_BS, opts.window)
-  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None])
+  return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None], scale=opts.query_scale)
 
 
 def resolve_kernel(name: str, kv_length: int) -> str:

@@ -46,7 +46,8 @@ class Decoder(nnx.Module):
     else:
       self.layers = nnx.List([block_cls(spec, rngs=rngs) for _ in range(spec.num_decoder_layers)])
     self.decoder_norm = RMSNorm(spec.emb_dim, epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype,
-                                weight_dtype=spec.weight_dtype, rngs=rngs)
+                                weight_dtype=spec.weight_dtype, rngs=rngs,
+                                scale_offset=spec.family_trait("norm_scale_offset", 0.0))
     self.dropout = nnx.Dropout(spec.dropout_rate)
     if not spec.logits_via_embedding:
       self.logits_dense = DenseGeneral(
@@ -82,13 +83,19 @@ class Decoder(nnx.Module):
       logits_BTV = logits_BTV.astype(jnp.float32)
     return constrain(logits_BTV, ACT_BTV)
 
-  def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool):
-    """Pure (layer_state, x, k, v, key) -> (x, k, v), rematted when training."""
+  def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool, index: int | None = None):
+    """Pure (layer_state, x, k, v, key, i) -> (x, k, v), rematted when training.
 
-    def apply(state, x_BTD, k_BSKH, v_BSKH, key):
+    Blocks with `takes_layer_index = True` get `layer_index=`: the static `index` when given (loop), else
+    the traced i (scan).
+    """
+    takes_index = self.spec.family_trait("takes_layer_index", False)
+
+    def apply(state, x_BTD, k_BSKH, v_BSKH, key, i):
       layer = nnx.merge(graphdef, state)
       layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, cache[2], cache[3])
-      y_BTD, layer_kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=layer_kv)
+      extra = {"layer_index": i if index is None else index} if takes_index else {}
+      y_BTD, layer_kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=layer_kv, **extra)
       return (y_BTD, None, None) if layer_kv is None else (y_BTD, layer_kv.k_BSKH, layer_kv.v_BSKH)
 
     return apply if cache is not None else maybe_remat(apply, self.spec, prevent_cse=not in_scan)
@@ -97,10 +104,10 @@ class Decoder(nnx.Module):
     ks, vs = [], []
     for i, layer in enumerate(self.layers):
       graphdef, state = nnx.split(layer)
-      fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False)
+      fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False, index=i)
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
       k, v = (None, None) if cache is None else (cache[0][i], cache[1][i])
-      x_BTD, k, v = fn(state, x_BTD, k, v, key)
+      x_BTD, k, v = fn(state, x_BTD, k, v, key, i)
       ks.append(k)
       vs.append(v)
     return x_BTD, None if cache is None else (jnp.stack(ks), jnp.stack(vs))
@@ -114,7 +121,7 @@ class Decoder(nnx.Module):
     def body(x_BTD, xs):
       layer_state, i, k_BSKH, v_BSKH = xs
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      x_BTD, k_BSKH, v_BSKH = fn(layer_state, x_BTD, k_BSKH, v_BSKH, key)
+      x_BTD, k_BSKH, v_BSKH = fn(layer_state, x_BTD, k_BSKH, v_BSKH, key, i)
       return x_BTD, (k_BSKH, v_BSKH)
 
     k_LBSKH, v_LBSKH = (None, None) if cache is None else cache[:2]

@@ -1,4 +1,9 @@
-"""RMSNorm with a learned scale (logical axis 'norm')."""
+"""RMSNorm with a learned scale (logical axis 'norm').
+
+With scale_offset=1 (Gemma) the parameter stores Hugging Face's w and the norm
+multiplies by (1 + w) in float32 before casting, exactly as transformers'
+GemmaRMSNorm; the parameter then initialises to 0 (identity norm).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,17 @@ from maxtext_like.models.linears import param
 class RMSNorm(nnx.Module):
   """y = x / sqrt(mean(x^2) + eps) * scale, reduced in float32."""
 
-  def __init__(self, num_features: int, *, epsilon: float, dtype, weight_dtype, rngs: nnx.Rngs):
+  def __init__(self, num_features: int, *, epsilon: float, dtype, weight_dtype, rngs: nnx.Rngs,
+               scale_offset: float = 0.0):
     self.epsilon = epsilon
     self.dtype = dtype
-    self.scale = param(rngs, nnx.initializers.ones, (num_features,), weight_dtype, ("norm",))
+    self.scale_offset = scale_offset
+    init = nnx.initializers.constant(1.0 - scale_offset) if scale_offset else nnx.initializers.ones
+    self.scale = param(rngs, init, (num_features,), weight_dtype, ("norm",))
 
   def __call__(self, x_BTD: jax.Array) -> jax.Array:
     x = x_BTD.astype(jnp.float32)
     y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.epsilon)
+    if self.scale_offset:
+      return (y * (self.scale[...].astype(jnp.float32) + self.scale_offset)).astype(self.dtype)
     return y.astype(self.dtype) * self.scale[...].astype(self.dtype)

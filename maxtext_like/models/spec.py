@@ -70,6 +70,12 @@ class ModelSpec:
   final_logits_soft_cap: float | None = None
   attn_logits_soft_cap: float | None = None
   sliding_window_size: int = 0  # 0 = global attention
+  # Gemma-family options; the defaults keep other blocks unchanged (see models/gemma*.py).
+  use_post_attn_norm: bool = False  # RMSNorm on the attention output before the residual add
+  use_post_ffw_norm: bool = False  # RMSNorm on the MLP output before the residual add
+  query_pre_attn_scalar: float | None = None  # queries scaled by this ** -0.5 (None: head_dim ** -0.5)
+  local_rope_max_timescale: int = -1  # > 0: RoPE base of local (sliding-window) layers
+  global_rope_max_timescale: int = -1  # > 0: RoPE base of global layers (else rope_max_timescale)
   attention_bias: bool = False  # learned bias on the query/key/value projections (qwen2)
   use_qk_norm: bool = False  # RMSNorm over H of each query and key head, before RoPE (qwen3)
   # RoPE
@@ -121,6 +127,12 @@ class ModelSpec:
     """Query heads per kv head (G in the shape vocabulary)."""
     return self.num_query_heads // self.num_kv_heads
 
+  def family_trait(self, name: str, default: Any = None) -> Any:
+    """A fixed quirk of this spec's family: class attribute `name` of its decoder block, e.g.
+    `norm_scale_offset` (Gemma norms multiply by 1 + w) or `scale_embedding` (x * sqrt(D))."""
+    from maxtext_like.models.registry import get_decoder_block  # lazy: blocks import this module
+    return getattr(get_decoder_block(self.decoder_block), name, default)
+
   def replace(self, **changes) -> "ModelSpec":
     return dataclasses.replace(self, **changes)
 
@@ -156,6 +168,8 @@ def _problems(s: ModelSpec):
     yield f"sliding_window_size={s.sliding_window_size} must be >= 0"
   if not 0.0 <= s.dropout_rate < 1.0:
     yield f"dropout_rate={s.dropout_rate} must be in [0, 1)"
+  if s.query_pre_attn_scalar is not None and s.query_pre_attn_scalar <= 0:
+    yield f"query_pre_attn_scalar={s.query_pre_attn_scalar} must be > 0 or None"
   for name in ("final_logits_soft_cap", "attn_logits_soft_cap"):
     if getattr(s, name) is not None and getattr(s, name) <= 0:
       yield f"{name}={getattr(s, name)} must be > 0 or None"

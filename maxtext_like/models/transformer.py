@@ -52,6 +52,8 @@ class Transformer(nnx.Module):
     embed_key, decoder_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
 
     x_BTD = self.token_embedder(tokens_BT)
+    if self.spec.family_trait("scale_embedding", False):  # Gemma: x * sqrt(D), in the activation dtype
+      x_BTD = x_BTD * jnp.asarray(self.spec.emb_dim ** 0.5, x_BTD.dtype)
     x_BTD = self.dropout(x_BTD, deterministic=embed_key is None, rngs=embed_key)
     layer_cache = None
     if cache is not None:
@@ -65,10 +67,15 @@ class Transformer(nnx.Module):
     return logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, *kv)
 
   def init_cache(self, batch_size: int, max_length: int | None = None, dtype=None) -> KVCache:
-    """Empty cache; max_length defaults to spec.max_target_length, dtype to spec.dtype."""
+    """Empty cache; max_length defaults to spec.max_target_length, dtype to spec.dtype.
+
+    A block holding P attention layers (`kv_caches_per_layer = P`, gemma2's [local, global] pair) gets
+    P * head_dim per cache entry and splits it (see gemma2.py).
+    """
     s = self.spec
+    per_layer = s.family_trait("kv_caches_per_layer", 1)
     return KVCache.zeros(s.num_decoder_layers, batch_size, max_length or s.max_target_length, s.num_kv_heads,
-                         s.head_dim, dtype or s.dtype)
+                         s.head_dim * per_layer, dtype or s.dtype)
 
   def prefill(self, tokens_BT: jax.Array, segment_ids_BT: jax.Array | None = None, *,
               max_length: int | None = None, cache: KVCache | None = None) -> tuple[jax.Array, KVCache]:

@@ -1,0 +1,232 @@
+"""Gemma (1) decoder block, the sublayer shared by gemma2/gemma3, and Gemma's Hugging Face mapping.
+
+Gemma quirks (all matched to transformers' GemmaForCausalLM in float32 to ~1e-6):
+- GeGLU MLP: `mlp_activations: [gelu, linear]`, gelu with the tanh approximation (HF gelu_pytorch_tanh).
+- The token embedding is multiplied by sqrt(emb_dim), rounded to the activation dtype first (as HF does).
+- RMSNorm multiplies by (1 + w). Our `scale` parameters store HF's w unchanged and the norm adds 1 in
+  float32 (`norm_scale_offset = 1.0`, see norms.py). So conversion is a plain copy that round-trips
+  bit-exactly, bf16 weights keep w's precision (storing 1 + w in bf16 would round it to 2^-8), and the
+  parameters initialise to 0. (MaxText's own converter stores 1 + w; its checkpoints need `scale - 1`.)
+- Tied embeddings (`logits_via_embedding: true`); no biases.
+Presets pad vocab_size to 256128 as MaxText does (HF checkpoints have 256000 rows); a checkpoint converted
+from HF keeps HF's vocab in its generated model.yml.
+
+HF names -> our loop-layout paths (W.T = transposed torch Linear weight):
+  model.embed_tokens.weight                  token_embedder.embedding
+  model.layers.i.input_layernorm.weight      decoder.layers.i.pre_self_attention_norm.scale
+  model.layers.i.self_attn.q_proj.weight     decoder.layers.i.self_attention.query.kernel = W.T -> [D, N, H]
+  model.layers.i.self_attn.k/v_proj.weight   ....self_attention.key/value.kernel = W.T -> [D, K, H]
+  model.layers.i.self_attn.o_proj.weight     ....self_attention.out.kernel = W.T -> [N, H, D]
+  model.layers.i.post_attention_layernorm    decoder.layers.i.pre_ffw_norm.scale      (gemma 1)
+  model.layers.i.mlp.gate/up/down_proj       ....mlp.wi_0 / wi_1 / wo .kernel = W.T
+  model.norm.weight                          decoder.decoder_norm.scale
+gemma2/gemma3 rename the norms (see `GemmaHF.layer_names`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from maxtext_like.models.attention import Attention
+from maxtext_like.models.hf_registry import (HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel,
+                                             register_hf_mapping)
+from maxtext_like.models.kv_cache import LayerKV
+from maxtext_like.models.mlp import MlpBlock
+from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.sharding import ACT_BTD, constrain
+from maxtext_like.models.spec import ModelSpec
+
+
+class GemmaSublayer(nnx.Module):
+  """One Gemma transformer layer:
+     x + post_attn_norm?(attn(pre_self_attention_norm(x))), then + post_ffw_norm?(mlp(pre_ffw_norm(.))).
+  The post norms exist iff spec.use_post_attn_norm / use_post_ffw_norm (gemma2, gemma3)."""
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    D = spec.emb_dim
+    norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
+                rngs=rngs, scale_offset=1.0)
+    self.pre_self_attention_norm = RMSNorm(D, **norm)
+    self.self_attention = Attention(spec, rngs=rngs)
+    if spec.use_post_attn_norm:
+      self.post_self_attention_norm = RMSNorm(D, **norm)
+    self.pre_ffw_norm = RMSNorm(D, **norm)
+    self.mlp = MlpBlock(spec, rngs=rngs)
+    if spec.use_post_ffw_norm:
+      self.post_ffw_norm = RMSNorm(D, **norm)
+    self.dropout = nnx.Dropout(spec.dropout_rate)
+
+  def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
+               dropout_key: jax.Array | None = None, cache: LayerKV | None = None,
+               inv_freq: jax.Array | None = None,
+               window: jax.Array | int | None = None) -> tuple[jax.Array, LayerKV | None]:
+    """Dropout is active iff dropout_key is given; inv_freq/window override the attention's (gemma3)."""
+    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    h_BTD = self.pre_self_attention_norm(x_BTD)
+    attn_BTD, cache = self.self_attention(h_BTD, positions_BT, segment_ids_BT, cache=cache, inv_freq=inv_freq,
+                                          window=window)
+    if hasattr(self, "post_self_attention_norm"):
+      attn_BTD = self.post_self_attention_norm(attn_BTD)
+    x_BTD = x_BTD + attn_BTD
+    h_BTD = self.pre_ffw_norm(x_BTD)
+    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    mlp_BTD = self.mlp(h_BTD, dropout_key=mlp_key)
+    if hasattr(self, "post_ffw_norm"):
+      mlp_BTD = self.post_ffw_norm(mlp_BTD)
+    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
+    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+
+
+@register_decoder_block("gemma")
+class GemmaDecoderLayer(GemmaSublayer):
+  """Gemma 1: the sublayer without post norms; family traits read by the decoder and transformer."""
+
+  norm_scale_offset = 1.0  # every RMSNorm of the model (incl. decoder_norm) computes x * (1 + w)
+  scale_embedding = True  # embeddings * sqrt(emb_dim)
+
+
+# ---- Hugging Face mapping ----------------------------------------------------------------------------------
+
+_LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight")
+
+
+@register_hf_mapping("gemma")
+class GemmaHF(HFMapping):
+  """GemmaForCausalLM; gemma2/gemma3 subclass it (more norms, layer grouping, config fields)."""
+
+  architectures = ("GemmaForCausalLM",)
+  model_type = "gemma"
+  # HF name inside a layer -> our name inside a (sub)layer; projections are handled by `_kernel_shapes`.
+  layer_names = {
+      "input_layernorm": "pre_self_attention_norm.scale",
+      "post_attention_layernorm": "pre_ffw_norm.scale",
+      "self_attn.q_proj": "self_attention.query.kernel",
+      "self_attn.k_proj": "self_attention.key.kernel",
+      "self_attn.v_proj": "self_attention.value.kernel",
+      "self_attn.o_proj": "self_attention.out.kernel",
+      "mlp.gate_proj": "mlp.wi_0.kernel",
+      "mlp.up_proj": "mlp.wi_1.kernel",
+      "mlp.down_proj": "mlp.wo.kernel",
+  }
+
+  # -- layer placement (gemma2 groups HF layers in [local, global] pairs) --
+  def our_layer_prefix(self, spec: ModelSpec, hf_layer: int) -> str:
+    return f"decoder.layers.{hf_layer}."
+
+  def hf_layer_index(self, spec: ModelSpec, our_path: str) -> tuple[int, str]:
+    """(HF layer index, our name inside the sublayer) for a layer path."""
+    m = re.fullmatch(r"decoder\.layers\.(\d+)\.(.+)", our_path)
+    if not m:
+      raise KeyError(our_path)
+    return int(m.group(1)), m.group(2)
+
+  def _kernel_shapes(self, spec: ModelSpec, ours: str):
+    """(in_shape, out_shape) of a projection kernel, None for a norm scale."""
+    D, N, K, H, F = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim, spec.mlp_dim
+    return {
+        "self_attention.query.kernel": ((D,), (N, H)),
+        "self_attention.key.kernel": ((D,), (K, H)),
+        "self_attention.value.kernel": ((D,), (K, H)),
+        "self_attention.out.kernel": ((N, H), (D,)),
+        "mlp.wi_0.kernel": ((D,), (F,)),
+        "mlp.wi_1.kernel": ((D,), (F,)),
+        "mlp.wo.kernel": ((F,), (D,)),
+    }.get(ours)
+
+  def to_ours(self, spec, hf_name, array):
+    if hf_name == "model.embed_tokens.weight":
+      return [("token_embedder.embedding", array)]
+    if hf_name == "model.norm.weight":
+      return [("decoder.decoder_norm.scale", array)]
+    if hf_name == "lm_head.weight" or hf_name.endswith("rotary_emb.inv_freq"):
+      return []  # tied to the embedding / recomputed
+    m = _LAYER_RE.fullmatch(hf_name)
+    if not m or m.group(2) not in self.layer_names:
+      return None
+    ours = self.layer_names[m.group(2)]
+    shapes = self._kernel_shapes(spec, ours)
+    value = array if shapes is None else linear_to_kernel(array, *shapes)
+    return [(self.our_layer_prefix(spec, int(m.group(1))) + ours, value)]
+
+  def to_hf(self, spec, our_path, array):
+    if our_path == "token_embedder.embedding":
+      return [("model.embed_tokens.weight", array)]
+    if our_path == "decoder.decoder_norm.scale":
+      return [("model.norm.weight", array)]
+    hf_layer, ours = self.hf_layer_index(spec, our_path)
+    inverse = {v: k for k, v in self.layer_names.items()}
+    if ours not in inverse:
+      raise KeyError(our_path)
+    shapes = self._kernel_shapes(spec, ours)
+    value = array if shapes is None else kernel_to_linear(array, len(shapes[0]))
+    return [(f"model.layers.{hf_layer}.{inverse[ours]}.weight", value)]
+
+  # -- config --
+  def num_hf_layers(self, spec: ModelSpec) -> int:
+    return spec.num_decoder_layers
+
+  def model_keys_from_hf(self, c: dict) -> dict:
+    act = c.get("hidden_activation") or c.get("hidden_act") or "gelu_pytorch_tanh"
+    if act not in ("gelu_pytorch_tanh", "gelu"):  # HF Gemma maps hidden_act 'gelu' to the tanh approximation
+      raise HFConfigError(f"hidden_activation={act!r}: only gelu_pytorch_tanh is supported")
+    if c.get("attention_bias"):
+      raise HFConfigError("attention_bias=true is not supported for gemma")
+    if not c.get("tie_word_embeddings", True):
+      raise HFConfigError("tie_word_embeddings=false is not supported for gemma")
+    rope = c.get("rope_parameters") or {}
+    return {
+        "decoder_block": self.decoder_blocks[0],
+        "base_emb_dim": c["hidden_size"],
+        "base_num_query_heads": c["num_attention_heads"],
+        "base_num_kv_heads": c["num_key_value_heads"],
+        "head_dim": c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
+        "base_mlp_dim": c["intermediate_size"],
+        "base_num_decoder_layers": c["num_hidden_layers"],
+        "vocab_size": c["vocab_size"],
+        "normalization_layer_epsilon": c.get("rms_norm_eps", 1e-6),
+        "rope_max_timescale": int(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
+        "rope_type": "default",
+        "logits_via_embedding": True,
+        "sliding_window_size": 0,
+        "mlp_activations": ["gelu", "linear"],
+    }
+
+  def hf_config_from(self, spec: ModelSpec) -> dict:
+    return {
+        "architectures": [self.architectures[0]],
+        "model_type": self.model_type,
+        "vocab_size": spec.vocab_size,
+        "hidden_size": spec.emb_dim,
+        "intermediate_size": spec.mlp_dim,
+        "num_hidden_layers": self.num_hf_layers(spec),
+        "num_attention_heads": spec.num_query_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "head_dim": spec.head_dim,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": spec.normalization_layer_epsilon,
+        "rope_parameters": {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)},
+        "tie_word_embeddings": True,
+        "attention_bias": False,
+    }
+
+
+def state_dict_to_params(spec: ModelSpec, state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Our loop-layout flat params ('decoder.layers.0....') from an HF state_dict, via the family's mapping."""
+  from maxtext_like.models.hf_registry import get_hf_mapping
+  mapping = get_hf_mapping(spec.decoder_block)
+  out: dict[str, np.ndarray] = {}
+  for name, array in state_dict.items():
+    produced = mapping.to_ours(spec, name, np.asarray(array))
+    if produced is None:
+      raise KeyError(f"unexpected HF tensor {name!r}")
+    for path, value in produced:
+      if path in out:
+        raise KeyError(f"{path!r} produced twice")
+      out[path] = value
+  return out

@@ -1,0 +1,97 @@
+"""Tiny random transformers Gemma models and their weights loaded into ours."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from maxtext_like.models import ModelSpec, build_model
+from maxtext_like.models.gemma import state_dict_to_params
+
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+WINDOW = 8  # sliding window of the tiny models; test sequences are longer
+COMMON = dict(vocab_size=128, emb_dim=32, num_query_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64,
+              mlp_activations=("gelu", "linear"), normalization_layer_epsilon=1e-6, logits_via_embedding=True,
+              remat_policy="none", attention="dot_product", scan_layers=False, dtype="float32",
+              weight_dtype="float32")
+
+SPECS = {
+    "gemma": ModelSpec(decoder_block="gemma", num_decoder_layers=2, **COMMON),
+    # 3 pairs = 6 HF layers; small caps so the soft caps bite; query_pre_attn_scalar != head_dim
+    "gemma2": ModelSpec(decoder_block="gemma2", num_decoder_layers=3, sliding_window_size=WINDOW,
+                        attn_logits_soft_cap=2.0, final_logits_soft_cap=3.0, use_post_attn_norm=True,
+                        use_post_ffw_norm=True, query_pre_attn_scalar=12.0, **COMMON),
+    # 7 layers: local x5, global, local; linear-scaled global RoPE as the 4b+ presets
+    "gemma3": ModelSpec(decoder_block="gemma3", num_decoder_layers=7, sliding_window_size=WINDOW,
+                        use_post_attn_norm=True, use_post_ffw_norm=True, query_pre_attn_scalar=12.0,
+                        rope_max_timescale=1_000_000, local_rope_max_timescale=10_000,
+                        rope_linear_scaling_factor=8.0, **COMMON),
+}
+
+
+def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25):
+  """A transformers model from our mapping's config, every weight drawn N(0, std^2) with a fixed seed."""
+  import transformers
+  from maxtext_like.models.hf_registry import get_hf_mapping
+  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
+  arch = c.pop("architectures")[0]
+  config = transformers.AutoConfig.for_model(**c)
+  config.architectures = [arch]
+  torch.manual_seed(seed)
+  model = getattr(transformers, arch)._from_config(config, attn_implementation="eager", dtype=torch.float32)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.normal_(0.0, std)
+  model.eval()
+  model.generation_config.eos_token_id = None
+  model.generation_config.pad_token_id = 0
+  return model
+
+
+def our_model(spec: ModelSpec, hf, *, scan_layers: bool = False):
+  """Our model with hf's weights (via the family's HF mapping), in the loop or scanned layout."""
+  spec = spec.replace(scan_layers=scan_layers)
+  flat = state_dict_to_params(spec, {k: v.detach().numpy() for k, v in hf.state_dict().items()})
+  model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
+  graphdef, state = nnx.split(model)
+  L = spec.num_decoder_layers
+  used = set()
+
+  def fill(path, leaf):
+    key = ".".join(str(p) for p in path)
+    if spec.scan_layers and key.startswith("decoder.layers."):
+      rest = key[len("decoder.layers."):]
+      names = [f"decoder.layers.{i}.{rest}" for i in range(L)]
+      value = np.stack([flat[n] for n in names], axis=spec.param_scan_axis)
+    else:
+      names = [key]
+      value = flat[key]
+    used.update(names)
+    assert value.shape == leaf.shape, (key, value.shape, leaf.shape)
+    return jnp.asarray(value, leaf.dtype)
+
+  pure = nnx.to_pure_dict(state)
+  pure = jax.tree_util.tree_map_with_path(lambda p, x: fill([k.key for k in p], x), pure)
+  assert used == set(flat), sorted(set(flat) ^ used)
+  nnx.replace_by_pure_dict(state, pure)
+  return nnx.merge(graphdef, state)
+
+
+def tokens(batch: int, length: int, seed: int = 1, vocab: int = 128) -> np.ndarray:
+  return np.random.default_rng(seed).integers(2, vocab, size=(batch, length)).astype(np.int32)
+
+
+def hf_logits(hf, toks: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return hf(torch.from_numpy(toks.astype(np.int64))).logits.numpy()
+
+
+def our_logits(model, toks: np.ndarray) -> np.ndarray:
+  graphdef, state = nnx.split(model)
+  return np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, jnp.asarray(toks)))
