@@ -83,8 +83,32 @@ def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: s
 
 @source("synthetic")
 def _synthetic(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
-  return make_synthetic_iterator(global_batch_size=global_batch // process_count, seq_len=cfg.inference.max_target_length,
-                                 vocab_size=cfg.tokenizer.vocab_size, seed=cfg.training.data_shuffle_seed + process_index + (split == "eval") * 7919)
+  # Every process generates the same global batch and keeps its rows, so a run's batches do not depend on the
+  # process count (multi-process == single-process, tested).
+  it = make_synthetic_iterator(global_batch_size=global_batch, seq_len=cfg.inference.max_target_length,
+                               vocab_size=cfg.tokenizer.vocab_size, seed=cfg.training.data_shuffle_seed + (split == "eval") * 7919)
+  return ProcessRows(it, process_index, process_count)
+
+
+class ProcessRows:
+  """This process's contiguous share of the rows of a global-batch iterator (checkpointable like the inner one)."""
+
+  def __init__(self, inner, process_index: int, process_count: int):
+    self.inner, self.index, self.count = inner, process_index, process_count
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = next(self.inner)
+    n = next(iter(batch.values())).shape[0] // self.count
+    return {k: v[self.index * n:(self.index + 1) * n] for k, v in batch.items()}
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
 
 
 @source("embedded")
@@ -110,12 +134,16 @@ def hf_dataset(cfg: Config, split: str):
       raise DataError("evaluation with dataset_type=hf needs hf_eval_split (a split of hf_path) or hf_eval_files")
   if files:
     from maxtext_like.data.documents import expand_files
-    expand_files(files)  # FileNotFoundError naming the pattern, before datasets' own message
+    empty = [f for f in expand_files(files) if os.path.getsize(f) == 0]  # FileNotFoundError names a missing pattern
+    if empty:
+      raise DataError(f"empty data file(s): {empty}")
   import datasets  # pylint: disable=g-import-not-at-top
   try:
     ds = datasets.load_dataset(d.hf_path, name=d.hf_name, data_dir=d.hf_data_dir, data_files=files, split=hf_split,
                                token=d.hf_access_token)
-  except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # noqa: BLE001 (datasets raises ValueError, DatasetGenerationError, StopIteration, ...)
     cause = e.__cause__ or e
     raise DataError(f"hf_path={d.hf_path!r} data_files={files!r} split={hf_split!r}: {type(cause).__name__}: "
                     f"{' '.join(str(cause).split())[:500]}") from None
