@@ -73,6 +73,20 @@ def changed_keys_summary(cfg: Config) -> str:
   return "config (differences from base.yml):\n" + "\n".join(lines)
 
 
+def all_process_states(state: dict) -> list[dict]:
+  """Every process's data-iterator state, in process order (gathered; orbax writes JSON from process 0 only)."""
+  import json
+  if jax.process_count() == 1:
+    return [state]
+  from jax.experimental import multihost_utils
+  raw = np.frombuffer(json.dumps(state).encode(), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.array([raw.size], np.int32))).reshape(-1)
+  buf = np.zeros(int(lengths.max()), np.uint8)
+  buf[:raw.size] = raw
+  gathered = np.asarray(multihost_utils.process_allgather(buf)).reshape(len(lengths), -1)
+  return [json.loads(bytes(gathered[i, :lengths[i]]).decode()) for i in range(len(lengths))]
+
+
 class Trainer:
   """Holds what the loop needs; `run()` trains to `steps`."""
 
@@ -114,7 +128,7 @@ class Trainer:
         restored = ckpt.restore_latest(self.mngr, self.layout.abstract)
         if restored is not None:
           state, data_state, step = restored
-          self.data.set_state(data_state["train"])
+          self.data.set_state(self._own_data_state(data_state, step))
           print(f"resumed from {self.cfg.derived.checkpoint_dir}/{step}", flush=True)
           return state, step
       if c.load_full_state_path:
@@ -128,7 +142,20 @@ class Trainer:
   def save(self, step: int, state, *, force: bool = False) -> None:
     if self.mngr is None:
       return
-    ckpt.save(self.mngr, step, state, {"train": self.data.get_state()}, config_record(self.cfg), force=force)
+    ckpt.save(self.mngr, step, state, {"train": all_process_states(self.data.get_state())}, config_record(self.cfg), force=force)
+
+  def _own_data_state(self, data_state: dict, step: int) -> dict:
+    """This process's iterator state; a different process count works only when every process saved the same state."""
+    states = data_state["train"]
+    n, me = jax.process_count(), jax.process_index()
+    if len(states) == n:
+      return states[me]
+    if all(s == states[0] for s in states):
+      return states[0]
+    raise ckpt.CheckpointError(
+        f"checkpoint {self.cfg.derived.checkpoint_dir}/{step} was written by {len(states)} processes and this run has {n}: "
+        f"the position of dataset_type={self.cfg.dataset.dataset_type!r} is kept per process and cannot be re-split. "
+        "Resume with the same number of processes (synthetic data resumes with any count).")
 
   # ---- hooks ----
   def _check_finite(self, step: int, loss: float) -> None:

@@ -38,4 +38,7 @@ class MeshSection(Section):
   internal_compile: bool = F('Use internal_compile to bypass open-source topology mappings.')
   internal_compile_num_devices: int = F('Number of devices when using internal_compile.')
   compile_xla_flags: str = F('Compiler options for compilation only.')
+  jax_coordinator_address: str = F("host:port of process 0 for jax.distributed.initialize; '' reads JAX_COORDINATOR_ADDRESS or the cluster environment (SLURM, TPU, GKE). maxtext_like addition.")
+  jax_num_processes: int = F('Number of processes of a multi-process run; -1 reads JAX_NUM_PROCESSES or the cluster environment. maxtext_like addition.')
+  jax_process_id: int = F("This process's index; -1 reads JAX_PROCESS_ID or the cluster environment. maxtext_like addition.")
   peak_flops_per_device: NonNegFloat = F('Peak FLOP/s of one device for MFU. 0: a known figure for the accelerator, or a short matmul probe (cached) on CPU.')
