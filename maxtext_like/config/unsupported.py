@@ -131,8 +131,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # aot
     "compiled_trainstep_file", "compile_topology", "compile_topology_num_slices",
     # debug
-    "constant_bound_config", "jax_cache_dir", "jax_distributed_initialization_timeout", "jax_debug_log_modules",
-    "skip_jax_distributed_system", "enable_single_controller", "subslice_shape", "max_checkify",
+    "constant_bound_config", "jax_cache_dir", "jax_debug_log_modules",
+    "enable_single_controller", "subslice_shape", "max_checkify",
     "upload_all_profiler_results", "profile_cleanly",
     "profile_periodically_period", "hide_profiler_step_metric", "enable_jax_profiler", "jax_profiler_port",
     "enable_tpu_profiling_options", "tpu_num_chips_to_profile_per_task", "tpu_num_sparse_cores_to_trace",
