@@ -218,6 +218,9 @@ def make_lm_iterator(
                shuffle=shuffle, seed=seed, max_segments=max_segments_per_seq)
   batches = rows.batch(local_batch, drop_remainder=True)
   if worker_count > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags; we have no absl main
+      flags.FLAGS.mark_as_parsed()
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                                per_worker_buffer_size=per_worker_buffer_size))
   fingerprint = dict(

@@ -48,13 +48,18 @@ def data_column(cfg: Config, split: str) -> str:
   return cols[0]  # exactly one (rules.single_data_column)
 
 
-def _epochs(cfg: Config, split: str) -> int:
-  if split != "train":
-    return 1
-  # The embedded corpus is a small demo: it repeats forever unless num_epoch is set explicitly.
-  if cfg.dataset.dataset_type == "embedded" and os.path.basename(cfg.source("num_epoch").split(":")[0]) == "base.yml":
-    return -1
-  return cfg.dataset.num_epoch
+# The embedded corpus is a small demo of whole chapters: unless set explicitly (CLI, env, a preset or your own
+# YAML), it repeats forever and splits chapters into pieces instead of MaxText's defaults num_epoch=1 and
+# use_truncation=true, which would stop a run after a few hundred steps and keep only each chapter's start.
+EMBEDDED_DEFAULTS = {"num_epoch": -1, "use_truncation": False}
+
+
+def setting(cfg: Config, key: str):
+  """cfg's value of a data key, with EMBEDDED_DEFAULTS standing in for base.yml defaults on the embedded corpus."""
+  if cfg.dataset.dataset_type == "embedded" and key in EMBEDDED_DEFAULTS and \
+      os.path.basename(cfg.source(key).split(":")[0]) == "base.yml":
+    return EMBEDDED_DEFAULTS[key]
+  return cfg.get(key)
 
 
 def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: str, process_index: int, process_count: int,
@@ -72,7 +77,7 @@ def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: s
       global_batch_size=global_batch, shuffle=cfg.training.enable_data_shuffling and train,
       seed=cfg.training.data_shuffle_seed, packing=d.packing, packing_type=d.grain_packing_type,
       max_segments_per_seq=d.max_segments_per_seq if d.max_segments_per_seq > 0 else None,
-      truncate=cfg.tokenizer.use_truncation, num_epoch=_epochs(cfg, split),
+      truncate=setting(cfg, "use_truncation"), num_epoch=setting(cfg, "num_epoch") if train else 1,
       process_index=process_index, process_count=process_count,
       add_bos=cfg.tokenizer.add_bos, add_eos=cfg.tokenizer.add_eos, vocab_size=cfg.tokenizer.vocab_size,
       tokenize=cfg.tokenizer.tokenize_train_data if train else cfg.tokenizer.tokenize_eval_data,

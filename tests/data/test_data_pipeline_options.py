@@ -9,7 +9,9 @@ from maxtext_like.data import packing_efficiency
 from maxtext_like.training.data_source import make_iterator, tokenizer_for
 
 from batch_checks import segments
-from data_files import config, docs, write_jsonl, write_parquet
+from data_files import BASE, config, docs, write_jsonl, write_parquet
+
+BASE_ARGS = BASE
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +113,37 @@ def test_access_token_is_masked_in_the_config_record():
   assert cfg.dataset.hf_access_token == "hf_secret123"
   rec = config_record(cfg)
   assert rec["flat"]["hf_access_token"] == "***" and "hf_secret123" not in repr(rec)
+
+
+def test_worker_processes_keep_batches_and_resume(parquet):
+  cfg0 = config(*parquet, "num_epoch=-1")
+  cfg1 = config(*parquet, "num_epoch=-1", "grain_worker_count=1")
+  ref = list(itertools.islice(make_iterator(cfg0, 2, "train"), 4))
+  it = make_iterator(cfg1, 2, "train")
+  got = [next(it) for _ in range(2)]
+  state = it.get_state()
+  again = make_iterator(cfg1, 2, "train")
+  again.set_state(state)
+  got += [next(again) for _ in range(2)]
+  for a, b in zip(ref, got):
+    np.testing.assert_array_equal(a["inputs"], b["inputs"])
+
+
+def test_embedded_defaults_split_and_repeat_unless_set():
+  from maxtext_like.training.data_source import setting
+  cfg = config("dataset_type=embedded")
+  assert setting(cfg, "num_epoch") == -1 and setting(cfg, "use_truncation") is False
+  cfg = config("dataset_type=embedded", "num_epoch=2", "use_truncation=true")
+  assert setting(cfg, "num_epoch") == 2 and setting(cfg, "use_truncation") is True
+  cfg = config("dataset_type=hf", "hf_path=json")
+  assert setting(cfg, "num_epoch") == 1 and setting(cfg, "use_truncation") is True
+
+
+def test_data_inspect_shows_what_the_model_sees(parquet, capsys):
+  from maxtext_like.data_inspect import main
+  assert main([*BASE_ARGS, *parquet, "--rows", "2", "--batches", "3", "--width", "4", "num_epoch=-1"]) == 0
+  out = capsys.readouterr().out
+  assert "=== row 1:" in out and "segment 1: positions 0.." in out and "t | input  target  seg  pos  loss" in out
+  assert "packing efficiency" in out and "tokens/example" in out
+  assert main([*BASE_ARGS, "dataset_type=grain", "grain_train_files=/nonexistent/*.arecord"]) == 2
+  assert "/nonexistent/*.arecord" in capsys.readouterr().err
