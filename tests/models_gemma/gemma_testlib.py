@@ -35,8 +35,8 @@ SPECS = {
 }
 
 
-def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25):
-  """A transformers model from our mapping's config, every weight drawn N(0, std^2) with a fixed seed."""
+def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25, embed_std: float = 0.25):
+  """A transformers model from our mapping's config, weights drawn N(0, std^2) (embeddings N(0, embed_std^2)) with a fixed seed."""
   import transformers
   from maxtext_like.models.hf_registry import get_hf_mapping
   c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
@@ -48,6 +48,7 @@ def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25):
   with torch.no_grad():
     for p in model.parameters():
       p.normal_(0.0, std)
+    model.get_input_embeddings().weight.normal_(0.0, embed_std)
   model.eval()
   model.generation_config.eos_token_id = None
   model.generation_config.pad_token_id = 0
@@ -95,3 +96,10 @@ def hf_logits(hf, toks: np.ndarray) -> np.ndarray:
 def our_logits(model, toks: np.ndarray) -> np.ndarray:
   graphdef, state = nnx.split(model)
   return np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, jnp.asarray(toks)))
+
+
+def random_model(spec: ModelSpec, seed: int = 0, scale: float = 0.3):
+  """Our model with N(0, scale^2) parameters drawn by numpy (no initializer compiles)."""
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0))))
+  rng = np.random.default_rng(seed)
+  return nnx.merge(graphdef, jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape) * scale, s.dtype), state))
