@@ -171,6 +171,18 @@ def data_sources_named(v, d):
 
 
 @rule
+def eval_data_named(v, d):
+  """Periodic eval needs eval data; found at config time rather than at the first eval, mid-run."""
+  if v["eval_interval"] <= 0:
+    return
+  t = v["dataset_type"]
+  if t == "hf" and not v["hf_eval_split"] and not v["hf_eval_files"]:
+    yield Problem("hf_eval_split", "or hf_eval_files is required for eval (eval_interval > 0) with dataset_type 'hf'", v["hf_eval_split"])
+  if t == "grain" and not v["grain_eval_files"]:
+    yield Problem("grain_eval_files", "is required for eval (eval_interval > 0) with dataset_type 'grain'", v["grain_eval_files"])
+
+
+@rule
 def single_data_column(v, d):
   """Pretraining reads one text (or token-id) column; several columns are for SFT/DPO, which are not built."""
   for key in ("train_data_columns", "eval_data_columns"):

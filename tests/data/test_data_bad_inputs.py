@@ -99,3 +99,16 @@ def test_entry_points_exit_2_on_data_errors(capsys):
     raise DataError("x.parquet row 3: broken")
   assert run_entry_point("train", ["base.yml"], body) == 2
   assert "x.parquet row 3: broken" in capsys.readouterr().err
+
+
+def test_config_rules_for_data_keys():
+  from maxtext_like.config import ConfigError
+  for args, match in ((["dataset_type=hf", "hf_path=json", "eval_interval=5"], "hf_eval_split"),
+                      (["dataset_type=grain", "grain_train_files=x", "eval_interval=5"], "grain_eval_files"),
+                      (["train_data_columns=[a,b]"], "exactly one column"),
+                      (["grain_packing_type=concat_then_split", "max_segments_per_seq=2"], "first_fit"),
+                      (["grain_worker_count=-1"], "autotune"),
+                      (["generate_padding_batch_eval=true", "eval_interval=5"], "eval_steps"),
+                      (["dataset_type=grain", "grain_file_type=tfrecord"], "tfrecord")):
+    with pytest.raises(ConfigError, match=match):
+      config(*args)
