@@ -17,7 +17,7 @@ PARTIAL: dict[str, frozenset] = {
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
                                "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
     "profiler": frozenset({"", "xplane"}),
-    "decoder_block": frozenset({"llama2", "mistral"}),
+    "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral"}),
 }
 
 UNSUPPORTED: frozenset[str] = frozenset({
@@ -47,7 +47,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
     # attention
     "attention_type", "share_kv_projections", "global_num_kv_heads", "attention_sink", "chunk_attn_window_size",
-    "use_post_attn_norm", "use_post_ffw_norm", "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
+    "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
     "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
     "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "mla_naive_kvcache", "q_lora_rank", "kv_lora_rank",
     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "use_indexer", "indexer_head_dim", "indexer_n_heads",
@@ -116,7 +116,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "use_tunix_gradient_accumulation",
     # rope
     "use_iota_embed", "use_untrainable_positional_embedding", "trainable_position_size", "nope_layer_interval",
-    "rope_linear_scaling_factor", "local_rope_max_timescale", "global_rope_max_timescale", "global_rope_proportion",
+    "global_rope_proportion",
     "local_rope_proportion", "max_position_embeddings", "original_max_position_embeddings", "rope_factor",
     "beta_fast", "beta_slow", "mscale", "rope_interleave", "rope_truncate", "rope_attention_scaling",
     # inference

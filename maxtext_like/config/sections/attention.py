@@ -22,6 +22,7 @@ class AttentionSection(Section):
   attn_logits_soft_cap: None | NonNegFloat = F('Soft-cap value for attention logits. None means no cap.')
   use_post_attn_norm: bool = F('Apply LayerNorm after the attention block.')
   use_post_ffw_norm: bool = F('Apply LayerNorm after the feed-forward block.')
+  query_pre_attn_scalar: float = F('If positive, queries are scaled by query_pre_attn_scalar**-0.5 instead of head_dim**-0.5 (gemma2/gemma3; not a MaxText key).')
   use_ragged_attention: bool = F('Whether to use ragged attention kernels.')
   use_tokamax_gmm: bool = F('Whether to use the Tokamax library for GMM kernel implementation.')
   ragged_block_size: int = F('Block size for ragged attention.')
