@@ -127,6 +127,7 @@ def _stream(mapping, spec, files: list[str], staging: str) -> dict[str, np.ndarr
           unexpected.append(f"{hf_name} (-> {path}, which this model has not)")
         elif tuple(a.shape) != wanted[path]:
           shaped.append(f"{hf_name} {list(hf_array.shape)} (-> {path} needs {list(wanted[path])})")
+          seen.setdefault(path, hf_name)  # reported as mis-shaped, not also as missing
         elif path in seen:
           twice.append(f"{path} (from {seen[path]} and {hf_name})")
         else:
