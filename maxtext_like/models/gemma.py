@@ -7,7 +7,8 @@ Gemma quirks (all matched to transformers' GemmaForCausalLM in float32 to ~1e-6)
   float32 (`norm_scale_offset = 1.0`, see norms.py). So conversion is a plain copy that round-trips
   bit-exactly, bf16 weights keep w's precision (storing 1 + w in bf16 would round it to 2^-8), and the
   parameters initialise to 0. (MaxText's own converter stores 1 + w; its checkpoints need `scale - 1`.)
-- Tied embeddings (`logits_via_embedding: true`); no biases.
+- Tied embeddings (`logits_via_embedding: true`) in every published model; untied (lm_head.weight <->
+  decoder.logits_dense.kernel) is mapped too. No biases.
 Presets pad vocab_size to 256128 as MaxText does (HF checkpoints have 256000 rows); a checkpoint converted
 from HF keeps HF's vocab in its generated model.yml.
 
@@ -144,6 +145,8 @@ class GemmaHF(HFMapping):
       return [("token_embedder.embedding", array)]
     if hf_name == "model.norm.weight":
       return [("decoder.decoder_norm.scale", array)]
+    if hf_name == "lm_head.weight" and not spec.logits_via_embedding:
+      return [("decoder.logits_dense.kernel", linear_to_kernel(array, (spec.emb_dim,), (spec.vocab_size,)))]
     if hf_name == "lm_head.weight" or hf_name.endswith("rotary_emb.inv_freq"):
       return []  # tied to the embedding / recomputed
     m = _LAYER_RE.fullmatch(hf_name)
@@ -159,6 +162,8 @@ class GemmaHF(HFMapping):
       return [("model.embed_tokens.weight", array)]
     if our_path == "decoder.decoder_norm.scale":
       return [("model.norm.weight", array)]
+    if our_path == "decoder.logits_dense.kernel":
+      return [("lm_head.weight", kernel_to_linear(array, 1))]
     hf_layer, ours = self.hf_layer_index(spec, our_path)
     inverse = {v: k for k, v in self.layer_names.items()}
     if ours not in inverse:
@@ -177,8 +182,6 @@ class GemmaHF(HFMapping):
       raise HFConfigError(f"hidden_activation={act!r}: only gelu_pytorch_tanh is supported")
     if c.get("attention_bias"):
       raise HFConfigError("attention_bias=true is not supported for gemma")
-    if not c.get("tie_word_embeddings", True):
-      raise HFConfigError("tie_word_embeddings=false is not supported for gemma")
     rope = c.get("rope_parameters") or {}
     return {
         "decoder_block": self.decoder_blocks[0],
@@ -192,7 +195,7 @@ class GemmaHF(HFMapping):
         "normalization_layer_epsilon": c.get("rms_norm_eps", 1e-6),
         "rope_max_timescale": int(rope.get("rope_theta", c.get("rope_theta", 10000.0))),
         "rope_type": "default",
-        "logits_via_embedding": True,
+        "logits_via_embedding": bool(c.get("tie_word_embeddings", True)),
         "sliding_window_size": 0,
         "mlp_activations": ["gelu", "linear"],
     }
@@ -211,7 +214,7 @@ class GemmaHF(HFMapping):
         "hidden_activation": "gelu_pytorch_tanh",
         "rms_norm_eps": spec.normalization_layer_epsilon,
         "rope_parameters": {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)},
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": spec.logits_via_embedding,
         "attention_bias": False,
     }
 
