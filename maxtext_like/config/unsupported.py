@@ -17,7 +17,7 @@ PARTIAL: dict[str, frozenset] = {
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
                                "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
     "profiler": frozenset({"", "xplane"}),
-    "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral"}),
+    "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral", "qwen2", "qwen3"}),
 }
 
 UNSUPPORTED: frozenset[str] = frozenset({
@@ -41,7 +41,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "bwd_quantization_calibration_method", "weight_sparsity_n", "weight_sparsity_m", "weight_sparsity_update_step",
     "weight_sparsity_start_step",
     # model
-    "attention_output_dim", "global_head_dim", "mlp_activations_limit", "fused_qkv", "attention_bias", "fused_mlp",
+    "attention_output_dim", "global_head_dim", "mlp_activations_limit", "fused_qkv", "fused_mlp",
     "qk_norm_with_scale", "v_norm_with_scale", "mtp_num_layers", "mtp_loss_scaling_factor", "mtp_eval_target_module",
     "normalize_embedding_logits", "mhc_expansion_rate", "sinkhorn_iterations", "engram_layers", "engram_num_heads",
     "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
@@ -51,7 +51,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
     "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "mla_naive_kvcache", "q_lora_rank", "kv_lora_rank",
     "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "use_indexer", "indexer_head_dim", "indexer_n_heads",
-    "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor", "use_qk_norm", "temperature_tuning",
+    "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor", "temperature_tuning",
     "sa_block_q", "sa_block_kv", "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
     "sa_block_kv_dkv_compute", "sa_block_q_dq", "sa_block_kv_dq", "sa_use_fused_bwd_kernel", "sa_q_layout",
     "sa_k_layout", "sa_v_layout", "use_max_logit_estimate", "cost_estimate_flops_fwd", "cost_estimate_flops_bwd",
