@@ -26,3 +26,13 @@ def test_prefill_then_decode_equals_full_forward(name, scan_layers):
     outs.append(np.asarray(logits))
   step = np.concatenate(outs, axis=1)
   np.testing.assert_allclose(step, full, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3"])
+def test_flash_kernel_equals_dot_product(name):
+  """The blocked kernel gets gemma3's traced per-layer window under scan; both layouts of remat'd layers."""
+  spec = g.SPECS[name].replace(scan_layers=True, remat_policy="full")
+  toks = g.tokens(2, 3 * g.WINDOW)
+  want = g.our_logits(g.random_model(spec), toks)
+  got = g.our_logits(g.random_model(spec.replace(attention="flash", flash_block_size=g.WINDOW)), toks)
+  np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
