@@ -17,6 +17,9 @@ this mapping logits match transformers to ~1e-7 in float32, for both
   model.layers.i.mlp.gate/up/down_proj   ....mlp.wi_0 / wi_1 / wo .kernel = W.T
   model.norm.weight                      decoder.decoder_norm.scale
   lm_head.weight                         decoder.logits_dense.kernel = W.T
+
+`LlamaHF` below implements this table for the converter (maxtext_like/convert, docs/convert.md); qwen2.py
+and qwen3.py reuse it with q/k/v biases and QK-norm.
 """
 
 from __future__ import annotations
