@@ -90,6 +90,7 @@ class GemmaDecoderLayer(GemmaSublayer):
 
   norm_scale_offset = 1.0  # every RMSNorm of the model (incl. decoder_norm) computes x * (1 + w)
   scale_embedding = True  # embeddings * sqrt(emb_dim)
+  reads_spec_fields = ("use_post_attn_norm", "use_post_ffw_norm")
 
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------

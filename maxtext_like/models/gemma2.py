@@ -41,6 +41,7 @@ class Gemma2DecoderLayer(nnx.Module):
   norm_scale_offset = 1.0
   scale_embedding = True
   kv_caches_per_layer = 2
+  reads_spec_fields = ("use_post_attn_norm", "use_post_ffw_norm")
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     self.head_dim = spec.head_dim

@@ -61,6 +61,8 @@ class Gemma3DecoderLayer(GemmaSublayer):
   norm_scale_offset = 1.0
   scale_embedding = True
   takes_layer_index = True
+  reads_spec_fields = ("use_post_attn_norm", "use_post_ffw_norm", "local_rope_max_timescale",
+                       "global_rope_max_timescale")
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     super().__init__(spec.replace(use_qk_norm=True), rngs=rngs)

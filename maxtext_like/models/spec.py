@@ -137,6 +137,16 @@ class ModelSpec:
     return dataclasses.replace(self, **changes)
 
 
+# Fields only some decoder blocks read (listed in the block's `reads_spec_fields`), with their inert defaults.
+FAMILY_FIELDS = {"use_post_attn_norm": False, "use_post_ffw_norm": False, "local_rope_max_timescale": -1,
+                 "global_rope_max_timescale": -1}
+
+
+def _registered_block(name: str):
+  from maxtext_like.models.registry import DECODER_BLOCKS  # lazy: blocks import this module
+  return DECODER_BLOCKS.get(name)
+
+
 def _problems(s: ModelSpec):
   """Yields one message per violated rule."""
 
@@ -168,6 +178,10 @@ def _problems(s: ModelSpec):
     yield f"sliding_window_size={s.sliding_window_size} must be >= 0"
   if not 0.0 <= s.dropout_rate < 1.0:
     yield f"dropout_rate={s.dropout_rate} must be in [0, 1)"
+  block = _registered_block(s.decoder_block)
+  for name, default in FAMILY_FIELDS.items():  # nothing silently ignored: only blocks that read them accept them
+    if block is not None and getattr(s, name) != default and name not in getattr(block, "reads_spec_fields", ()):
+      yield f"{name}={getattr(s, name)!r} is not used by decoder_block={s.decoder_block!r}"
   if s.query_pre_attn_scalar is not None and s.query_pre_attn_scalar <= 0:
     yield f"query_pre_attn_scalar={s.query_pre_attn_scalar} must be > 0 or None"
   for name in ("final_logits_soft_cap", "attn_logits_soft_cap"):

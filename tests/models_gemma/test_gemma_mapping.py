@@ -46,3 +46,12 @@ def test_unrepresentable_configs_are_refused():
   bad = {**c, "rope_parameters": {**c["rope_parameters"], "full_attention": {"rope_type": "yarn", "factor": 4.0}}}
   with pytest.raises(HFConfigError, match="rope"):
     m3.model_keys_from_hf(bad)
+
+
+def test_gemma_only_fields_are_refused_by_other_blocks():
+  from maxtext_like.models import ModelSpec
+  with pytest.raises(ValueError, match="use_post_attn_norm=True is not used by decoder_block='llama2'"):
+    ModelSpec(use_post_attn_norm=True)
+  with pytest.raises(ValueError, match="local_rope_max_timescale"):
+    ModelSpec(decoder_block="gemma2", local_rope_max_timescale=10_000)
+  ModelSpec(decoder_block="gemma3", local_rope_max_timescale=10_000, use_post_ffw_norm=True)
