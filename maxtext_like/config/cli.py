@@ -26,6 +26,12 @@ def _jsonable(v):
   return json.loads(json.dumps(v, default=str))
 
 
+def _shown(cfg: schema.Config, key: str):
+  """A key's value for printing: secrets (schema.SECRET_KEYS) are masked when set."""
+  value = cfg.get(key)
+  return "***" if key in schema.SECRET_KEYS and value else _jsonable(value)
+
+
 def print_config(cfg: schema.Config, out) -> None:
   for section in schema.SECTIONS_ORDER:
     out.write(f"# {section}\n")
@@ -33,14 +39,14 @@ def print_config(cfg: schema.Config, out) -> None:
       if section == "derived":
         out.write(f"{key}: {json.dumps(_jsonable(getattr(cfg.derived, key)))}  # derived\n")
       else:
-        out.write(f"{key}: {json.dumps(_jsonable(cfg.get(key)))}  # {cfg.source(key)}\n")
+        out.write(f"{key}: {json.dumps(_shown(cfg, key))}  # {cfg.source(key)}\n")
 
 
 def explain(cfg: schema.Config, key: str) -> str:
   if key not in schema.ALL_KEYS:
     raise ConfigError([schema_problem(key)])
   info = schema.field_info(key)
-  lines = [f"{key} = {json.dumps(_jsonable(cfg.get(key)))}", f"  section: {schema.KEY_TO_SECTION[key]}",
+  lines = [f"{key} = {json.dumps(_shown(cfg, key))}", f"  section: {schema.KEY_TO_SECTION[key]}",
            f"  from: {cfg.source(key) or 'derived'}"]
   for value, src in reversed(cfg.history(key)):
     lines.append(f"  overrode: {json.dumps(_jsonable(value))} from {src}")
@@ -57,9 +63,8 @@ def schema_problem(key: str):
 def diff(a: schema.Config, b: schema.Config) -> list[str]:
   out = []
   for key in schema.ALL_KEYS:
-    va, vb = a.get(key), b.get(key)
-    if va != vb:
-      out.append(f"{key}: {json.dumps(_jsonable(va))} ({a.source(key)}) -> {json.dumps(_jsonable(vb))} ({b.source(key)})")
+    if a.get(key) != b.get(key):
+      out.append(f"{key}: {json.dumps(_shown(a, key))} ({a.source(key)}) -> {json.dumps(_shown(b, key))} ({b.source(key)})")
   return sorted(out)
 
 
@@ -94,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       other = load_config([args.diff, *other_overrides])
       print("\n".join(diff(cfg, other)) or "no differences")
     elif args.format == "json":
-      flat = {k: {"value": _jsonable(cfg.get(k)), "source": cfg.source(k)} for k in schema.ALL_KEYS}
+      flat = {k: {"value": _shown(cfg, k), "source": cfg.source(k)} for k in schema.ALL_KEYS}
       flat.update({f"derived.{k}": {"value": _jsonable(v), "source": "derived"} for k, v in cfg.derived.model_dump().items()})
       print(json.dumps(flat, indent=1, sort_keys=True))
     else:

@@ -217,6 +217,13 @@ def padding_eval_needs_eval_steps(v, d):
     yield Problem("generate_padding_batch_eval", "needs eval_steps > 0 (padding batches never run out)", True)
 
 
+@rule
+def context_parallel_load_balance_not_built(v, d):
+  if (v["ici_context_parallelism"] != 1 or v["dcn_context_parallelism"] != 1) and v["context_parallel_load_balance"]:
+    yield Problem("context_parallel_load_balance", "is not supported yet with context parallelism (sequence reordering is not built); "
+                  "set context_parallel_load_balance=false", True)
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

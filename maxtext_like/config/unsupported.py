@@ -73,20 +73,20 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "gdn_key_head_dim", "gdn_value_head_dim", "gdn_num_key_heads", "gdn_num_value_heads", "gdn_chunk_size",
     "use_qk_norm_in_gdn", "partial_rotary_factor",
     # mesh
-    "shard_mode", "inhomogeneous_layer_cycle_interval", "context_parallel_load_balance", "context_parallel_strategy",
+    "shard_mode", "inhomogeneous_layer_cycle_interval", "context_parallel_strategy",
     "context_parallel_reorder_strategy", "custom_mesh", "custom_mesh_and_rule", "allow_split_physical_axes",
     "enable_nnx", "optimize_mesh_for_tpu_v6e", "shardy", "pure_nnx_decoder", "pure_nnx",
     "remove_size_one_mesh_axis_from_type", "context_sharding", "input_data_sharding_logical_axes",
     "sharding_tolerance", "shard_optimizer_over_data", "internal_compile", "internal_compile_num_devices",
     "compile_xla_flags",
     # dcn
-    "dcn_diloco_parallelism", "dcn_fsdp_transpose_parallelism", "dcn_sequence_parallelism", "dcn_context_parallelism",
-    "dcn_context_autoregressive_parallelism", "dcn_tensor_transpose_parallelism", "dcn_tensor_sequence_parallelism",
-    "dcn_pipeline_parallelism", "dcn_expert_parallelism", "dcn_autoregressive_parallelism",
+    "dcn_diloco_parallelism",
+   
+    "dcn_pipeline_parallelism",
     # ici
-    "ici_diloco_parallelism", "ici_fsdp_transpose_parallelism", "ici_sequence_parallelism", "ici_context_parallelism",
-    "ici_context_autoregressive_parallelism", "ici_tensor_transpose_parallelism", "ici_tensor_sequence_parallelism",
-    "ici_autoregressive_parallelism", "ici_pipeline_parallelism", "ici_expert_parallelism",
+    "ici_diloco_parallelism",
+   
+    "ici_pipeline_parallelism",
     # pipeline
     "pipeline_fsdp_ag_per_repeat", "num_layers_per_pipeline_stage", "num_pipeline_repeats",
     "pipeline_parallel_layers", "num_pipeline_microbatches", "pipeline_delay_activation_forwarding",

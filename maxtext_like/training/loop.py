@@ -69,7 +69,8 @@ def changed_keys_summary(cfg: Config) -> str:
   """The keys whose value differs from the shipped base.yml, with where each came from (log_config)."""
   from maxtext_like.config.loader import shipped_defaults
   defaults = shipped_defaults()
-  lines = [f"  {k} = {v!r}  ({cfg.source(k)})" for k, v in sorted(cfg.flat().items()) if defaults.get(k) != v]
+  from maxtext_like.config.schema import MASKED, SECRET_KEYS
+  lines = [f"  {k} = {(MASKED if k in SECRET_KEYS else v)!r}  ({cfg.source(k)})" for k, v in sorted(cfg.flat().items()) if defaults.get(k) != v]
   return "config (differences from base.yml):\n" + "\n".join(lines)
 
 

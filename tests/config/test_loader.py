@@ -167,3 +167,13 @@ def test_no_jax_imported_by_config_loading():
   code = "import sys; from maxtext_like.config import load_config; load_config(['base.yml'], env={}); print('jax' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
   assert out.stdout.strip() == "False"
+
+
+def test_secrets_are_masked_when_printed(capsys):
+  from maxtext_like.config.cli import main
+  from maxtext_like.training.loop import changed_keys_summary
+  assert main(["base.yml", "hf_access_token=s3cret"]) == 0
+  assert main(["base.yml", "hf_access_token=s3cret", "--format", "json"]) == 0
+  assert main(["base.yml", "hf_access_token=s3cret", "--explain", "hf_access_token"]) == 0
+  assert "s3cret" not in capsys.readouterr().out
+  assert "s3cret" not in changed_keys_summary(load("hf_access_token=s3cret"))

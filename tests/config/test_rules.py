@@ -35,6 +35,7 @@ def problems(*argv):
     (["global_parameter_scale=3"], "global_parameter_scale", "power of two"),
     (["head_dim=0"], "head_dim", "must be positive"),
     (["attention_type=mla", "qk_nope_head_dim=0"], "qk_nope_head_dim", "'mla'"),
+    (["ici_context_parallelism=2"], "context_parallel_load_balance", "not supported yet"),
 ])
 def test_rule_fires(argv, key, fragment):
   ps = [p for p in problems(*argv) if p.key == key]
