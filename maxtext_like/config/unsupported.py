@@ -129,7 +129,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "inference_microbenchmark_num_samples", "inference_metadata_file", "inference_benchmark_test",
     "enable_prefix_caching", "prefix_caching_hbm_byte", "prefix_caching_dram_byte",
     # aot
-    "compiled_trainstep_file", "compile_topology", "compile_topology_num_slices",
+    "compile_topology",
     # debug
     "constant_bound_config", "jax_cache_dir", "jax_debug_log_modules",
     "enable_single_controller", "subslice_shape", "max_checkify",

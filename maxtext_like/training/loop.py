@@ -91,7 +91,7 @@ def all_process_states(state: dict) -> list[dict]:
 class Trainer:
   """Holds what the loop needs; `run()` trains to `steps`."""
 
-  def __init__(self, cfg: Config, devices: list | None = None):
+  def __init__(self, cfg: Config, devices: list | None = None, *, with_io: bool = True):
     self.cfg = cfg
     check_hardware(cfg.mesh.hardware, jax.default_backend())
     self.devices = list(jax.devices() if devices is None else devices)
@@ -111,10 +111,17 @@ class Trainer:
     step_fn = make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts)
     self.train_step = jax.jit(step_fn, in_shardings=(self.layout.shardings, self.batch_sharding),
                               out_shardings=(self.layout.shardings, None), donate_argnums=0)
+    if cfg.aot.compiled_trainstep_file and with_io:
+      from maxtext_like.training.aot import load_compiled
+      if not os.path.isfile(cfg.aot.compiled_trainstep_file):
+        raise FileNotFoundError(f"compiled_trainstep_file {cfg.aot.compiled_trainstep_file} does not exist (write it with train_compile)")
+      self.train_step = load_compiled(cfg.aot.compiled_trainstep_file, len(self.devices))
     self.eval_step = jax.jit(make_eval_step(self.layout.graphdef, cfg.model.z_loss_multiplier),
                              in_shardings=(self.layout.shardings, self.batch_sharding))
     self.run_dir = os.path.join(cfg.run.base_output_directory, cfg.derived.run_name)
     self.mngr = None
+    if not with_io:  # ahead-of-time compile: no checkpoint directory, no data
+      return
     if cfg.checkpointing.enable_checkpointing:
       self.mngr = ckpt.manager(cfg.derived.checkpoint_dir, period=cfg.checkpointing.checkpoint_period,
                                max_to_keep=cfg.checkpointing.max_num_checkpoints_to_keep,

@@ -65,16 +65,40 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params), "rest": rest,
             SKIP_WINDOW: jnp.zeros((loss_window,), jnp.float32)}
 
-  # Let XLA propagate parameter shardings into the optimizer state, then pin what it chose.
   key_abs = jax.ShapeDtypeStruct((2,), jnp.uint32)
-  partial = {"step": replicated, "params": param_shardings, "opt_state": None, "rest": None, SKIP_WINDOW: replicated}
-  with jax.set_mesh(mesh):
-    compiled = jax.jit(init, out_shardings=partial).lower(key_abs).compile()
-  shardings = compiled.output_shardings
   abstract_tree = jax.eval_shape(init, key_abs)
+  shardings = {"step": replicated, "params": param_shardings,
+               "opt_state": mirror_param_shardings(abstract_tree["opt_state"], abstract_tree["params"], param_shardings, replicated),
+               "rest": jax.tree.map(lambda _: replicated, abstract_tree["rest"]), SKIP_WINDOW: replicated}
+  shardings = jax.tree.map(lambda a, s: s, abstract_tree, shardings)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
   init_fn = jax.jit(init, out_shardings=shardings)
   return StateLayout(graphdef=graphdef, abstract=abstract, shardings=shardings, init_fn=init_fn)
+
+
+def _path_key(path) -> tuple:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def mirror_param_shardings(opt_state, params, param_shardings, replicated):
+  """Optimizer-state leaves that mirror a parameter (Adam moments, ...) get that parameter's sharding.
+
+  A leaf mirrors a parameter when its key path ends with the parameter's path and the shapes agree; anything else
+  (step counts, scalars) is replicated.
+  """
+  by_path = {}
+  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(param_shardings)):
+    by_path[_path_key(path)] = (leaf.shape, sh)
+
+  def pick(path, leaf):
+    key = _path_key(path)
+    for start in range(len(key)):
+      hit = by_path.get(key[start:])
+      if hit is not None and hit[0] == leaf.shape:
+        return hit[1]
+    return replicated
+
+  return jax.tree_util.tree_map_with_path(pick, opt_state)
 
 
 def batch_sharding(mesh: Mesh, data_sharding: list[list[str]]) -> NamedSharding:
