@@ -1,0 +1,66 @@
+"""Qwen3 MoE (decoder_block 'qwen3_moe'): mixtral's MoE layer with Qwen3's QK-norm (`use_qk_norm`) and
+`norm_topk_prob` taken from the checkpoint (true for the published models).
+
+Hugging Face `Qwen3MoeForCausalLM` (save_pretrained layout of transformers 5.23) maps as qwen3 (see qwen3.py) plus
+  model.layers.i.mlp.gate.weight                    decoder.layers.i.mlp.gate.kernel = W.T   [D, E]
+  model.layers.i.mlp.experts.e.gate_proj.weight     decoder.layers.i.mlp.wi_0[e] = W.T       [D, F]
+  model.layers.i.mlp.experts.e.up_proj.weight       ....mlp.wi_1[e] = W.T
+  model.layers.i.mlp.experts.e.down_proj.weight     ....mlp.wo[e] = W.T                        [F, D]
+F is HF's `moe_intermediate_size` (our base_moe_mlp_dim); HF's dense `intermediate_size` only sizes dense layers
+(`mlp_only_layers`, `decoder_sparse_step` > 1), which are refused: every layer must be sparse.
+"""
+
+from __future__ import annotations
+
+import re
+
+from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
+from maxtext_like.models.mixtral import MoeDecoderLayer, MoeHFMixin
+from maxtext_like.models.qwen3 import Qwen3HF
+from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.spec import ModelSpec
+
+register_decoder_block("qwen3_moe")(MoeDecoderLayer)
+
+_HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
+_HF_GATE = re.compile(r"model\.layers\.(\d+)\.mlp\.gate\.weight")
+_EXPERT_HF = {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
+
+
+@register_hf_mapping("qwen3_moe")
+class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
+  architectures = ("Qwen3MoeForCausalLM",)
+  expert_re, gate_re, expert_names = _HF_EXPERT, _HF_GATE, _EXPERT_HF
+
+  def _expert_name(self, i, e, ours):
+    w = {v: k for k, v in _EXPERT_HF.items()}[ours]
+    return f"model.layers.{i}.mlp.experts.{e}.{w}.weight"
+
+  def _gate_name(self, i):
+    return f"model.layers.{i}.mlp.gate.weight"
+
+  def decoder_block_for(self, hf: dict) -> str:
+    return "qwen3_moe"
+
+  def family_keys(self, hf: dict, keys: dict) -> list[str]:
+    problems = super().family_keys(hf, keys)
+    keys.update(self.moe_keys(hf, "num_experts"))
+    keys["base_moe_mlp_dim"] = int(hf["moe_intermediate_size"])
+    keys["norm_topk_prob"] = bool(hf.get("norm_topk_prob", False))
+    if hf.get("mlp_only_layers") or int(hf.get("decoder_sparse_step", 1)) != 1:
+      problems.append("dense layers (mlp_only_layers, decoder_sparse_step != 1) are not supported")
+    return problems
+
+  def hf_config_from(self, spec: ModelSpec) -> dict:
+    m = spec.moe
+    if m is None or m.routed_score_func not in ("", "softmax") or m.shared_experts or m.routed_bias or \
+        m.n_routing_groups > 0 or m.first_num_dense_layers or m.routed_scaling_factor != 1.0:
+      raise HFConfigError("Qwen3MoeForCausalLM routes by softmax and top-k (norm_topk_prob optional), without "
+                          "shared experts, routed bias, groups, dense layers or routed scaling")
+    cfg = super().hf_config_from(spec)
+    cfg.update({"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
+                "num_experts": m.num_experts, "num_experts_per_tok": m.num_experts_per_tok,
+                "moe_intermediate_size": m.mlp_dim, "norm_topk_prob": m.norm_topk_prob,
+                "decoder_sparse_step": 1, "mlp_only_layers": [], "output_router_logits": False,
+                "router_aux_loss_coef": m.load_balance_loss_weight})
+    return cfg
