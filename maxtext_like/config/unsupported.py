@@ -13,11 +13,14 @@ PARTIAL: dict[str, frozenset] = {
     "dataset_type": frozenset({"embedded", "synthetic", "hf", "grain", "tfds"}),
     "grain_file_type": frozenset({"arrayrecord", "parquet"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
-    "rope_type": frozenset({"default", "llama3.1"}),
+    "rope_type": frozenset({"default", "llama3.1", "yarn"}),
+    "attention_type": frozenset({"global", "mla"}),
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
                                "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
     "profiler": frozenset({"", "xplane"}),
-    "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral", "qwen2", "qwen3"}),
+    "interleave_moe_layer_step": frozenset({1}),
+    "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral", "qwen2", "qwen3", "gpt3", "olmo3", "mixtral",
+                                "qwen3_moe", "deepseek"}),
 }
 
 UNSUPPORTED: frozenset[str] = frozenset({
@@ -41,16 +44,15 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "bwd_quantization_calibration_method", "weight_sparsity_n", "weight_sparsity_m", "weight_sparsity_update_step",
     "weight_sparsity_start_step",
     # model
-    "attention_output_dim", "global_head_dim", "mlp_activations_limit", "fused_qkv", "fused_mlp",
+    "attention_output_dim", "global_head_dim", "mlp_activations_limit", "fused_mlp",
     "qk_norm_with_scale", "v_norm_with_scale", "mtp_num_layers", "mtp_loss_scaling_factor", "mtp_eval_target_module",
     "normalize_embedding_logits", "mhc_expansion_rate", "sinkhorn_iterations", "engram_layers", "engram_num_heads",
     "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
     # attention
-    "attention_type", "share_kv_projections", "global_num_kv_heads", "attention_sink", "chunk_attn_window_size",
+    "share_kv_projections", "global_num_kv_heads", "attention_sink", "chunk_attn_window_size",
     "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
     "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
-    "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "mla_naive_kvcache", "q_lora_rank", "kv_lora_rank",
-    "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim", "use_indexer", "indexer_head_dim", "indexer_n_heads",
+    "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "use_indexer", "indexer_head_dim", "indexer_n_heads",
     "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor", "temperature_tuning",
     "sa_block_q", "sa_block_kv", "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
     "sa_block_kv_dkv_compute", "sa_block_q_dq", "sa_block_kv_dq", "sa_use_fused_bwd_kernel", "sa_q_layout",
@@ -58,18 +60,20 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "dq_reduction_steps", "use_splash_scheduler", "pagedattn_num_pages", "pagedattn_tokens_per_page",
     "pagedattn_pages_per_compute_block", "pagedattn_max_pages_per_group", "pagedattn_head_dim_alignment",
     # moe
-    "num_experts", "num_experts_per_tok", "capacity_factor", "ragged_buffer_factor", "moe_expert_input_dim",
-    "base_moe_mlp_dim", "padded_base_moe_mlp_dim", "load_balance_loss_weight", "use_custom_sort_vjp",
-    "use_ring_of_experts", "use_gather_mosaic_kernel", "use_random_routing", "interleave_moe_layer_step",
-    "moe_fsdp_use_two_stage_all_gather", "shard_exp_on_fsdp", "use_2d_fsdp_sharding", "norm_topk_prob",
-    "float32_weight_sum", "float32_gate_logits", "prefuse_moe_weights", "megablox", "sparse_matmul",
+    # (built, models/moe.py: num_experts, num_experts_per_tok, capacity_factor, base_moe_mlp_dim,
+    #  load_balance_loss_weight, use_random_routing, norm_topk_prob, float32_weight_sum, float32_gate_logits,
+    #  megablox (falls back to ragged_dot), sparse_matmul, first_num_dense_layers, shared_experts, routed_*,
+    #  n_routing_groups, topk_routing_group; interleave_moe_layer_step only 1, see PARTIAL)
+    "ragged_buffer_factor", "moe_expert_input_dim",
+    "padded_base_moe_mlp_dim", "use_custom_sort_vjp",
+    "use_ring_of_experts", "use_gather_mosaic_kernel",
+    "moe_fsdp_use_two_stage_all_gather", "shard_exp_on_fsdp", "use_2d_fsdp_sharding",
+    "prefuse_moe_weights",
     "wi_tile_fwd_batch_seq", "wi_tile_fwd_embed_dim", "wi_tile_fwd_mlp_dim", "wi_tile_dlhs_batch_seq",
     "wi_tile_dlhs_embed_dim", "wi_tile_dlhs_mlp_dim", "wi_tile_drhs_batch_seq", "wi_tile_drhs_embed_dim",
     "wi_tile_drhs_mlp_dim", "wo_tile_fwd_batch_seq", "wo_tile_fwd_embed_dim", "wo_tile_fwd_mlp_dim",
     "wo_tile_dlhs_batch_seq", "wo_tile_dlhs_embed_dim", "wo_tile_dlhs_mlp_dim", "wo_tile_drhs_batch_seq",
-    "wo_tile_drhs_embed_dim", "wo_tile_drhs_mlp_dim", "merge_gating_gmm", "first_num_dense_layers", "shared_experts",
-    "routed_scaling_factor", "routed_score_func", "routed_bias", "routed_bias_update_rate", "mlp_bias",
-    "n_routing_groups", "topk_routing_group", "use_batch_split_schedule", "batch_split_factor", "gdn_conv_kernel_dim",
+    "wo_tile_drhs_embed_dim", "wo_tile_drhs_mlp_dim", "merge_gating_gmm", "mlp_bias", "use_batch_split_schedule", "batch_split_factor", "gdn_conv_kernel_dim",
     "gdn_key_head_dim", "gdn_value_head_dim", "gdn_num_key_heads", "gdn_num_value_heads", "gdn_chunk_size",
     "use_qk_norm_in_gdn", "partial_rotary_factor",
     # mesh
@@ -94,7 +98,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "set_remat_policy_on_pipeline_iterations", "set_remat_policy_on_layers_per_stage",
     # remat
     "remat_policy_for_vit", "moe_mlpwi_0", "moe_mlpwi_1", "moe_mlpwo", "query_wa_proj", "kv_wa_proj", "mla_q",
-    "mla_kv", "attention_out", "engram", "optimizer_memory_host_offload", "parameter_memory_host_offload",
+    "mla_kv", "attention_out", "engram",
     # tokenizer
     "use_chat_template", "chat_template_path", "chat_template", "num_vocab_tiling",
     # dataset
@@ -115,10 +119,9 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # optimizer
     "use_tunix_gradient_accumulation",
     # rope
-    "use_iota_embed", "use_untrainable_positional_embedding", "trainable_position_size", "nope_layer_interval",
+    "use_untrainable_positional_embedding", "nope_layer_interval",
     "global_rope_proportion",
-    "local_rope_proportion", "max_position_embeddings", "original_max_position_embeddings", "rope_factor",
-    "beta_fast", "beta_slow", "mscale", "rope_interleave", "rope_truncate", "rope_attention_scaling",
+    "local_rope_proportion",
     # inference
     "load_from_prefill_dir", "prefill_cache_dir", "autoregressive_decode_assert", "model_call_mode",
     "use_chunked_prefill", "prefill_chunk_size", "enable_model_warmup", "enable_llm_inference_pool", "multi_sampling",

@@ -102,13 +102,15 @@ class Trainer:
     abs_params = nnx.state(nnx.eval_shape(lambda: build_model(self.spec, nnx.Rngs(0))), nnx.Param)
     self.steps = cfg.derived.steps
     self.optimizer, self.schedule = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, abs_params)
-    self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval)
+    self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval,
+                                     offload_params=cfg.remat.parameter_memory_host_offload,
+                                     offload_opt_state=cfg.remat.optimizer_memory_host_offload)
     self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
                        skip_step_on_spikes=cfg.optimizer.skip_step_on_spikes,
                        skip_step_scaling_factor=cfg.optimizer.skip_step_scaling_factor,
                        deterministic=not (cfg.training.enable_dropout and cfg.training.dropout_rate > 0))
-    step_fn = make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts)
+    step_fn = make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts, self.layout.compute_shardings)
     self.train_step = jax.jit(step_fn, in_shardings=(self.layout.shardings, self.batch_sharding),
                               out_shardings=(self.layout.shardings, None), donate_argnums=0)
     if cfg.aot.compiled_trainstep_file and with_io:
@@ -223,6 +225,8 @@ class Trainer:
                       "tflops_per_device": flops / dt / len(self.devices) / 1e12, "skipped": m["skipped"]}
             if peak > 0:
               record["mfu"] = flops / dt / len(self.devices) / peak
+            if "moe_lb_loss" in m:  # MoE load-balance loss, already included in "loss"
+              record["moe_lb_loss"] = m["moe_lb_loss"]
             if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
               record["eval_loss"] = self.evaluate(state)
             writer.write(done, record, eta_s=dt * (self.steps - done))

@@ -44,6 +44,7 @@ class StateLayout:
   abstract: dict  # ShapeDtypeStructs with .sharding
   shardings: dict
   init_fn: Any  # jitted: key -> state, materialised into `shardings`
+  compute_shardings: dict | None = None  # device-memory shardings of host-offloaded parts, for the step to load them
 
 
 def _split(model):
@@ -51,7 +52,7 @@ def _split(model):
 
 
 def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation, mesh: Mesh, rules, *,
-                       loss_window: int) -> StateLayout:
+                       loss_window: int, offload_params: bool = False, offload_opt_state: bool = False) -> StateLayout:
   """Abstract init (no memory), shardings from logical axis names, and a jitted initialiser that writes shards."""
   abs_model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
   graphdef, abs_params, abs_rest = _split(abs_model)
@@ -71,9 +72,29 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
                "opt_state": mirror_param_shardings(abstract_tree["opt_state"], abstract_tree["params"], param_shardings, replicated),
                "rest": jax.tree.map(lambda _: replicated, abstract_tree["rest"]), SKIP_WINDOW: replicated}
   shardings = jax.tree.map(lambda a, s: s, abstract_tree, shardings)
+  compute_shardings = None
+  if offload_params or offload_opt_state:
+    compute_shardings = {"params": shardings["params"], "opt_state": shardings["opt_state"]}
+    to_host = lambda tree: jax.tree.map(lambda s: s.with_memory_kind(host_memory_kind(mesh)), tree)
+    shardings = dict(shardings)
+    if offload_params:
+      shardings["params"] = to_host(shardings["params"])
+    if offload_opt_state:
+      shardings["opt_state"] = to_host(shardings["opt_state"])
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)
   init_fn = jax.jit(init, out_shardings=shardings)
-  return StateLayout(graphdef=graphdef, abstract=abstract, shardings=shardings, init_fn=init_fn)
+  return StateLayout(graphdef=graphdef, abstract=abstract, shardings=shardings, init_fn=init_fn,
+                     compute_shardings=compute_shardings)
+
+
+def host_memory_kind(mesh: Mesh) -> str:
+  """'pinned_host' where the backend has it; otherwise a clear error (offload is impossible there)."""
+  from maxtext_like.config import ConfigError, Problem
+  kinds = {m.kind for m in mesh.devices.flat[0].addressable_memories()}
+  if "pinned_host" not in kinds:
+    raise ConfigError([Problem("optimizer_memory_host_offload", f"host offload is not supported on this backend "
+                               f"({jax.default_backend()} has memories {sorted(kinds)}, no 'pinned_host')")])
+  return "pinned_host"
 
 
 def _path_key(path) -> tuple:

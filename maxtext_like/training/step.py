@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from maxtext_like.models import moe as moe_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
@@ -35,47 +37,71 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Arr
   return jnp.sum(per_token * mask), jnp.sum(mask)
 
 
-def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool):
+def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, moe_out: dict | None = None):
+  """(mean loss, (token-summed loss, token count, new rest)). MoE models add their load-balance loss per token
+  (models/moe.py); pass a dict as `moe_out` to receive {'lb_loss', 'bias_delta', 'has_lb_loss'}."""
   model = nnx.merge(graphdef, params, rest)
-  logits = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"], deterministic=deterministic)
+  with moe_lib.collect_aux() as moe_aux:
+    logits = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"], deterministic=deterministic)
   total, count = cross_entropy(logits, batch["targets"], batch["targets_segmentation"] != 0, z_loss)
+  if moe_aux["has_lb_loss"]:
+    total = total + moe_aux["lb_loss"] * count
+  if moe_out is not None:
+    moe_out.update(moe_aux)
   new_rest = nnx.state(model, nnx.Not(nnx.Param))
   return total / jnp.maximum(count, 1.0), (total, count, new_rest)
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: Callable, opts: StepOptions):
-  """train_step(state, batch) -> (state, metrics). Pure: jit it with shardings and donate the state."""
+def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: Callable, opts: StepOptions,
+                    compute_shardings: dict | None = None):
+  """train_step(state, batch) -> (state, metrics). Pure: jit it with shardings and donate the state.
+
+  With host offload, `compute_shardings` holds the device-memory shardings that params / optimizer state are
+  loaded into for the step; the jit's out_shardings put them back in host memory.
+  """
 
   def grads_of(params, rest, batch):
+    """(summed loss, count, summed grads, rest, moe) with moe = {'lb_loss' (summed over micro-batches),
+    'bias_delta' (averaged), 'has_lb_loss'}."""
     if opts.grad_accum == 1:
-      (_, (total, count, rest)), grads = jax.value_and_grad(
+      (_, (total, count, rest, moe)), grads = jax.value_and_grad(
           lambda p: _sum_loss(p, rest, batch), has_aux=True)(params)
-      return total, count, grads, rest
+      return total, count, grads, rest, moe
     micro = jax.tree.map(lambda x: x.reshape(opts.grad_accum, x.shape[0] // opts.grad_accum, *x.shape[1:]), batch)
+    static = {}
 
     def body(carry, mb):
-      total, count, grads, rest = carry
-      (_, (t, c, rest)), g = jax.value_and_grad(lambda p: _sum_loss(p, rest, mb), has_aux=True)(params)
-      return (total + t, count + c, jax.tree.map(jnp.add, grads, g), rest), None
+      total, count, grads, rest, moe = carry
+      (_, (t, c, rest, m)), g = jax.value_and_grad(lambda p: _sum_loss(p, rest, mb), has_aux=True)(params)
+      static["has_lb_loss"] = m.pop("has_lb_loss")
+      return (total + t, count + c, jax.tree.map(jnp.add, grads, g), rest, jax.tree.map(jnp.add, moe, m)), None
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    (total, count, grads, rest), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0), zeros, rest), micro)
-    return total, count, grads, rest
+    moe0 = jax.eval_shape(lambda: _sum_loss(params, rest, jax.tree.map(lambda x: x[0], micro))[1][3])
+    moe0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), {k: v for k, v in moe0.items() if k != "has_lb_loss"})
+    (total, count, grads, rest, moe), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0), zeros, rest, moe0), micro)
+    moe["bias_delta"] = jax.tree.map(lambda d: d / opts.grad_accum, moe["bias_delta"])
+    return total, count, grads, rest, {**moe, **static}
 
   def _sum_loss(params, rest, batch):
     # Gradients of the token-summed loss; normalised by the token count after accumulation.
-    mean, (total, count, new_rest) = loss_fn(params, rest, graphdef, batch, opts.z_loss_multiplier, opts.deterministic)
-    return total, (total, count, new_rest)
+    moe = {}
+    mean, (total, count, new_rest) = loss_fn(params, rest, graphdef, batch, opts.z_loss_multiplier, opts.deterministic,
+                                             moe_out=moe)
+    return total, (total, count, new_rest, moe)
 
   def train_step(state: dict[str, Any], batch: dict[str, jax.Array]):
+    if compute_shardings is not None:
+      state = {**state, "params": jax.device_put(state["params"], compute_shardings["params"]),
+               "opt_state": jax.device_put(state["opt_state"], compute_shardings["opt_state"])}
     params = state["params"]
-    total, count, grads, rest = grads_of(params, state["rest"], batch)
+    total, count, grads, rest, moe = grads_of(params, state["rest"], batch)
     denom = jnp.maximum(count, 1.0)
     loss = total / denom
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = optimizer.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
+    new_params = moe_lib.apply_bias_updates(optax.apply_updates(params, updates), moe["bias_delta"])
     window = state["loss_window"]
     seen = jnp.sum(window > 0)
     spike = jnp.logical_and(seen == window.shape[0], loss > opts.skip_step_scaling_factor * jnp.mean(window))
@@ -93,6 +119,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     }
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state["step"]), "tokens": count,
                "skipped": skip.astype(jnp.int32), "param_norm": optax.tree.norm(params)}
+    if moe["has_lb_loss"]:  # MoE: load-balance loss (included in "loss"), mean over micro-batches
+      metrics["moe_lb_loss"] = moe["lb_loss"] / opts.grad_accum
     return new_state, metrics
 
   return train_step

@@ -128,3 +128,16 @@ def test_log_config_lists_changed_keys_with_sources(tiny_cfg):
   from maxtext_like.training.loop import changed_keys_summary
   text = changed_keys_summary(tiny_cfg("steps=7"))
   assert "steps = 7  (cli)" in text and "learning_rate =" not in text
+
+
+@pytest.mark.parametrize("offload", [["optimizer_memory_host_offload=true"],
+                                     ["optimizer_memory_host_offload=true", "parameter_memory_host_offload=true"]])
+def test_host_offload_keeps_state_on_host_and_matches(tiny_cfg, offload):
+  base = [*COMMON, "ici_fsdp_parallelism=2", "ici_data_parallelism=1"]
+  _, s_ref, l_ref, _ = run_steps(tiny_cfg(*base), 2, jax.devices()[:2])
+  tr, s_off, l_off, _ = run_steps(tiny_cfg(*base, *offload), 2, jax.devices()[:2])
+  np.testing.assert_allclose(l_off, l_ref, rtol=1e-6)
+  kinds = {x.sharding.memory_kind for x in jax.tree.leaves(s_off["opt_state"]) if x.ndim > 0}
+  assert kinds == {"pinned_host"}
+  param_kinds = {x.sharding.memory_kind for x in jax.tree.leaves(s_off["params"])}
+  assert param_kinds == ({"pinned_host"} if len(offload) == 2 else {"device"})
