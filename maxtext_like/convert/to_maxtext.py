@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import yaml
@@ -94,9 +95,8 @@ def to_maxtext(hf_path: str, output: str, argv: Sequence[str] = ()) -> str:
     spec = model_spec(cfg)
     arrays = _stream(mapping, spec, files, staging)
     state = layout.fill_state(spec, arrays)
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(tmp, {"params": state})
-    ckptr.wait_until_finished()
+    _save_streaming(tmp, {"params": state})
+    _debug_rss("saved")
     if not given_model:
       shutil.copy(model_yml, os.path.join(tmp, "model.yml"))
     del arrays, state
@@ -116,35 +116,61 @@ def _stream(mapping, spec, files: list[str], staging: str) -> dict[str, np.ndarr
   arrays: dict[str, np.ndarray] = {}
   seen: dict[str, str] = {}
   unexpected, shaped, twice = [], [], []
+  slices: dict[str, int] = {}  # path -> slices written so far (mappings addressing 'path[i]')
   for file in files:
     for hf_name, hf_array in iter_tensors(file):
       produced = mapping.to_ours(spec, hf_name, hf_array)
+      hf_shape = list(hf_array.shape)
+      del hf_array  # unmapped now unless `produced` views it (a transposed copy does not)
       if produced is None:
-        unexpected.append(f"{hf_name} {list(hf_array.shape)}")
+        unexpected.append(f"{hf_name} {hf_shape}")
         continue
       for path, a in produced:
+        path, index = layout.split_slice(path)  # 'p[e]': index e of p's axis 0 (e.g. one expert of [E, D, F])
         if path not in wanted:
           unexpected.append(f"{hf_name} (-> {path}, which this model has not)")
-        elif tuple(a.shape) != wanted[path]:
-          shaped.append(f"{hf_name} {list(hf_array.shape)} (-> {path} needs {list(wanted[path])})")
+        elif tuple(a.shape) != (wanted[path] if index is None else wanted[path][1:]) or \
+            (index is not None and not 0 <= index < wanted[path][0]):
+          needs = list(wanted[path]) if index is None else f"[{index}] of {list(wanted[path])}"
+          shaped.append(f"{hf_name} {hf_shape} (-> {path} needs {needs})")
           seen.setdefault(path, hf_name)  # reported as mis-shaped, not also as missing
-        elif path in seen:
-          twice.append(f"{path} (from {seen[path]} and {hf_name})")
+        elif (path if index is None else (path, index)) in seen or (index is not None and path in seen):
+          twice.append(f"{path}{'' if index is None else f'[{index}]'} (from "
+                       f"{seen.get(path if index is None else (path, index), seen.get(path))} and {hf_name})")
         else:
-          seen[path] = hf_name
-          key, layer = layout.stacked_key(spec, path)
-          if key not in arrays:
-            shape = list(a.shape)
-            if layer is not None:
-              shape.insert(spec.param_scan_axis, spec.num_decoder_layers)
-            arrays[key] = np.memmap(os.path.join(staging, f"{len(arrays)}.bin"), dtype=dtype, mode="w+",
-                                    shape=tuple(shape))
-          if layer is None:
-            arrays[key][...] = a
+          if index is None:
+            seen[path] = hf_name
           else:
-            np.moveaxis(arrays[key], spec.param_scan_axis, 0)[layer] = a
+            seen[(path, index)] = hf_name
+            slices[path] = slices.get(path, 0) + 1
+            if slices[path] == wanted[path][0]:
+              seen[path] = hf_name  # every slice written
+          key, layer = layout.stacked_key(spec, path)
+          mode = "r+"
+          if key not in arrays:
+            shape = list(wanted[path])
+            if layer is not None:
+              shape.insert(spec.param_scan_axis, layout.stack_size(spec, key))
+            arrays[key] = (os.path.join(staging, f"{len(arrays)}.bin"), tuple(shape))
+            mode = "w+"
+          if layer is None and index is None:  # write(2), not a mapping: mapped pages stay resident (in RSS)
+            with open(arrays[key][0], "wb") as fh:
+              np.ascontiguousarray(a, dtype).tofile(fh)
+            del a
+            continue
+          # mapped only while writing: a mapping kept open keeps its written pages resident (in RSS)
+          staged = np.memmap(arrays[key][0], dtype=dtype, mode=mode, shape=arrays[key][1])
+          target = staged if layer is None else np.moveaxis(staged, spec.param_scan_axis, 0)[layer]
+          if index is None:
+            target[...] = a
+          else:
+            target[index] = a
+          staged.flush()
+          del staged
         del a
-  missing = sorted(set(wanted) - set(seen))
+      del produced
+  _debug_rss("staged")
+  missing = sorted(set(wanted) - {k for k in seen if isinstance(k, str)})
   if missing or unexpected or shaped or twice:
     parts = []
     if missing:
@@ -157,9 +183,56 @@ def _stream(mapping, spec, files: list[str], staging: str) -> dict[str, np.ndarr
       parts.append(listing("produced twice", twice))
     raise ConvertError(f"the checkpoint does not fit decoder_block={spec.decoder_block!r} with the configured "
                        f"dimensions; " + "; ".join(parts) + ". Nothing was written.")
-  for a in arrays.values():
-    a.flush()
-  return arrays
+  return {k: np.memmap(f, dtype=dtype, mode="r", shape=shape) for k, (f, shape) in arrays.items()}
+
+
+_SLAB_BYTES = 64 * 1024**2
+
+
+def _debug_rss(phase: str) -> None:
+  if os.environ.get("MAXTEXT_LIKE_CONVERT_DEBUG"):
+    import resource
+    import sys
+    print(f"convert: peak RSS after {phase}: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB",
+          file=sys.stderr, flush=True)
+
+
+class _StreamingNumpyHandler(ocp.type_handlers.NumpyHandler):
+  """orbax's NumpyHandler, but a staged np.memmap is written slab by slab (64 MiB along axis 0, read with read(2),
+  not mapped) and one array at a time. The stock handler deep-copies every host array before an async save and
+  writes all arrays at once, i.e. holds the whole model in memory (measured in docs/performance.md)."""
+
+  def __init__(self):
+    super().__init__(deepcopy_host_arrays=False)
+    self._one_at_a_time = None
+
+  async def _open_and_write(self, value, tspec, ts_context):
+    import asyncio
+
+    import tensorstore as ts
+    if not isinstance(value, np.memmap) or value.ndim == 0 or value.nbytes <= _SLAB_BYTES:
+      return await super()._open_and_write(np.asarray(value), tspec, ts_context)
+    if self._one_at_a_time is None:
+      self._one_at_a_time = asyncio.Semaphore(1)
+    async with self._one_at_a_time:
+      t = await ts.open(ts.Spec(tspec), create=True, open=True, context=ts_context)
+      row = value.nbytes // value.shape[0]
+      # whole chunks per write (a partial write would rewrite the chunk; saved with chunk_byte_size=_SLAB_BYTES)
+      step = max(1, int(t.chunk_layout.write_chunk.shape[0]))
+      for i in range(0, value.shape[0], step):
+        n = min(step, value.shape[0] - i)
+        slab = np.fromfile(value.filename, dtype=value.dtype, count=n * row // value.itemsize,
+                           offset=value.offset + i * row).reshape((n, *value.shape[1:]))
+        await t[i:i + n].write(slab)
+        del slab
+
+
+def _save_streaming(directory: str, tree) -> None:
+  registry = ocp.type_handlers.create_type_handler_registry((np.ndarray, _StreamingNumpyHandler()))
+  ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(type_handler_registry=registry))
+  save_args = jax.tree.map(lambda a: ocp.SaveArgs(chunk_byte_size=_SLAB_BYTES if a.nbytes > _SLAB_BYTES else None),
+                           tree)
+  ckptr.save(directory, args=ocp.args.PyTreeSave(tree, save_args=save_args))
 
 
 def _hf_names(mapping, spec, path: str, shape) -> str:

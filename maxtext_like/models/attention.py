@@ -35,7 +35,10 @@ class Attention(nnx.Module):
                   rngs=rngs, scale_offset=spec.family_trait("norm_scale_offset", 0.0))
       self.query_norm = RMSNorm(H, **norm)
       self.key_norm = RMSNorm(H, **norm)
-    self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dense)
+    out_bias = spec.attention_bias and spec.family_trait("attention_out_bias", False)  # gpt-oss biases o_proj too
+    self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dict(dense, use_bias=out_bias))
+    if spec.attention_sink:  # gpt-oss: one learned sink logit per query head
+      self.sinks = nnx.Param(jnp.zeros((N,), spec.weight_dtype), out_sharding=("heads",), eager_sharding=False)
     self.options = attention_kernels.AttentionOptions(
         window=spec.sliding_window_size,
         soft_cap=spec.attn_logits_soft_cap,
@@ -45,6 +48,18 @@ class Attention(nnx.Module):
         query_scale=None if spec.query_pre_attn_scalar is None else spec.query_pre_attn_scalar ** -0.5,
     )
 
+  use_rope = True  # False: a family with absolute position embeddings (gpt3)
+
+  def project(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """q_BTNH, k_BTKH, v_BTKH before RoPE (with per-head QK-norm); families override it (gpt3's fused qkv,
+    olmo's QK-norm over all heads)."""
+    q_BTNH = constrain(checkpoint_name(self.query(x_BTD), "query_proj"), ACT_BTNH)
+    k_BTKH = constrain(checkpoint_name(self.key(x_BTD), "key_proj"), ACT_BSKH)
+    v_BTKH = constrain(checkpoint_name(self.value(x_BTD), "value_proj"), ACT_BSKH)
+    if self.spec.use_qk_norm:
+      q_BTNH, k_BTKH = self.query_norm(q_BTNH), self.key_norm(k_BTKH)
+    return q_BTNH, k_BTKH, v_BTKH
+
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array,
                cache: LayerKV | None = None, *, inv_freq: jax.Array | None = None,
                window: jax.Array | int | None = None) -> tuple[jax.Array, LayerKV | None]:
@@ -53,15 +68,11 @@ class Attention(nnx.Module):
     inv_freq [H/2] and window (0 = global) override the spec's RoPE frequencies and sliding window for
     this call; either may be traced (gemma3 picks local or global per layer inside a scan).
     """
-    q_BTNH = constrain(checkpoint_name(self.query(x_BTD), "query_proj"), ACT_BTNH)
-    k_BTKH = constrain(checkpoint_name(self.key(x_BTD), "key_proj"), ACT_BSKH)
-    v_BTKH = constrain(checkpoint_name(self.value(x_BTD), "value_proj"), ACT_BSKH)
-
-    if self.spec.use_qk_norm:
-      q_BTNH, k_BTKH = self.query_norm(q_BTNH), self.key_norm(k_BTKH)
-    inv_freq = rope.inv_freq_from_spec(self.spec) if inv_freq is None else inv_freq
-    q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
-    k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
+    q_BTNH, k_BTKH, v_BTKH = self.project(x_BTD)
+    if self.use_rope:
+      inv_freq = rope.inv_freq_from_spec(self.spec) if inv_freq is None else inv_freq
+      q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
+      k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
 
     B, T = segment_ids_BT.shape
     if cache is None:
@@ -76,7 +87,7 @@ class Attention(nnx.Module):
     context_BTNH = attention_kernels.attend(
         self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS,
         self.options if window is None else dataclasses.replace(self.options, window=window),
-        block_size=self.spec.flash_block_size)
+        block_size=self.spec.flash_block_size, sinks_N=self.sinks[...] if self.spec.attention_sink else None)
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache

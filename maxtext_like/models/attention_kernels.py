@@ -11,6 +11,10 @@ Query t may attend key s iff s <= q_idx[t], q_seg[t] == kv_seg[s] and, when
 window > 0, q_idx[t] - s < window. Segment 0 marks padding (it only matches
 padding). Softmax is in float32; masked logits get a large negative finite
 value, so no row is ever NaN.
+
+Values may have their own head size (v_BSKH [..., Hv], MLA); the output is then out_BTNHv. Optional
+`sinks_N` (gpt-oss attention sinks): one learned logit per query head that joins every row's softmax
+denominator with a zero value vector.
 """
 
 from __future__ import annotations
@@ -70,29 +74,37 @@ def _group(q_BTNH, num_kv_heads: int) -> jax.Array:
   return q_BTNH.reshape(B, T, num_kv_heads, N // num_kv_heads, H)
 
 
-def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions) -> jax.Array:
+def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
+                sinks_N=None) -> jax.Array:
   """Materialises the [B, K, G, T, S] logits; returns out_BTNH."""
-  B, T, N, H = q_BTNH.shape
+  B, T, N, _ = q_BTNH.shape
+  H = v_BSKH.shape[-1]
   S = k_BSKH.shape[1]
   s_BKGTS = _scores(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, opts)
   mask_BTS = make_mask(q_idx_BT, q_seg_BT, jnp.arange(S), kv_seg_BS, opts.window)
   s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, MASK_VALUE)
-  p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
+  if sinks_N is None:
+    p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
+  else:
+    K = k_BSKH.shape[2]
+    sink_BKGT1 = jnp.broadcast_to(sinks_N.astype(jnp.float32).reshape(1, K, N // K, 1, 1), (*s_BKGTS.shape[:-1], 1))
+    p_BKGTS = jax.nn.softmax(jnp.concatenate([s_BKGTS, sink_BKGT1], axis=-1), axis=-1)[..., :-1]
+    p_BKGTS = p_BKGTS.astype(v_BSKH.dtype)
   out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", p_BKGTS, v_BSKH, precision=jax.lax.Precision(opts.precision))
   return out_BTKGH.reshape(B, T, N, H)
 
 
 def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
-          block_size: int = 512) -> jax.Array:
+          block_size: int = 512, sinks_N=None) -> jax.Array:
   """Blocked attention with an online softmax over key blocks (lax.scan).
 
   Peak memory is O(T * block_size) per head; each block is rematerialised in
   the backward pass. Keys are padded to a multiple of block_size with segment
   id -1, which matches no query.
   """
-  B, T, N, H = q_BTNH.shape
+  B, T, N, _ = q_BTNH.shape
   S, K = k_BSKH.shape[1], k_BSKH.shape[2]
-  G = N // K
+  G, H = N // K, v_BSKH.shape[-1]
   blk = min(block_size, S)
   n_blocks = -(-S // blk)
   pad = n_blocks * blk - S
@@ -126,6 +138,9 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
       jnp.zeros((B, K, G, T), jnp.float32),
       jnp.zeros((B, K, G, T, H), jnp.float32),
   )
+  if sinks_N is not None:  # the sink is a first key with logit sinks[n] and a zero value: max = sink, sum = 1
+    init = (jnp.broadcast_to(sinks_N.astype(jnp.float32).reshape(1, K, G, 1), (B, K, G, T)),
+            jnp.ones((B, K, G, T), jnp.float32), init[2])
   xs = (jnp.arange(n_blocks), blocks(k_BSKH), blocks(v_BSKH), blocks(kv_seg_BS))
   (_, l_BKGT, acc_BKGTH), _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), init, xs)
   out_BKGTH = acc_BKGTH / l_BKGT[..., None]
@@ -133,8 +148,10 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
 
 
 def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS,
-                              opts: AttentionOptions) -> jax.Array:
+                              opts: AttentionOptions, sinks_N=None) -> jax.Array:
   """`jax.nn.dot_product_attention` (cuDNN on GPU when it applies, else XLA)."""
+  if sinks_N is not None or q_BTNH.shape[-1] != v_BSKH.shape[-1]:
+    raise ValueError("attention='cudnn_flash_jax' does not support attention sinks or a value head size != query's")
   if opts.soft_cap:
     raise ValueError("attention='cudnn_flash_jax' does not support attn_logits_soft_cap")
   if opts.float32_qk_product:
@@ -154,12 +171,13 @@ def resolve_kernel(name: str, kv_length: int) -> str:
 
 
 def attend(name: str, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
-           block_size: int = 512) -> jax.Array:
+           block_size: int = 512, sinks_N=None) -> jax.Array:
   """Runs the kernel `name` (after resolving 'autoselected')."""
   kernel = resolve_kernel(name, k_BSKH.shape[1])
+  extra = {} if sinks_N is None else {"sinks_N": sinks_N}
   if kernel == "flash":
-    return flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, block_size)
-  return KERNELS[kernel](q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts)
+    return flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, block_size, **extra)
+  return KERNELS[kernel](q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, **extra)
 
 
 KERNELS = {"dot_product": dot_product, "flash": flash, "cudnn_flash_jax": jax_dot_product_attention}

@@ -28,11 +28,12 @@ class KVCache:
 
   @classmethod
   def zeros(cls, num_layers: int, batch_size: int, max_length: int, num_kv_heads: int, head_dim: int,
-            dtype) -> "KVCache":
+            dtype, v_head_dim: int | None = None) -> "KVCache":
+    """v_head_dim (default head_dim): values may be narrower or wider than keys (MLA)."""
     shape = (num_layers, batch_size, max_length, num_kv_heads, head_dim)
     return cls(
         k_LBSKH=jnp.zeros(shape, dtype),
-        v_LBSKH=jnp.zeros(shape, dtype),
+        v_LBSKH=jnp.zeros(shape[:-1] + (head_dim if v_head_dim is None else v_head_dim,), dtype),
         segment_ids_BS=jnp.zeros((batch_size, max_length), jnp.int32),
         index_B=jnp.zeros((batch_size,), jnp.int32),
     )

@@ -10,10 +10,11 @@ C expert capacity (tokens per expert and sequence), M tokens flattened (B * T), 
 Parameters (logical axes in brackets):
   gate.kernel [D, E]        ('embed', None)       router
   gate.bias   [E]           (None,)               only with routed_bias (selection bias, aux-loss-free balancing)
-  wi_0, wi_1  [E, D, F]     ('exp', 'embed', 'mlp')   gated experts (wi [E, D, F] with one activation)
-  wo          [E, F, D]     ('exp', 'mlp', 'embed')
+  wi_0, wi_1  [E, D, F]     ('exp', 'embed_no_exp', 'mlp')   gated experts (wi [E, D, F] with one activation)
+  wo          [E, F, D]     ('exp', 'mlp', 'embed_no_exp')
   shared_experts.*          an MlpBlock of hidden size shared_experts * F (DeepSeek), only if shared_experts > 0
-'exp' maps to the mesh axis 'expert' (logical_axis_rules), so ici/dcn_expert_parallelism shard the experts.
+'exp' maps to the mesh axis 'expert' (logical_axis_rules), so ici/dcn_expert_parallelism shard the experts;
+'embed_no_exp' is 'embed' without 'expert' (the rule table resolves 'embed' first, which would take 'expert').
 
 Routing (`MoeBlock.route`): scores = softmax(logits) ('' / 'softmax') or sigmoid(logits) ('sigmoid');
 experts are chosen by top-A of scores (+ gate.bias when routed_bias; with n_routing_groups > 0 only experts of
@@ -174,11 +175,11 @@ class MoeBlock(nnx.Module):
     self.gate = Gate(spec, rngs=rngs)
     k = dict(dtype=spec.weight_dtype, scale=spec.dense_init_scale)
     if len(self.activations) == 2:
-      self.wi_0 = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed", "mlp"), **k)
-      self.wi_1 = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed", "mlp"), **k)
+      self.wi_0 = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed_no_exp", "mlp"), **k)
+      self.wi_1 = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed_no_exp", "mlp"), **k)
     else:
-      self.wi = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed", "mlp"), **k)
-    self.wo = _expert_kernel(rngs, (E, F, D), axes=("exp", "mlp", "embed"), **k)
+      self.wi = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed_no_exp", "mlp"), **k)
+    self.wo = _expert_kernel(rngs, (E, F, D), axes=("exp", "mlp", "embed_no_exp"), **k)
     if m.shared_experts > 0:
       self.shared_experts = MlpBlock(spec.replace(mlp_dim=m.shared_experts * F), rngs=rngs)
     if m.megablox and m.sparse_matmul:

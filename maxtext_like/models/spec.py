@@ -13,7 +13,8 @@ from typing import Any
 import jax.numpy as jnp
 
 ATTENTION_KERNELS = ("dot_product", "flash", "autoselected", "cudnn_flash_jax")
-ROPE_TYPES = ("default", "llama3.1")
+ROPE_TYPES = ("default", "llama3.1", "yarn")
+ATTENTION_TYPES = ("global", "mla")
 ACTIVATIONS = ("linear", "silu", "swish", "gelu", "gelu_exact", "relu", "tanh", "sigmoid")
 MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 REMAT_POLICIES = (
@@ -78,6 +79,20 @@ class ModelSpec:
   global_rope_max_timescale: int = -1  # > 0: RoPE base of global layers (else rope_max_timescale)
   attention_bias: bool = False  # learned bias on the query/key/value projections (qwen2)
   use_qk_norm: bool = False  # RMSNorm over H of each query and key head, before RoPE (qwen3)
+  # GPT-3 (models/gpt3.py); trainable_position_size and use_iota_embed apply to any block.
+  fused_qkv: bool = False  # one [D, 3, N, H] q/k/v projection (gpt3)
+  trainable_position_size: int = -1  # > 0: learned absolute position embeddings [P, D] added to the tokens
+  use_iota_embed: bool = False  # token lookup as a one-hot matmul instead of a gather (same values)
+  # Multi-head latent attention (deepseek; models/mla.py), read when attention_type == 'mla'.
+  attention_type: str = "global"
+  q_lora_rank: int = 0  # 0: queries projected directly, else D -> q_lora_rank -> N x (nope + rope)
+  kv_lora_rank: int = 512
+  qk_nope_head_dim: int = 128
+  qk_rope_head_dim: int = 64
+  v_head_dim: int = 128
+  mla_naive_kvcache: bool = True  # False: cache the kv latent + rotated k_rope, absorb wkv_b when decoding
+  attention_sink: bool = False  # learned per-head logit added to the softmax denominator (gpt_oss)
+  mlp_activations_limit: float = -1.0  # > 0: gpt-oss clamped SwiGLU (see models/gpt_oss.py)
   # RoPE
   rope_type: str = "default"
   rope_max_timescale: int = 10_000
@@ -88,6 +103,16 @@ class ModelSpec:
   rope_llama31_low_freq_factor: float = 1.0
   rope_llama31_high_freq_factor: float = 4.0
   rope_llama31_original_max_position: int = 8192
+  # YaRN (rope_type == 'yarn'), MaxText's YarnRope keys; see rope.yarn_inv_freq.
+  max_position_embeddings: int = 163840
+  original_max_position_embeddings: int = 4096
+  rope_factor: float = 40.0
+  beta_fast: float = 32.0
+  beta_slow: float = 1.0
+  mscale: float = 1.0  # MLA softmax scale * (0.1 * mscale * ln(rope_factor) + 1) ** 2 (HF's mscale_all_dim)
+  rope_interleave: bool = True  # yarn only: rotate pairs (x[2i], x[2i+1]) (DeepSeek) instead of halves
+  rope_truncate: bool = True  # yarn only: floor/ceil the correction range
+  rope_attention_scaling: bool = False  # yarn only: cos/sin * (0.1 * ln(rope_factor) + 1) (gpt-oss)
   # Regularisation
   dropout_rate: float = 0.0
   enable_dropout: bool = True
@@ -111,6 +136,8 @@ class ModelSpec:
   attention: str = "autoselected"
   flash_block_size: int = 512  # key/value block of the blocked ('flash') kernel
   max_target_length: int = 1024  # default KV-cache length
+  # Mixture of experts: a models.moe.MoeSpec (MaxText's MoE keys) for blocks with MoE layers, else None
+  moe: Any = None
 
   def __post_init__(self):
     # Normalise dtypes ('bfloat16' or jnp.bfloat16 -> np.dtype) so specs compare and hash.
@@ -120,7 +147,8 @@ class ModelSpec:
     object.__setattr__(self, "remat_locations", {**_default_remat_locations(), **self.remat_locations})
     problems = [p for p in _problems(self) if p]
     if problems:
-      raise ValueError("Invalid ModelSpec: " + "; ".join(problems))
+      from maxtext_like.models.registry import ModelSpecError
+      raise ModelSpecError("Invalid ModelSpec: " + "; ".join(problems))
 
   @property
   def num_query_groups(self) -> int:
@@ -139,7 +167,8 @@ class ModelSpec:
 
 # Fields only some decoder blocks read (listed in the block's `reads_spec_fields`), with their inert defaults.
 FAMILY_FIELDS = {"use_post_attn_norm": False, "use_post_ffw_norm": False, "local_rope_max_timescale": -1,
-                 "global_rope_max_timescale": -1}
+                 "global_rope_max_timescale": -1, "fused_qkv": False, "attention_type": "global", "attention_sink": False,
+                 "mlp_activations_limit": -1.0, "moe": None}
 
 
 def _registered_block(name: str):
@@ -169,6 +198,13 @@ def _problems(s: ModelSpec):
     yield one_of("mlp_activations entry", act, ACTIVATIONS)
   yield one_of("attention", s.attention, ATTENTION_KERNELS)
   yield one_of("rope_type", s.rope_type, ROPE_TYPES)
+  yield one_of("attention_type", s.attention_type, ATTENTION_TYPES)
+  if s.attention_type == "mla":
+    for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+      if getattr(s, name) <= 0:
+        yield f"{name}={getattr(s, name)} must be > 0 for attention_type='mla'"
+    if s.q_lora_rank < 0 or s.qk_rope_head_dim % 2:
+      yield f"q_lora_rank={s.q_lora_rank} must be >= 0 and qk_rope_head_dim={s.qk_rope_head_dim} even"
   yield one_of("matmul_precision", s.matmul_precision, MATMUL_PRECISIONS)
   yield one_of("remat_policy", s.remat_policy, REMAT_POLICIES)
   for key, where in s.remat_locations.items():

@@ -25,7 +25,10 @@ class Transformer(nnx.Module):
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     self.spec = spec
     self.token_embedder = Embed(spec.vocab_size, spec.emb_dim, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
-                                precision=spec.matmul_precision, rngs=rngs)
+                                precision=spec.matmul_precision, rngs=rngs, use_iota=spec.use_iota_embed)
+    if spec.trainable_position_size > 0:  # learned absolute positions (gpt3); MaxText: decoder.position_embedder
+      self.position_embedder = Embed(spec.trainable_position_size, spec.emb_dim, dtype=spec.dtype,
+                                     weight_dtype=spec.weight_dtype, precision=spec.matmul_precision, rngs=rngs)
     self.decoder = Decoder(spec, rngs=rngs)
     self.dropout = nnx.Dropout(spec.dropout_rate)
     self.uses_dropout = spec.enable_dropout and spec.dropout_rate > 0
@@ -54,6 +57,8 @@ class Transformer(nnx.Module):
     x_BTD = self.token_embedder(tokens_BT)
     if self.spec.family_trait("scale_embedding", False):  # Gemma: x * sqrt(D), in the activation dtype
       x_BTD = x_BTD * jnp.asarray(self.spec.emb_dim ** 0.5, x_BTD.dtype)
+    if self.spec.trainable_position_size > 0:
+      x_BTD = x_BTD + self.position_embedder(positions_BT)
     x_BTD = self.dropout(x_BTD, deterministic=embed_key is None, rngs=embed_key)
     layer_cache = None
     if cache is not None:
@@ -74,8 +79,11 @@ class Transformer(nnx.Module):
     """
     s = self.spec
     per_layer = s.family_trait("kv_caches_per_layer", 1)
-    return KVCache.zeros(s.num_decoder_layers, batch_size, max_length or s.max_target_length, s.num_kv_heads,
-                         s.head_dim * per_layer, dtype or s.dtype)
+    K, Hk, Hv = s.num_kv_heads, s.head_dim * per_layer, s.head_dim * per_layer
+    if s.family_trait("kv_cache_dims") is not None:  # a family whose caches are not [K, H] (MLA: models/mla.py)
+      K, Hk, Hv = s.family_trait("kv_cache_dims")(s)
+    return KVCache.zeros(s.num_decoder_layers, batch_size, max_length or s.max_target_length, K, Hk,
+                         dtype or s.dtype, v_head_dim=Hv)
 
   def prefill(self, tokens_BT: jax.Array, segment_ids_BT: jax.Array | None = None, *,
               max_length: int | None = None, cache: KVCache | None = None) -> tuple[jax.Array, KVCache]:

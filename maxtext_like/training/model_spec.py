@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from maxtext_like.config import Config
 from maxtext_like.models import ModelSpec
+from maxtext_like.models.moe import MoeSpec
 
 
 def model_spec(cfg: Config) -> ModelSpec:
@@ -32,7 +33,16 @@ def model_spec(cfg: Config) -> ModelSpec:
       rope_linear_scaling_factor=r.rope_linear_scaling_factor,
       attention_bias=m.attention_bias,
       use_qk_norm=a.use_qk_norm,
+      fused_qkv=m.fused_qkv,
+      trainable_position_size=r.trainable_position_size,
+      use_iota_embed=r.use_iota_embed,
       rope_type=r.rope_type,
+      attention_type=a.attention_type,
+      **({k: getattr(a, k) for k in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
+                                      "v_head_dim", "mla_naive_kvcache")} if a.attention_type == "mla" else {}),
+      **{k: getattr(r, k) for k in ("max_position_embeddings", "original_max_position_embeddings", "rope_factor",
+                                     "beta_fast", "beta_slow", "mscale", "rope_interleave", "rope_truncate",
+                                     "rope_attention_scaling")},
       rope_max_timescale=r.rope_max_timescale,
       rope_min_timescale=r.rope_min_timescale,
       rope_use_scale=r.rope_use_scale,
@@ -53,4 +63,22 @@ def model_spec(cfg: Config) -> ModelSpec:
                                                         "query_proj", "key_proj", "value_proj", "qkv_proj", "out_proj")},
       attention=a.attention,
       max_target_length=cfg.inference.max_target_length,
+      moe=moe_spec(cfg),
   )
+
+
+def moe_spec(cfg: Config) -> MoeSpec | None:
+  """The MoE section as a MoeSpec for blocks that read it ("moe" in the block's `reads_spec_fields`), else None."""
+  from maxtext_like.models.registry import DECODER_BLOCKS
+  block = DECODER_BLOCKS.get(cfg.model.decoder_block)
+  if block is None or "moe" not in getattr(block, "reads_spec_fields", ()):
+    return None
+  e = cfg.moe
+  return MoeSpec(
+      mlp_dim=cfg.derived.moe_mlp_dim,
+      **{k: getattr(e, k) for k in (
+          "num_experts", "num_experts_per_tok", "capacity_factor", "sparse_matmul", "megablox",
+          "load_balance_loss_weight", "use_random_routing", "norm_topk_prob", "routed_score_func",
+          "routed_scaling_factor", "routed_bias", "routed_bias_update_rate", "n_routing_groups", "topk_routing_group",
+          "shared_experts", "first_num_dense_layers", "interleave_moe_layer_step", "float32_weight_sum",
+          "float32_gate_logits")})

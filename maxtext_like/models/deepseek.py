@@ -1,0 +1,314 @@
+"""DeepSeek-V2 / V3 (decoder_block 'deepseek'): MLA attention (models/mla.py) with YaRN RoPE, then a dense MLP
+for the first `first_num_dense_layers` layers (stack `dense_layers`) and a `moe.MoeBlock` with shared experts for
+the rest (stack `moe_layers`).
+
+Routing: V2 = softmax scores, top-k without renormalisation, optional group-limited greedy (a group scored by its
+best expert: `routing_group_score='max'`, chosen here whenever routed_score_func is softmax); V3 = sigmoid
+scores + `routed_bias` (HF's e_score_correction_bias) for selection, groups scored by their top-2 sum,
+renormalised (norm_topk_prob) and times routed_scaling_factor.
+
+Hugging Face `DeepseekV2ForCausalLM` / `DeepseekV3ForCausalLM` (save_pretrained layout of transformers 5.23);
+HF layer i is our `decoder.dense_layers.i` for i < first_num_dense_layers, else `decoder.moe_layers.(i - k)`
+(`decoder.layers.i` when there are no dense layers). W.T = transposed torch Linear weight:
+  self_attn.q_proj                  self_attention.query.kernel   W.T.reshape(D, N, Hn+Hr)  (q_lora_rank 0)
+  self_attn.q_a_proj / q_b_proj     self_attention.wq_a.kernel W.T [D, Q] / wq_b.kernel W.T.reshape(Q, N, Hn+Hr)
+  self_attn.q_a_layernorm           self_attention.q_norm.scale
+  self_attn.kv_a_proj_with_mqa      self_attention.wkv_a.kernel  W.T [D, R+Hr]
+  self_attn.kv_a_layernorm          self_attention.kv_norm.scale
+  self_attn.kv_b_proj               self_attention.wkv_b.kernel  W.T.reshape(R, N, Hn+Hv)
+  self_attn.o_proj                  self_attention.out.kernel    W.T.reshape(N, Hv, D)
+  mlp.{gate,up,down}_proj           mlp.wi_0 / wi_1 / wo .kernel (dense layers)
+  mlp.gate.weight                   mlp.gate.kernel W.T [D, E];  mlp.gate.e_score_correction_bias -> mlp.gate.bias
+  mlp.experts.e.{gate,up,down}_proj mlp.wi_0[e] / wi_1[e] / wo[e] = W.T
+  mlp.shared_experts.{gate,up,down}_proj   mlp.shared_experts.wi_0 / wi_1 / wo .kernel
+RoPE dims are copied as they are: our MLA rotates DeepSeek's interleaved pairs itself (`rope_interleave`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from flax import nnx
+
+from maxtext_like.models import mla
+from maxtext_like.models.attention import Attention
+from maxtext_like.models.decoder import layer_stacks
+from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel, register_hf_mapping
+from maxtext_like.models.llama2 import LlamaDecoderLayer, rope_theta_and_scaling
+from maxtext_like.models.mixtral import moe_layer_stacks
+from maxtext_like.models.mlp import MlpBlock
+from maxtext_like.models.moe import MoeBlock
+from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.spec import ModelSpec
+
+
+def _cache_dims(spec: ModelSpec) -> tuple[int, int, int]:
+  if spec.attention_type == "mla":
+    return mla.kv_cache_dims(spec)
+  return spec.num_kv_heads, spec.head_dim, spec.head_dim
+
+
+@register_decoder_block("deepseek")
+class DeepseekDecoderLayer(LlamaDecoderLayer):
+  """x + attn(norm(x)) (MLA), then + mlp(norm(.)) with a dense MLP (moe=False) or routed + shared experts."""
+
+  reads_spec_fields = ("attention_type", "moe")
+  layer_stacks = staticmethod(moe_layer_stacks)
+  kv_cache_dims = staticmethod(_cache_dims)
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True):  # noqa: super().__init__ not called
+    norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
+                rngs=rngs)
+    self.pre_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
+    self.self_attention = mla.MLA(spec, rngs=rngs) if spec.attention_type == "mla" else Attention(spec, rngs=rngs)
+    self.post_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
+    if moe:
+      m = spec.moe
+      if m.routed_score_func != "sigmoid" and m.n_routing_groups > 0:  # V2 group_limited_greedy
+        spec = spec.replace(moe=m.replace(routing_group_score="max"))
+      self.mlp = MoeBlock(spec, rngs=rngs)
+    else:
+      self.mlp = MlpBlock(spec, rngs=rngs)
+    self.dropout = nnx.Dropout(spec.dropout_rate)
+
+
+# ---- Hugging Face mapping ----------------------------------------------------------------------------------
+
+# (HF suffix, our suffix, kind); kinds: copy, T (transpose), q, qb, kvb, o, expert
+_LAYER_TABLE = (
+    ("input_layernorm.weight", "pre_self_attention_layer_norm.scale", "copy"),
+    ("post_attention_layernorm.weight", "post_self_attention_layer_norm.scale", "copy"),
+    ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"),
+    ("self_attn.q_a_proj.weight", "self_attention.wq_a.kernel", "T"),
+    ("self_attn.q_a_layernorm.weight", "self_attention.q_norm.scale", "copy"),
+    ("self_attn.q_b_proj.weight", "self_attention.wq_b.kernel", "qb"),
+    ("self_attn.kv_a_proj_with_mqa.weight", "self_attention.wkv_a.kernel", "T"),
+    ("self_attn.kv_a_layernorm.weight", "self_attention.kv_norm.scale", "copy"),
+    ("self_attn.kv_b_proj.weight", "self_attention.wkv_b.kernel", "kvb"),
+    ("self_attn.o_proj.weight", "self_attention.out.kernel", "o"),
+    ("mlp.gate_proj.weight", "mlp.wi_0.kernel", "T"),
+    ("mlp.up_proj.weight", "mlp.wi_1.kernel", "T"),
+    ("mlp.down_proj.weight", "mlp.wo.kernel", "T"),
+    ("mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.wi_0.kernel", "T"),
+    ("mlp.shared_experts.up_proj.weight", "mlp.shared_experts.wi_1.kernel", "T"),
+    ("mlp.shared_experts.down_proj.weight", "mlp.shared_experts.wo.kernel", "T"),
+    ("mlp.gate.weight", "mlp.gate.kernel", "T"),
+    ("mlp.gate.e_score_correction_bias", "mlp.gate.bias", "copy"),
+)
+_GLOBAL_TABLE = (
+    ("model.embed_tokens.weight", "token_embedder.embedding", "copy"),
+    ("model.norm.weight", "decoder.decoder_norm.scale", "copy"),
+    ("lm_head.weight", "decoder.logits_dense.kernel", "T"),
+)
+_EXPERTS = {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
+_HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
+_HF_EXPERT = re.compile(r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
+_OUR_LAYER = re.compile(r"decoder\.(\w*layers)\.(\d+)\.(.+)")
+_OUR_EXPERT = re.compile(r"mlp\.(wi_0|wi_1|wo)")
+
+
+def _our_layer(spec: ModelSpec, i: int) -> str:
+  offset = 0
+  for name, n, _ in layer_stacks(spec):
+    if i < offset + n:
+      return f"decoder.{name}.{i - offset}"
+    offset += n
+  return f"decoder.layers.{i}"  # beyond the model: the converter reports it as unexpected
+
+
+def _hf_layer(spec: ModelSpec, stack: str, j: int) -> int:
+  offset = 0
+  for name, n, _ in layer_stacks(spec):
+    if name == stack:
+      return offset + j
+    offset += n
+  raise KeyError(stack)
+
+
+def _to_ours_kind(spec: ModelSpec, kind: str, w: np.ndarray) -> np.ndarray:
+  D, N = spec.emb_dim, spec.num_query_heads
+  Hq = spec.qk_nope_head_dim + spec.qk_rope_head_dim
+  shapes = {"q": ((D,), (N, Hq)), "qb": ((spec.q_lora_rank,), (N, Hq)),
+            "kvb": ((spec.kv_lora_rank,), (N, spec.qk_nope_head_dim + spec.v_head_dim)),
+            "o": ((N, spec.v_head_dim), (D,))}
+  if kind == "copy":
+    return w
+  if kind == "T":
+    return np.ascontiguousarray(w.T)
+  n_in, n_out = shapes[kind]
+  if w.shape != (int(np.prod(n_out)), int(np.prod(n_in))):
+    return w  # let the converter report the shape
+  return linear_to_kernel(w, n_in, n_out)
+
+
+def _to_hf_kind(kind: str, k: np.ndarray) -> np.ndarray:
+  if kind == "copy":
+    return k
+  if kind == "T":
+    return np.ascontiguousarray(k.T)
+  return kernel_to_linear(k, 2 if kind == "o" else 1)
+
+
+def _get(hf: dict, key: str, default=None):
+  return hf[key] if hf.get(key) is not None else default
+
+
+@register_hf_mapping("deepseek")
+class DeepseekHF(HFMapping):
+  """DeepseekV2ForCausalLM (softmax routing, greedy or group-limited greedy) and DeepseekV3ForCausalLM."""
+
+  architectures = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
+
+  def model_keys_from_hf(self, hf: dict) -> dict:
+    problems = []
+    v3 = hf.get("model_type") == "deepseek_v3" or "DeepseekV3ForCausalLM" in (hf.get("architectures") or [])
+    N = hf["num_attention_heads"]
+    keys = {
+        "decoder_block": "deepseek",
+        "base_emb_dim": hf["hidden_size"],
+        "base_num_query_heads": N,
+        "base_num_kv_heads": _get(hf, "num_key_value_heads", N),
+        "head_dim": hf["qk_nope_head_dim"] + hf["qk_rope_head_dim"],
+        "base_mlp_dim": hf["intermediate_size"],
+        "base_moe_mlp_dim": hf["moe_intermediate_size"],
+        "base_num_decoder_layers": hf["num_hidden_layers"],
+        "first_num_dense_layers": int(_get(hf, "first_k_dense_replace", 0)),
+        "vocab_size": hf["vocab_size"],
+        "normalization_layer_epsilon": float(_get(hf, "rms_norm_eps", 1e-6)),
+        "mlp_activations": ["silu", "linear"],
+        "logits_via_embedding": bool(hf.get("tie_word_embeddings", False)),
+        "attention_type": "mla",
+        "q_lora_rank": int(_get(hf, "q_lora_rank", 0)),
+        "kv_lora_rank": hf["kv_lora_rank"],
+        "qk_nope_head_dim": hf["qk_nope_head_dim"],
+        "qk_rope_head_dim": hf["qk_rope_head_dim"],
+        "v_head_dim": hf["v_head_dim"],
+        "num_experts": int(_get(hf, "n_routed_experts", _get(hf, "num_local_experts", 0))),
+        "num_experts_per_tok": int(hf["num_experts_per_tok"]),
+        "shared_experts": int(_get(hf, "n_shared_experts", 0)),
+        "routed_scaling_factor": float(_get(hf, "routed_scaling_factor", 1.0)),
+        "rope_interleave": bool(_get(hf, "rope_interleave", True)) if v3 else True,
+    }
+    if keys["logits_via_embedding"]:
+      keys["normalize_embedding_logits"] = False
+    if v3:
+      keys.update(routed_score_func="sigmoid", routed_bias=True, norm_topk_prob=bool(_get(hf, "norm_topk_prob", True)),
+                  n_routing_groups=int(_get(hf, "n_group", 1)), topk_routing_group=int(_get(hf, "topk_group", 1)))
+    else:
+      keys.update(routed_score_func="softmax", routed_bias=False, norm_topk_prob=False)
+      method = _get(hf, "topk_method", "greedy")
+      if method == "group_limited_greedy":
+        keys.update(n_routing_groups=int(hf["n_group"]), topk_routing_group=int(hf["topk_group"]))
+      elif method != "greedy":
+        problems.append(f"topk_method={method!r} is not supported (greedy, group_limited_greedy)")
+    theta, scaling = rope_theta_and_scaling(hf)
+    keys["rope_max_timescale"] = int(theta) if float(theta).is_integer() else theta
+    kind = scaling.get("rope_type")
+    if kind == "yarn":
+      m, m_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+      if scaling.get("attention_factor") is not None or not (m and m_all and float(m) == float(m_all)):
+        problems.append(f"yarn rope_scaling needs mscale == mscale_all_dim (no rotary attention factor); got {scaling}")
+      factor = scaling["factor"]
+      keys.update(rope_type="yarn", rope_factor=int(factor) if float(factor).is_integer() else factor,
+                  original_max_position_embeddings=int(scaling["original_max_position_embeddings"]),
+                  max_position_embeddings=int(_get(hf, "max_position_embeddings", 163840)),
+                  beta_fast=int(scaling.get("beta_fast") or 32), beta_slow=int(scaling.get("beta_slow") or 1),
+                  mscale=float(m_all or 1.0), rope_truncate=bool(scaling.get("truncate", True)),
+                  rope_attention_scaling=False)
+    elif kind:
+      problems.append(f"rope_scaling type {kind!r} is not supported (only yarn)")
+    else:
+      keys["rope_type"] = "default"
+    if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+      problems.append(f"hidden_act={hf.get('hidden_act')!r} is not supported (only silu)")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+      problems.append("attention_bias / mlp_bias are not supported")
+    if int(_get(hf, "moe_layer_freq", 1)) != 1:
+      problems.append("moe_layer_freq != 1 is not supported")
+    if problems:
+      raise HFConfigError("Hugging Face config not supported: " + "; ".join(problems))
+    return keys
+
+  def hf_config_from(self, spec: ModelSpec) -> dict:
+    m = spec.moe
+    if spec.attention_type != "mla" or m is None:
+      raise HFConfigError("deepseek checkpoints need attention_type=mla and MoE layers")
+    v3 = m.routed_score_func == "sigmoid"
+    if v3 != m.routed_bias or (not v3 and m.norm_topk_prob):
+      raise HFConfigError("DeepSeek-V3 routes by sigmoid + routed bias, V2 by softmax without renormalisation")
+    rope = {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)}
+    if spec.rope_type == "yarn":
+      if spec.rope_attention_scaling:
+        raise HFConfigError("rope_attention_scaling has no DeepSeek counterpart")
+      rope = {"rope_type": "yarn", "rope_theta": float(spec.rope_max_timescale), "factor": float(spec.rope_factor),
+              "original_max_position_embeddings": spec.original_max_position_embeddings,
+              "beta_fast": float(spec.beta_fast), "beta_slow": float(spec.beta_slow), "mscale": spec.mscale,
+              "mscale_all_dim": spec.mscale, "truncate": spec.rope_truncate}
+    elif spec.rope_type != "default":
+      raise HFConfigError(f"rope_type={spec.rope_type!r} has no DeepSeek counterpart")
+    if not spec.rope_interleave and not v3:
+      raise HFConfigError("DeepseekV2 always rotates interleaved pairs (rope_interleave=true)")
+    groups = m.n_routing_groups if m.n_routing_groups > 0 else 1
+    cfg = {
+        "architectures": ["DeepseekV3ForCausalLM" if v3 else "DeepseekV2ForCausalLM"],
+        "model_type": "deepseek_v3" if v3 else "deepseek_v2",
+        "hidden_size": spec.emb_dim, "intermediate_size": spec.mlp_dim, "moe_intermediate_size": m.mlp_dim,
+        "num_hidden_layers": spec.num_decoder_layers, "num_attention_heads": spec.num_query_heads,
+        "num_key_value_heads": spec.num_kv_heads, "vocab_size": spec.vocab_size,
+        "rms_norm_eps": spec.normalization_layer_epsilon, "hidden_act": "silu",
+        "max_position_embeddings": spec.max_position_embeddings if spec.rope_type == "yarn" else
+        max(spec.max_target_length, 2048),
+        "tie_word_embeddings": spec.logits_via_embedding, "attention_bias": False,
+        "q_lora_rank": spec.q_lora_rank or None, "kv_lora_rank": spec.kv_lora_rank,
+        "qk_nope_head_dim": spec.qk_nope_head_dim, "qk_rope_head_dim": spec.qk_rope_head_dim,
+        "v_head_dim": spec.v_head_dim, "n_routed_experts": m.num_experts, "num_experts_per_tok": m.num_experts_per_tok,
+        "n_shared_experts": m.shared_experts, "first_k_dense_replace": m.first_num_dense_layers,
+        "routed_scaling_factor": m.routed_scaling_factor, "n_group": groups,
+        "topk_group": m.topk_routing_group if m.n_routing_groups > 0 else 1,
+        "norm_topk_prob": m.norm_topk_prob, "rope_theta": float(spec.rope_max_timescale),
+        "rope_scaling": None if rope["rope_type"] == "default" else rope, "rope_parameters": rope,
+    }
+    if v3:
+      cfg["rope_interleave"] = spec.rope_interleave
+    else:
+      cfg["topk_method"] = "group_limited_greedy" if m.n_routing_groups > 0 else "greedy"
+    return cfg
+
+  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
+    if hf_name.endswith("rotary_emb.inv_freq"):
+      return []
+    if hf_name == "lm_head.weight" and spec.logits_via_embedding:
+      return []
+    m = _HF_LAYER.fullmatch(hf_name)
+    if m:
+      layer, rest = _our_layer(spec, int(m.group(1))), m.group(2)
+      e = _HF_EXPERT.fullmatch(rest)
+      if e:
+        return [(f"{layer}.mlp.{_EXPERTS[e.group(2)]}[{e.group(1)}]", np.ascontiguousarray(array.T))]
+      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
+        if rest == hf_suffix:
+          return [(f"{layer}.{our_suffix}", _to_ours_kind(spec, kind, array))]
+      return None
+    for name, ours, kind in _GLOBAL_TABLE:
+      if hf_name == name:
+        return [(ours, _to_ours_kind(spec, kind, array))]
+    return None
+
+  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
+    m = _OUR_LAYER.fullmatch(our_path)
+    if m:
+      i, rest = _hf_layer(spec, m.group(1), int(m.group(2))), m.group(3)
+      if _OUR_EXPERT.fullmatch(rest) and array.ndim == 3:
+        hf = {v: k for k, v in _EXPERTS.items()}[rest[len("mlp."):]]
+        return [(f"model.layers.{i}.mlp.experts.{e}.{hf}.weight", np.ascontiguousarray(array[e].T))
+                for e in range(array.shape[0])]
+      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
+        if rest == our_suffix:
+          return [(f"model.layers.{i}.{hf_suffix}", _to_hf_kind(kind, array))]
+      raise KeyError(our_path)
+    for name, ours, kind in _GLOBAL_TABLE:
+      if our_path == ours:
+        return [(name, _to_hf_kind(kind, array))]
+    raise KeyError(our_path)
