@@ -7,6 +7,10 @@ from collections.abc import Callable
 DECODER_BLOCKS: dict[str, type] = {}
 
 
+class ModelSpecError(ValueError):
+  """A model description that cannot be built (unknown decoder_block, inconsistent fields): bad input, exit code 2."""
+
+
 def register_decoder_block(*names: str) -> Callable[[type], type]:
   """Class decorator: `@register_decoder_block('llama2', 'mistral')`."""
 
@@ -24,4 +28,4 @@ def get_decoder_block(name: str) -> type:
   try:
     return DECODER_BLOCKS[name]
   except KeyError:
-    raise ValueError(f"unknown decoder_block {name!r}; allowed: {sorted(DECODER_BLOCKS)}") from None
+    raise ModelSpecError(f"decoder_block {name!r} is not built; available: {sorted(DECODER_BLOCKS)}") from None
