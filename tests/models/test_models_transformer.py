@@ -80,8 +80,8 @@ def test_final_logits_soft_cap():
 
 def test_registry():
   assert {"llama2", "mistral"} <= set(DECODER_BLOCKS)
-  with pytest.raises(ValueError, match=r"unknown decoder_block 'gpt3'.*llama2.*mistral"):
-    build_model(TINY.replace(decoder_block="gpt3"), nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"decoder_block 'no_such_block' is not built.*llama2.*mistral"):
+    build_model(TINY.replace(decoder_block="no_such_block"), nnx.Rngs(0))
   mistral = build(TINY.replace(decoder_block="mistral", sliding_window_size=4))
   assert jax.eval_shape(mistral, jnp.ones((1, 6), jnp.int32)).shape == (1, 6, 128)
 
