@@ -31,3 +31,23 @@ class RMSNorm(nnx.Module):
     if self.scale_offset:
       return (y * (self.scale[...].astype(jnp.float32) + self.scale_offset)).astype(self.dtype)
     return y.astype(self.dtype) * self.scale[...].astype(self.dtype)
+
+
+class LayerNorm(nnx.Module):
+  """y = (x - mean) / sqrt(var + eps) * scale + bias over the last axis, reduced in float32 (gpt3).
+
+  `scale` stores the multiplier itself (init 1), as torch's LayerNorm; MaxText's Gpt3LayerNorm stores
+  scale - 1 (init 0) instead."""
+
+  def __init__(self, num_features: int, *, epsilon: float, dtype, weight_dtype, rngs: nnx.Rngs):
+    self.epsilon = epsilon
+    self.dtype = dtype
+    self.scale = param(rngs, nnx.initializers.ones, (num_features,), weight_dtype, ("norm",))
+    self.bias = param(rngs, nnx.initializers.zeros, (num_features,), weight_dtype, ("norm",))
+
+  def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    x = x_BTD.astype(jnp.float32)
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    y = ((x - mean) * jax.lax.rsqrt(var + self.epsilon)).astype(self.dtype)
+    return y * self.scale[...].astype(self.dtype) + self.bias[...].astype(self.dtype)

@@ -1,0 +1,216 @@
+"""OLMo 2 / OLMo 3 decoder block (decoder_block 'olmo3', MaxText's presets olmo3-{7b,7b-pt,32b}) and its
+Hugging Face mappings onto `Olmo3ForCausalLM` and `Olmo2ForCausalLM`.
+
+The block (transformers' Olmo2/Olmo3DecoderLayer): norms on the sublayer OUTPUTS, none on the inputs:
+  x + post_self_attention_norm(attn(x)), then + post_ffw_norm(mlp(.));   RMSNorm (weights w, init 1)
+- QK-norm over the whole projected query / key (`use_qk_norm`): one RMSNorm over N*H and one over K*H
+  (scales query_norm [N*H], key_norm [K*H]), not per head as qwen3/gemma3; then RoPE (rotate-half layout).
+- SwiGLU MLP, no biases, untied output logits (`logits_dense`).
+- OLMo 3 attention pattern: layer i uses full attention iff (i + 1) % 4 == 0, else the sliding window
+  `sliding_window_size` (HF layer_types; MaxText `inhomogeneous_layer_cycle_interval: 4`, which this family
+  fixes at 4). The block takes its layer index (static in the loop layout, traced under scan) like gemma3.
+  With `sliding_window_size: 0` every layer is global: that is OLMo 2 (same parameters), which converts to and
+  from `Olmo2ForCausalLM`.
+- RoPE: one rotation for all layers (rope_max_timescale, rope_type default or yarn as the presets set).
+  HF OLMo 3 applies `rope_scaling` to the full-attention layers only; a checkpoint whose two layer types
+  use different RoPE is refused by `model_keys_from_hf`.
+
+HF names -> ours (W.T = transposed torch Linear weight):
+  model.embed_tokens.weight                       token_embedder.embedding
+  model.layers.i.self_attn.q_proj / k_proj / v_proj  decoder.layers.i.self_attention.query/key/value.kernel
+                                                  = W.T -> [D, N, H] / [D, K, H]
+  model.layers.i.self_attn.o_proj                 ....self_attention.out.kernel = W.T -> [N, H, D]
+  model.layers.i.self_attn.q_norm / k_norm        ....self_attention.query_norm/key_norm.scale [N*H] / [K*H]
+  model.layers.i.post_attention_layernorm         ....post_self_attention_norm.scale
+  model.layers.i.mlp.gate/up/down_proj            ....mlp.wi_0 / wi_1 / wo .kernel = W.T
+  model.layers.i.post_feedforward_layernorm       ....post_ffw_norm.scale
+  model.norm.weight                               decoder.decoder_norm.scale
+  lm_head.weight                                  decoder.logits_dense.kernel = W.T (tied: dropped)
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
+
+from maxtext_like.models.attention import Attention
+from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
+from maxtext_like.models.kv_cache import LayerKV
+from maxtext_like.models.llama2 import LlamaHF, _to_hf_kind, _to_ours_kind
+from maxtext_like.models.mlp import MlpBlock
+from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.sharding import ACT_BTD, constrain
+from maxtext_like.models.spec import ModelSpec
+
+ATTENTION_PATTERN = 4  # layers per sliding, sliding, sliding, full cycle
+
+
+def is_global_layer(index):
+  """Python bool for an int index, traced bool for a traced one."""
+  return (index + 1) % ATTENTION_PATTERN == 0
+
+
+def layer_types(num_layers: int, window: int) -> list[str]:
+  return ["full_attention" if not window or is_global_layer(i) else "sliding_attention" for i in range(num_layers)]
+
+
+class OlmoAttention(Attention):
+  """`Attention` whose QK-norm normalises all heads of q (and of k) together."""
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    super().__init__(spec.replace(use_qk_norm=False), rngs=rngs)
+    self.full_qk_norm = spec.use_qk_norm
+    if spec.use_qk_norm:
+      N, K, H = spec.num_query_heads, spec.num_kv_heads, spec.head_dim
+      norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
+                  rngs=rngs)
+      self.query_norm = RMSNorm(N * H, **norm)
+      self.key_norm = RMSNorm(K * H, **norm)
+
+  def project(self, x_BTD: jax.Array):
+    q_BTNH, k_BTKH, v_BTKH = super().project(x_BTD)
+    if self.full_qk_norm:
+      q_BTNH = self.query_norm(q_BTNH.reshape(*q_BTNH.shape[:2], -1)).reshape(q_BTNH.shape)
+      k_BTKH = self.key_norm(k_BTKH.reshape(*k_BTKH.shape[:2], -1)).reshape(k_BTKH.shape)
+    return q_BTNH, k_BTKH, v_BTKH
+
+
+@register_decoder_block("olmo3")
+class OlmoDecoderLayer(nnx.Module):
+  """x + norm(attn(x)), then + norm(mlp(.)); sliding window unless (layer_index + 1) % 4 == 0."""
+
+  takes_layer_index = True
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
+                rngs=rngs)
+    self.window = spec.sliding_window_size
+    self.self_attention = OlmoAttention(spec, rngs=rngs)
+    self.post_self_attention_norm = RMSNorm(spec.emb_dim, **norm)
+    self.mlp = MlpBlock(spec, rngs=rngs)
+    self.post_ffw_norm = RMSNorm(spec.emb_dim, **norm)
+    self.dropout = nnx.Dropout(spec.dropout_rate)
+
+  def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
+               layer_index: jax.Array | int, dropout_key: jax.Array | None = None,
+               cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
+    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    is_global = is_global_layer(layer_index)
+    if isinstance(is_global, bool):
+      window = 0 if is_global else self.window
+    else:
+      window = jnp.where(is_global, 0, self.window) if self.window else 0
+    attn_BTD, cache = self.self_attention(x_BTD, positions_BT, segment_ids_BT, cache=cache, window=window)
+    x_BTD = x_BTD + self.post_self_attention_norm(attn_BTD)
+    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    mlp_BTD = self.post_ffw_norm(self.mlp(x_BTD, dropout_key=mlp_key))
+    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
+    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+
+
+# ---- Hugging Face mapping ----------------------------------------------------------------------------------
+
+_LAYER_TABLE = (
+    ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"),
+    ("self_attn.k_proj.weight", "self_attention.key.kernel", "kv"),
+    ("self_attn.v_proj.weight", "self_attention.value.kernel", "kv"),
+    ("self_attn.o_proj.weight", "self_attention.out.kernel", "o"),
+    ("self_attn.q_norm.weight", "self_attention.query_norm.scale", "copy"),
+    ("self_attn.k_norm.weight", "self_attention.key_norm.scale", "copy"),
+    ("post_attention_layernorm.weight", "post_self_attention_norm.scale", "copy"),
+    ("mlp.gate_proj.weight", "mlp.wi_0.kernel", "dense"),
+    ("mlp.up_proj.weight", "mlp.wi_1.kernel", "dense"),
+    ("mlp.down_proj.weight", "mlp.wo.kernel", "dense"),
+    ("post_feedforward_layernorm.weight", "post_ffw_norm.scale", "copy"),
+)
+_GLOBAL_TABLE = (
+    ("model.embed_tokens.weight", "token_embedder.embedding", "copy"),
+    ("model.norm.weight", "decoder.decoder_norm.scale", "copy"),
+    ("lm_head.weight", "decoder.logits_dense.kernel", "dense"),
+)
+
+
+@register_hf_mapping("olmo3")
+class OlmoHF(LlamaHF):
+  """Olmo3ForCausalLM (sliding window on 3 of 4 layers) and Olmo2ForCausalLM (no window)."""
+
+  architectures = ("Olmo3ForCausalLM", "Olmo2ForCausalLM")
+
+  def decoder_block_for(self, hf: dict) -> str:
+    return "olmo3"
+
+  def model_keys_from_hf(self, hf: dict) -> dict:
+    hf = dict(hf)
+    olmo3 = hf.get("model_type") == "olmo3" or "Olmo3ForCausalLM" in (hf.get("architectures") or [])
+    rp = hf.get("rope_parameters") or {}
+    if olmo3 and isinstance(rp.get("full_attention"), dict):  # per layer type (transformers 5)
+      full, sliding = dict(rp["full_attention"]), dict(rp.get("sliding_attention") or rp["full_attention"])
+      if full != sliding:
+        raise HFConfigError(f"rope_parameters={rp}: different RoPE on sliding and full layers is not supported")
+      hf["rope_parameters"] = full
+    return super().model_keys_from_hf(hf)
+
+  def family_keys(self, hf: dict, keys: dict) -> list[str]:
+    keys["use_qk_norm"] = True
+    problems = []
+    n = hf["num_hidden_layers"]
+    olmo3 = hf.get("model_type") == "olmo3" or "Olmo3ForCausalLM" in (hf.get("architectures") or [])
+    window = int(hf.get("sliding_window") or 0) if olmo3 else 0
+    types = hf.get("layer_types") or layer_types(n, window)
+    if olmo3 and types != layer_types(n, window):
+      if all(t == "full_attention" for t in types):
+        window = 0
+      else:
+        problems.append(f"layer_types={types}: olmo3 needs 3 sliding : 1 full (or all full)")
+    keys["sliding_window_size"] = window
+    if keys["rope_type"] != "default":  # LlamaHF maps llama3 scaling; OLMo uses none or yarn
+      problems.append(f"rope_type {keys['rope_type']!r} is not supported for olmo")
+    return problems
+
+  def hf_config_from(self, spec: ModelSpec) -> dict:
+    if not spec.use_qk_norm:
+      raise HFConfigError("OLMo 2/3 always normalise q and k: set use_qk_norm=true")
+    if spec.rope_type != "default":
+      raise HFConfigError(f"rope_type={spec.rope_type!r}: only default RoPE is mapped to OLMo configs so far")
+    common = self._common_config(spec)
+    common.pop("rope_scaling")
+    if not spec.sliding_window_size:
+      return {"architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", **common, "attention_bias": False,
+              "pad_token_id": None, "eos_token_id": None}
+    rope = common.pop("rope_parameters")
+    common.pop("rope_theta")
+    return {"architectures": ["Olmo3ForCausalLM"], "model_type": "olmo3", **common, "attention_bias": False,
+            "sliding_window": spec.sliding_window_size,
+            "layer_types": layer_types(spec.num_decoder_layers, spec.sliding_window_size),
+            "rope_parameters": {"full_attention": dict(rope), "sliding_attention": dict(rope)},
+            "pad_token_id": None, "eos_token_id": None}
+
+  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
+    if hf_name.endswith("rotary_emb.inv_freq"):
+      return []
+    if hf_name == "lm_head.weight" and spec.logits_via_embedding:
+      return []
+    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", hf_name)
+    table = _LAYER_TABLE if m else _GLOBAL_TABLE
+    name = m.group(2) if m else hf_name
+    prefix = f"decoder.layers.{m.group(1)}." if m else ""
+    for hf_suffix, ours, kind in table:
+      if name == hf_suffix:
+        return [(prefix + ours, _to_ours_kind(spec, kind, array))]
+    return None
+
+  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
+    m = re.fullmatch(r"decoder\.layers\.(\d+)\.(.+)", our_path)
+    table = _LAYER_TABLE if m else _GLOBAL_TABLE
+    name = m.group(2) if m else our_path
+    prefix = f"model.layers.{m.group(1)}." if m else ""
+    for hf_suffix, ours, kind in table:
+      if name == ours:
+        return [(prefix + hf_suffix, _to_hf_kind(kind, array))]
+    raise KeyError(our_path)

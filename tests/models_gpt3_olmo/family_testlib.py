@@ -1,0 +1,108 @@
+"""Tiny random transformers GPT-2 / OLMo 2 / OLMo 3 models, our specs for them and their weights loaded into ours."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from maxtext_like.models import ModelSpec, build_model
+from maxtext_like.models.gemma import state_dict_to_params  # noqa: F401  (generic: any family's mapping)
+from maxtext_like.models.hf_registry import get_hf_mapping
+
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+WINDOW = 6  # sliding window of the tiny olmo3; test sequences are longer
+COMMON = dict(vocab_size=128, emb_dim=32, num_query_heads=4, num_kv_heads=4, head_dim=8, mlp_dim=64,
+              remat_policy="none", attention="dot_product", scan_layers=False, dtype="float32",
+              weight_dtype="float32")
+
+SPECS = {
+    # fused q/k/v, learned positions, LayerNorm with bias, tied logits
+    "gpt3": ModelSpec(decoder_block="gpt3", num_decoder_layers=2, mlp_activations=("gelu",), fused_qkv=True,
+                      trainable_position_size=64, logits_via_embedding=True, use_iota_embed=True,
+                      normalization_layer_epsilon=1e-5, **COMMON),
+    "gpt3_unfused": ModelSpec(decoder_block="gpt3", num_decoder_layers=2, mlp_activations=("gelu",),
+                              trainable_position_size=64, logits_via_embedding=False,
+                              normalization_layer_epsilon=1e-5, **COMMON),
+    # no sliding window: OLMo 2
+    "olmo2": ModelSpec(decoder_block="olmo3", num_decoder_layers=2, **{**COMMON, "num_kv_heads": 2},
+                       use_qk_norm=True, rope_max_timescale=500_000, normalization_layer_epsilon=1e-6),
+    # 5 layers: sliding x3, full, sliding
+    "olmo3": ModelSpec(decoder_block="olmo3", num_decoder_layers=5, **{**COMMON, "num_kv_heads": 2},
+                       use_qk_norm=True, sliding_window_size=WINDOW, rope_max_timescale=500_000,
+                       normalization_layer_epsilon=1e-6),
+}
+
+
+def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25, embed_std: float = 0.5):
+  """A transformers model from our mapping's config (eager attention, float32), weights redrawn: linear
+  weights N(0, std^2), norm weights 1 + N(0, 0.2^2), biases N(0, 0.1^2), embeddings N(0, embed_std^2)."""
+  import transformers
+  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
+  arch = c.pop("architectures")[0]
+  config = transformers.AutoConfig.for_model(**c)
+  config.architectures = [arch]
+  torch.manual_seed(seed)
+  model = getattr(transformers, arch)._from_config(config, attn_implementation="eager", dtype=torch.float32)
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      if "norm" in name or ".ln_" in name:
+        p.copy_(1.0 + 0.2 * torch.randn_like(p)) if name.endswith("weight") else p.normal_(0.0, 0.1)
+      elif name.endswith("bias"):
+        p.normal_(0.0, 0.1)
+      else:
+        p.normal_(0.0, std)
+    model.get_input_embeddings().weight.normal_(0.0, embed_std)
+  model.eval()
+  model.generation_config.eos_token_id = None
+  model.generation_config.pad_token_id = 0
+  model.generation_config.bos_token_id = None
+  return model
+
+
+def our_model(spec: ModelSpec, hf, *, scan_layers: bool = False):
+  """Our model with hf's weights (via the family's HF mapping), in the loop or scanned layout."""
+  spec = spec.replace(scan_layers=scan_layers)
+  flat = state_dict_to_params(spec, {k: v.detach().numpy() for k, v in hf.state_dict().items()})
+  model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
+  graphdef, state = nnx.split(model)
+  L = spec.num_decoder_layers
+  used = set()
+
+  def fill(path, leaf):
+    key = ".".join(str(p) for p in path)
+    if spec.scan_layers and key.startswith("decoder.layers."):
+      rest = key[len("decoder.layers."):]
+      names = [f"decoder.layers.{i}.{rest}" for i in range(L)]
+      value = np.stack([flat[n] for n in names], axis=spec.param_scan_axis)
+    else:
+      names = [key]
+      value = flat[key]
+    used.update(names)
+    assert value.shape == leaf.shape, (key, value.shape, leaf.shape)
+    return jnp.asarray(value, leaf.dtype)
+
+  pure = nnx.to_pure_dict(state)
+  pure = jax.tree_util.tree_map_with_path(lambda p, x: fill([k.key for k in p], x), pure)
+  assert used == set(flat), sorted(set(flat) ^ used)
+  nnx.replace_by_pure_dict(state, pure)
+  return nnx.merge(graphdef, state)
+
+
+def tokens(batch: int, length: int, seed: int = 1, vocab: int = 128) -> np.ndarray:
+  return np.random.default_rng(seed).integers(2, vocab, size=(batch, length)).astype(np.int32)
+
+
+def hf_logits(hf, toks: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return hf(torch.from_numpy(toks.astype(np.int64))).logits.numpy()
+
+
+def our_logits(model, toks: np.ndarray) -> np.ndarray:
+  graphdef, state = nnx.split(model)
+  return np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, jnp.asarray(toks)))

@@ -1,0 +1,71 @@
+"""Every gpt3 / olmo3 preset has as many parameters as the transformers model (GPT2LMHeadModel /
+Olmo3ForCausalLM, meta device) built from the same hyperparameters, and the hyperparameters are the published
+ones."""
+
+import pathlib
+
+import pytest
+import torch
+import transformers
+
+from maxtext_like import api
+from maxtext_like.config import load_config
+from maxtext_like.models.hf_registry import get_hf_mapping
+from maxtext_like.training.model_spec import model_spec
+
+MODELS = pathlib.Path(__file__).parents[2] / "configs" / "models"
+# RoPE has no parameters: load olmo3-7b / 32b with default RoPE so these tests do not depend on YaRN.
+NO_YARN = ["override_model_config=true", "rope_type=default"]
+PRESETS = sorted(p.stem for pattern in ("gpt3-*.yml", "olmo3-*.yml") for p in MODELS.glob(pattern))
+
+# emb, heads, kv heads, head_dim, mlp, layers, vocab, positions (gpt3) / sliding window (olmo3).
+# gpt3-175b is GPT-3 175B (Brown et al. 2020, table 2.1: d_model 12288, 96 layers x 96 heads of 128, BPE vocab
+# 50257 padded to 50304 as MaxText; positions: MaxText's 16384 rows, the paper's context is 2048).
+# gpt3-6b / gpt3-22b / gpt3-52k are MaxText's own sizes (not the paper's 6.7B / 13B models).
+# olmo3-*: config.json of allenai/Olmo-3-1025-7B (7b, 7b-pt) and allenai/Olmo-3-1125-32B.
+PUBLISHED = {
+    "gpt3-175b": (12288, 96, 96, 128, 49152, 96, 50304, 16384),
+    "gpt3-22b": (6144, 24, 24, 256, 24576, 48, 32768, 16384),
+    "gpt3-6b": (3072, 12, 12, 256, 12288, 48, 32768, 16384),
+    "gpt3-52k": (16, 2, 2, 8, 64, 1, 1024, 2048),
+    "olmo3-7b": (4096, 32, 32, 128, 11008, 32, 100278, 4096),
+    "olmo3-7b-pt": (4096, 32, 32, 128, 11008, 32, 100278, 4096),
+    "olmo3-32b": (5120, 40, 8, 128, 27648, 64, 100278, 4096),
+}
+# Totals as transformers counts them (tied lm_head once); gpt3-175b: 174.78e9, of which 0.20e9 are position rows
+# beyond the paper's 2048 (the paper rounds its 174.6e9 to "175.0B").
+TOTALS = {"gpt3-175b": 174_780_997_632, "gpt3-52k": 52_464, "olmo3-7b": 7_298_011_136,
+          "olmo3-32b": 32_233_522_176}
+
+
+def test_all_presets_listed():
+  assert PRESETS == sorted(PUBLISHED)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_hyperparameters(name):
+  s = model_spec(load_config(["base.yml", f"model_name={name}", *NO_YARN], env={}))
+  last = s.trainable_position_size if s.decoder_block == "gpt3" else s.sliding_window_size
+  got = (s.emb_dim, s.num_query_heads, s.num_kv_heads, s.head_dim, s.mlp_dim, s.num_decoder_layers, s.vocab_size,
+         last)
+  assert got == PUBLISHED[name]
+  if s.decoder_block == "gpt3":
+    assert s.fused_qkv and s.logits_via_embedding and s.mlp_activations == ("gelu",)
+  else:
+    assert s.use_qk_norm and not s.logits_via_embedding and s.mlp_activations == ("silu", "linear")
+    assert s.normalization_layer_epsilon == 1e-6 and s.rope_max_timescale == 500_000
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_param_count_equals_transformers(name):
+  cfg = load_config(["base.yml", f"model_name={name}", *NO_YARN], env={})
+  spec = model_spec(cfg)
+  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
+  arch = c.pop("architectures")[0]
+  with torch.device("meta"):
+    hf = getattr(transformers, arch)(transformers.AutoConfig.for_model(**c))
+  want = sum(p.numel() for p in hf.parameters())  # tied lm_head counted once
+  got = api.count_params(cfg)
+  assert got == want
+  if name in TOTALS:
+    assert got == TOTALS[name]
