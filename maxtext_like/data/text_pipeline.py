@@ -130,6 +130,10 @@ def _pack(ds: grain.IterDataset, *, packing: bool, packing_type: str, seq_len: i
 
 def _component(src, *, tokenizer, add_bos, add_eos, vocab_size, tokenize, shuffle, shuffle_window, seed,
                num_epoch, process_index, process_count, read_options) -> grain.IterDataset:
+  if getattr(src, "streaming", False):  # hf_stream.HFStreamSource: shards, shuffles (buffer) and repeats itself
+    ds = src.iter_dataset(shuffle=shuffle, buffer_size=shuffle_window, seed=seed, num_epoch=num_epoch,
+                          process_index=process_index, process_count=process_count)
+    return ds.map(_Tokenize(tokenizer, add_bos, add_eos, vocab_size, src, tokenize))
   ds = grain.MapDataset.source(_Indexed(src))[process_index::process_count]
   if len(ds) == 0:  # pylint: disable=g-explicit-length-test
     raise DataError(f"process {process_index}/{process_count} got no documents from"
@@ -195,7 +199,8 @@ def make_lm_iterator(
     tokenize: documents are text to tokenize; False: they are token ids
       (pre-tokenized data, used as they are: add_bos/add_eos do not apply).
     shuffle_window: > 0: shuffle within windows of this many documents
-      (cheaper reads for Parquet row groups) instead of globally.
+      (cheaper reads for Parquet row groups) instead of globally; the
+      shuffle buffer size of a streamed source (`hf_stream`).
     num_threads, prefetch_buffer_size: grain read threads and their buffer.
     worker_count, per_worker_buffer_size: > 0 runs the pipeline in that many
       worker processes (grain mp_prefetch).
@@ -205,6 +210,8 @@ def make_lm_iterator(
     weights = None
   _validate(seq_len, global_batch_size, packing_type, process_index, process_count,
             max_segments_per_seq, weights, len(sources))
+  if worker_count > 0 and any(getattr(s, "streaming", False) for s in sources):
+    raise ValueError("a streamed source runs in this process: worker_count must be 0")
   read_options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
   comps = [_component(s, tokenizer=tokenizer, add_bos=add_bos, add_eos=add_eos, vocab_size=vocab_size,
                       tokenize=tokenize, shuffle=shuffle, shuffle_window=shuffle_window, seed=seed + 1000 * k,
@@ -224,7 +231,7 @@ def make_lm_iterator(
     batches = batches.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count,
                                                                per_worker_buffer_size=per_worker_buffer_size))
   fingerprint = dict(
-      sources=[[records.source_name(s), len(s)] for s in sources], weights=list(weights) if weights else None,
+      sources=[[records.source_name(s), len(s) if hasattr(s, "__len__") else "stream"] for s in sources], weights=list(weights) if weights else None,
       vocab_size=tokenizer.vocab_size, seq_len=seq_len,
       global_batch_size=global_batch_size, shuffle=shuffle, seed=seed, shuffle_window=shuffle_window,
       packing=packing, packing_type=packing_type if packing else None,

@@ -63,7 +63,7 @@ def setting(cfg: Config, key: str):
 
 
 def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: str, process_index: int, process_count: int,
-                *, loader_keys: bool = True, shuffle_window: int = 0):
+                *, loader_keys: bool = True, shuffle_window: int = 0, in_process: bool = False):
   """The shared pipeline over `sources` with every data key of the config applied."""
   d, train = cfg.dataset, split == "train"
   loader = {}
@@ -72,6 +72,8 @@ def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: s
                   prefetch_buffer_size=d.grain_prefetch_buffer_size if train else d.grain_prefetch_buffer_size_eval,
                   worker_count=d.grain_worker_count if train else d.grain_worker_count_eval,
                   per_worker_buffer_size=d.grain_per_worker_buffer_size if train else d.grain_per_worker_buffer_size_eval)
+    if in_process:
+      loader["worker_count"] = 0
   it = make_lm_iterator(
       sources=sources, weights=weights, tokenizer=tokenizer_for(cfg), seq_len=cfg.inference.max_target_length,
       global_batch_size=global_batch, shuffle=cfg.training.enable_data_shuffling and train,
@@ -124,8 +126,9 @@ def _embedded(cfg: Config, global_batch: int, split: str, process_index: int, pr
 
 
 # ---- hf ----
-def hf_dataset(cfg: Config, split: str):
-  """`datasets.load_dataset` from local files or a local dataset directory (map-style, arrow-cached)."""
+def hf_dataset(cfg: Config, split: str, streaming: bool = False):
+  """`datasets.load_dataset` (local files, a local dataset directory, or the Hub): map-style (arrow-cached), or an
+  `IterableDataset` read as it goes with `streaming` (hf_streaming)."""
   d = cfg.dataset
   if not d.hf_path:
     raise DataError("dataset_type=hf needs hf_path: a builder name ('json', 'parquet', 'arrow', 'text', 'csv') with hf_train_files, "
@@ -145,7 +148,7 @@ def hf_dataset(cfg: Config, split: str):
   import datasets  # pylint: disable=g-import-not-at-top
   try:
     ds = datasets.load_dataset(d.hf_path, name=d.hf_name, data_dir=d.hf_data_dir, data_files=files, split=hf_split,
-                               token=d.hf_access_token)
+                               token=d.hf_access_token, **({"streaming": True} if streaming else {}))
   except FileNotFoundError:
     raise
   except Exception as e:  # noqa: BLE001 (datasets raises ValueError, DatasetGenerationError, StopIteration, ...)
@@ -157,6 +160,11 @@ def hf_dataset(cfg: Config, split: str):
 
 @source("hf")
 def _hf(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
+  if cfg.dataset.hf_streaming:  # read as it goes; shuffled with a buffer of grain_shuffle_buffer_size, in this process
+    from maxtext_like.data.hf_stream import HFStreamSource
+    ds, name = hf_dataset(cfg, split, streaming=True)
+    return lm_iterator(cfg, [HFStreamSource(ds, data_column(cfg, split), name)], None, global_batch, split,
+                       process_index, process_count, shuffle_window=cfg.dataset.grain_shuffle_buffer_size, in_process=True)
   ds, name = hf_dataset(cfg, split)
   return lm_iterator(cfg, [records.HFSource(ds, data_column(cfg, split), name)], None, global_batch, split,
                      process_index, process_count)

@@ -43,6 +43,7 @@ class DatasetSection(Section):
   hf_eval_split: None | str = F('Name of the HF evaluation split.')
   hf_eval_files: None | str = F('Files for the HF evaluation split.')
   hf_access_token: None | str = F('Hugging Face API access token.')
+  hf_streaming: bool = F('Read the hf dataset as it goes (datasets streaming=True) instead of converting it to arrow first; shuffled with a buffer of grain_shuffle_buffer_size. maxtext_like addition.')
   grain_train_files: str = F('Training source specification for the selected Grain file type.')
   grain_eval_files: str = F('Evaluation source specification for the selected Grain file type.')
   grain_train_mixture_config_path: str = F('Path to an ArrayRecord JSON file specifying Grain training mixture weights.')
