@@ -58,6 +58,49 @@ def experts_per_token(v, d):
     yield Problem("num_experts_per_tok", f"must not exceed num_experts ({v['num_experts']})", v["num_experts_per_tok"])
 
 
+# Decoder blocks whose layers are mixtures of experts (the MaxText families; unbuilt ones are refused elsewhere).
+MOE_DECODER_BLOCKS = frozenset({"mixtral", "qwen3_moe", "deepseek", "llama4", "gpt_oss", "qwen3_next", "qwen3_custom_moe",
+                                "qwen3_5", "gemma4", "deepseek4"})
+_MOE_DEFAULTS = {"num_experts": 1, "num_experts_per_tok": 1, "load_balance_loss_weight": 0.0, "shared_experts": 0,
+                 "routed_bias": False, "n_routing_groups": -1, "first_num_dense_layers": 0}
+
+
+@rule
+def moe_keys_need_moe_block(v, d):
+  if v["decoder_block"] in MOE_DECODER_BLOCKS:
+    return
+  for key, default in _MOE_DEFAULTS.items():
+    if v[key] != default:
+      yield Problem(key, f"is a mixture-of-experts setting, but decoder_block={v['decoder_block']!r} has no MoE layers",
+                    v[key], allowed=f"{default!r}, or a MoE decoder_block ({', '.join(sorted(MOE_DECODER_BLOCKS))})")
+
+
+@rule
+def capacity_factor_needs_capacity_dispatch(v, d):
+  if v["capacity_factor"] > 0 and v["sparse_matmul"]:
+    yield Problem("capacity_factor", "drops tokens only with the capacity (einsum) dispatch; the dropless grouped "
+                  "matmul (sparse_matmul=true) would ignore it", v["capacity_factor"],
+                  allowed="<= 0, or set sparse_matmul=false")
+
+
+@rule
+def moe_routing_groups(v, d):
+  g, k, E = v["n_routing_groups"], v["topk_routing_group"], v["num_experts"]
+  if g > 0:
+    if E % g:
+      yield Problem("n_routing_groups", f"must divide num_experts ({E})", g)
+    elif not 0 < k <= g or k * (E // g) < v["num_experts_per_tok"]:
+      yield Problem("topk_routing_group", f"must be in [1, n_routing_groups={g}] and its groups must hold at least "
+                    f"num_experts_per_tok ({v['num_experts_per_tok']}) experts", k)
+  if v["routed_bias_update_rate"] and not v["routed_bias"]:
+    yield Problem("routed_bias_update_rate", "updates the routed bias: needs routed_bias=true", v["routed_bias_update_rate"])
+  if v["routed_score_func"] not in ("", "softmax", "sigmoid"):
+    yield Problem("routed_score_func", "unknown scoring function", v["routed_score_func"], allowed="'', 'softmax', 'sigmoid'")
+  if v["first_num_dense_layers"] > v["base_num_decoder_layers"]:
+    yield Problem("first_num_dense_layers", f"exceeds base_num_decoder_layers ({v['base_num_decoder_layers']})",
+                  v["first_num_dense_layers"])
+
+
 @rule
 def one_checkpoint_source(v, d):
   if v["load_parameters_path"] and v["load_full_state_path"]:

@@ -30,6 +30,7 @@ mapping to a mesh and for activation constraints.
 from maxtext_like.models import llama2  # noqa: F401  (registers 'llama2', 'mistral')
 from maxtext_like.models import gemma, gemma2, gemma3  # noqa: F401  (register 'gemma', 'gemma2', 'gemma3')
 from maxtext_like.models import qwen2, qwen3  # noqa: F401  (register 'qwen2', 'qwen3')
+from maxtext_like.models import mixtral, qwen3_moe  # noqa: F401  (register 'mixtral', 'qwen3_moe')
 from maxtext_like.models import gpt3, olmo  # noqa: F401  (register 'gpt3', 'olmo3')
 from maxtext_like.models import deepseek  # noqa: F401  (registers 'deepseek')
 from maxtext_like.models.kv_cache import KVCache
