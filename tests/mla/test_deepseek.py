@@ -57,6 +57,8 @@ def hf_logits(hf, toks):
 @pytest.mark.parametrize("scan", [False, True])
 def test_logits_match_transformers(case, scan):
   name, hf, hf_cfg, tensors = case
+  if scan and name != "v3":
+    pytest.skip("scanned layout checked on v3 (same code path)")
   ours = ours_from_hf(spec_from_hf(hf_cfg, scan_layers=scan), tensors)
   toks = tokens(2, 24)
   diff = float(np.abs(np.asarray(ours(jnp.asarray(toks))) - hf_logits(hf, toks)).max())
@@ -80,6 +82,8 @@ def test_cache_decode_equals_full_forward_and_greedy_matches(case, naive):
   diff = float(np.abs(np.concatenate(steps, axis=1) - full).max())
   print(f"{name} naive={naive}: cache decode vs full max diff {diff:.2e}; cache k {cache.k_LBSKH.shape}")
   assert diff < 1e-5
+  if not naive:
+    return  # greedy generation once per case (naive cache); the latent cache equals it through the check above
   prompts = tokens(2, 6, seed=1)
   ours = generate_ids(model, [list(map(int, r)) for r in prompts], max_prefill=6, max_target=26, eos_id=None,
                       options=SamplingOptions())
@@ -94,3 +98,18 @@ def test_latent_cache_is_compressed():
   from maxtext_like.models import build_model
   cache = build_model(spec, nnx.Rngs(0)).init_cache(1, 8)
   assert cache.k_LBSKH.shape[-2:] == (1, 16) and cache.v_LBSKH.shape[-2:] == (1, 8)  # [c (R), k_rope (Hr)]
+
+
+@pytest.mark.parametrize("preset", ["deepseek2-16b", "deepseek3-671b"])
+def test_preset_param_count_equals_transformers(preset):
+  """Our count == transformers' on the meta device (parameters + the persistent e_score_correction_bias)."""
+  from maxtext_like.config import load_config
+  from maxtext_like.models import count_params
+  from maxtext_like.models.hf_registry import get_hf_mapping
+  from maxtext_like.training.model_spec import model_spec
+  spec = model_spec(load_config(["base.yml", f"model_name={preset}"], env={}))
+  hf_cfg = get_hf_mapping("deepseek").hf_config_from(spec)
+  cfg = transformers.AutoConfig.for_model(**{k: v for k, v in hf_cfg.items() if k != "architectures"})
+  with torch.device("meta"):
+    hf = getattr(transformers, hf_cfg["architectures"][0])(cfg)
+  assert count_params(spec) == sum(v.numel() for v in hf.state_dict().values())
