@@ -88,8 +88,11 @@ def resolve(cfg: Config, num_devices: int, num_slices: int = 1) -> Plan:
   if problems:
     raise ConfigError(problems)
   micro = int(load)
+  # expansion_factor_real_data (MaxText): E times the rows are loaded (the real ones by 1/E of the processes, the
+  # rest placeholders) and the train step keeps the first global_batch_size_to_train_on.
+  expansion = int(cfg.dataset.expansion_factor_real_data) if cfg.dataset.expansion_factor_real_data > 1 else 1
   return Plan(
       mesh_axes=tuple(axes), ici_parallelism=tuple(ici), dcn_parallelism=tuple(dcn), num_devices=num_devices, num_slices=num_slices,
-      global_batch_size_to_load=micro * accum, global_batch_size_to_train_on=micro * accum, micro_batch_size_to_train_on=micro,
+      global_batch_size_to_load=micro * expansion * accum, global_batch_size_to_train_on=micro * accum, micro_batch_size_to_train_on=micro,
       global_batch_size_to_eval_on=int(eval_load), gradient_accumulation_steps=accum,
   )

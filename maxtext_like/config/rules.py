@@ -143,6 +143,14 @@ def batch_size_positive(v, d):
 
 
 @rule
+def expansion_factor_real_data_valid(v, d):
+  e = v["expansion_factor_real_data"]
+  if e != -1 and (e < 1 or e != int(e)):
+    yield Problem("expansion_factor_real_data", "must be -1 (every process loads data) or a whole number >= 1 that divides "
+                  "the process count", e)
+
+
+@rule
 def prefill_shorter_than_target(v, d):
   if not 0 < v["max_prefill_predict_length"] <= v["max_target_length"]:
     yield Problem("max_prefill_predict_length", f"must be in 1..max_target_length ({v['max_target_length']})",

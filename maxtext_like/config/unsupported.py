@@ -102,7 +102,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # tokenizer
     "use_chat_template", "chat_template_path", "chat_template", "num_vocab_tiling",
     # dataset
-    "max_corpus_chars", "train_image_column", "eval_image_column", "expansion_factor_real_data",
+    "max_corpus_chars", "train_image_column", "eval_image_column",
     "enable_rampup_batch_size", "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",
     "colocated_python_data_input", "grain_use_elastic_iterator", "grain_ram_budget_mb", "grain_data_source_max_workers",
     "olmo_index_path", "olmo_path_remap_from", "olmo_path_remap_to", "olmo_apply_ngram_filter",

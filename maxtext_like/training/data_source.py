@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from maxtext_like.config import Config
 from maxtext_like.data import records
-from maxtext_like.data.checkpointable import ReuseFirstBatch
+from maxtext_like.data.checkpointable import ReuseFirstBatch, padding_batch
 from maxtext_like.data.errors import DataError
 from maxtext_like.data.synthetic import make_synthetic_iterator
 from maxtext_like.data.text_pipeline import make_lm_iterator
@@ -225,5 +225,55 @@ def _tfds(cfg: Config, global_batch: int, split: str, process_index: int, proces
   return lm_iterator(cfg, [src], None, global_batch, split, process_index, process_count)
 
 
+def loading_process_count(cfg: Config, split: str, process_count: int) -> int:
+  """How many processes read real data: process_count / expansion_factor_real_data for training, else all."""
+  e = cfg.dataset.expansion_factor_real_data
+  if split != "train" or e in (-1, 1):
+    return process_count
+  if e < 1 or e != int(e) or process_count % int(e):
+    from maxtext_like.config import ConfigError, Problem
+    raise ConfigError([Problem("expansion_factor_real_data", f"must be -1 or a whole number >= 1 that divides the process "
+                                                              f"count ({process_count})", e)])
+  return process_count // int(e)
+
+
+class PlaceholderBatches:
+  """All-padding batches forever (segmentation 0: no loss), for a process that loads no real data."""
+
+  def __init__(self, rows: int, seq_len: int):
+    self.rows, self.seq_len = rows, seq_len
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    return padding_batch(self.rows, self.seq_len)
+
+  def get_state(self):
+    return {"placeholder": [self.rows, self.seq_len]}
+
+  def set_state(self, state):
+    if state.get("placeholder") != [self.rows, self.seq_len]:
+      raise ValueError(f"data iterator state {str(state)[:200]} is not this process's placeholder state "
+                       f"({self.rows} rows of {self.seq_len}): the run was started with other processes loading data")
+
+
 def make_iterator(cfg: Config, global_batch: int, split: str = "train", process_index: int = 0, process_count: int = 1):
-  return SOURCES[cfg.dataset.dataset_type](cfg, global_batch, split, process_index, process_count)
+  """This process's share (global_batch / process_count rows) of every batch.
+
+  With expansion_factor_real_data = E > 1 (training; as MaxText), `global_batch` is the loaded batch
+  (E x global_batch_size_to_train_on): processes 0 .. process_count/E - 1 read the real documents among themselves,
+  process_count/E x more rows each than a batch without expansion, and the other processes yield placeholder
+  (all-padding) rows. Assembled in process order, the real rows are the global batch's first
+  global_batch_size_to_train_on, which the train step keeps.
+  """
+  make = SOURCES[cfg.dataset.dataset_type]
+  loaders = loading_process_count(cfg, split, process_count)
+  if loaders == process_count:
+    return make(cfg, global_batch, split, process_index, process_count)
+  if global_batch % process_count:
+    raise DataError(f"the loaded batch ({global_batch} rows) is not a multiple of the process count ({process_count})")
+  local = global_batch // process_count
+  if process_index >= loaders:
+    return PlaceholderBatches(local, cfg.inference.max_target_length)
+  return make(cfg, local * loaders, split, process_index, loaders)

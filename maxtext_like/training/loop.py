@@ -109,7 +109,9 @@ class Trainer:
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
                        skip_step_on_spikes=cfg.optimizer.skip_step_on_spikes,
                        skip_step_scaling_factor=cfg.optimizer.skip_step_scaling_factor,
-                       deterministic=not (cfg.training.enable_dropout and cfg.training.dropout_rate > 0))
+                       deterministic=not (cfg.training.enable_dropout and cfg.training.dropout_rate > 0),
+                       rows_to_train_on=self.plan.global_batch_size_to_train_on
+                       if self.plan.global_batch_size_to_load != self.plan.global_batch_size_to_train_on else 0)
     step_fn = make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts, self.layout.compute_shardings)
     self.train_step = jax.jit(step_fn, in_shardings=(self.layout.shardings, self.batch_sharding),
                               out_shardings=(self.layout.shardings, None), donate_argnums=0)

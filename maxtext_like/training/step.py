@@ -25,6 +25,7 @@ class StepOptions:
   skip_step_on_spikes: bool = False
   skip_step_scaling_factor: float = 6.0
   deterministic: bool = True
+  rows_to_train_on: int = 0  # > 0: train on the first rows of the batch only (expansion_factor_real_data)
 
 
 def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Array, z_loss: float) -> tuple[jax.Array, jax.Array]:
@@ -95,6 +96,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
       state = {**state, "params": jax.device_put(state["params"], compute_shardings["params"]),
                "opt_state": jax.device_put(state["opt_state"], compute_shardings["opt_state"])}
     params = state["params"]
+    if opts.rows_to_train_on:  # the loaded batch has placeholder rows after these (expansion_factor_real_data)
+      batch = jax.tree.map(lambda x: x[:opts.rows_to_train_on], batch)
     total, count, grads, rest, moe = grads_of(params, state["rest"], batch)
     denom = jnp.maximum(count, 1.0)
     loss = total / denom
