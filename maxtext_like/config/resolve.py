@@ -33,6 +33,9 @@ class Plan:
   micro_batch_size_to_train_on: int
   global_batch_size_to_eval_on: int
   gradient_accumulation_steps: int
+  num_pipeline_stages: int = 1  # size of the 'stage' mesh axis
+  num_pipeline_microbatches: int = 1  # resolved (-1: stages, or 2 × stages with delayed forwarding)
+  num_pipeline_repeats: int = 1  # resolved circular repeats (-1: layers / (stages × layers per stage))
 
   @property
   def mesh_shape(self) -> tuple[int, ...]:
@@ -85,6 +88,8 @@ def resolve(cfg: Config, num_devices: int, num_slices: int = 1) -> Plan:
   if eval_load != int(eval_load) or eval_load < 1:
     problems.append(Problem("eval_per_device_batch_size", f"times {num_devices} devices must be a whole number of examples (got {eval_load})",
                             cfg.dataset.eval_per_device_batch_size, cfg.source("eval_per_device_batch_size")))
+  stages, microbatches, repeats, p = pipeline_sizes(cfg, ici[axes.index("stage")] * dcn[axes.index("stage")], load)
+  problems += p
   if problems:
     raise ConfigError(problems)
   micro = int(load)
@@ -95,4 +100,28 @@ def resolve(cfg: Config, num_devices: int, num_slices: int = 1) -> Plan:
       mesh_axes=tuple(axes), ici_parallelism=tuple(ici), dcn_parallelism=tuple(dcn), num_devices=num_devices, num_slices=num_slices,
       global_batch_size_to_load=micro * expansion * accum, global_batch_size_to_train_on=micro * accum, micro_batch_size_to_train_on=micro,
       global_batch_size_to_eval_on=int(eval_load), gradient_accumulation_steps=accum,
+      num_pipeline_stages=stages, num_pipeline_microbatches=microbatches, num_pipeline_repeats=repeats,
   )
+
+
+def pipeline_sizes(cfg: Config, stages: int, batch_per_step: float) -> tuple[int, int, int, list[Problem]]:
+  """(stages, microbatches, repeats, problems) once the 'stage' axis size is known; MaxText's -1 defaults."""
+  from maxtext_like.config import rules
+  if stages <= 1:
+    return 1, 1, 1, []
+  v, d = cfg.flat(), cfg.derived.model_dump()
+  problems = []
+  if rules.pipeline_stages(v) is None:  # 'stage' was a -1 fill-in: the rules could not check it statically
+    problems += list(rules.pipeline_layers_fit_stages(v, d, stages)) + list(rules.pipeline_microbatches_fit_stages(v, d, stages))
+  p = cfg.pipeline
+  microbatches = p.num_pipeline_microbatches
+  if microbatches == -1:
+    microbatches = 2 * stages if p.pipeline_delay_activation_forwarding else stages
+  repeats = p.num_pipeline_repeats
+  if repeats == -1:
+    repeats = max(d["num_decoder_layers"] // (stages * p.num_layers_per_pipeline_stage), 1)
+  if batch_per_step != int(batch_per_step) or int(batch_per_step) % microbatches:
+    problems.append(Problem("num_pipeline_microbatches", f"must divide the batch of one forward pass ({batch_per_step:g} examples = "
+                            "per_device_batch_size × devices)", microbatches,
+                            cfg.source("num_pipeline_microbatches")))
+  return stages, microbatches, repeats, problems

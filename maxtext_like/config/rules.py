@@ -275,6 +275,52 @@ def context_parallel_load_balance_not_built(v, d):
                   "set context_parallel_load_balance=false", True)
 
 
+def pipeline_stages(v) -> int | None:
+  """ici × dcn pipeline parallelism, or None while one of them is -1 (filled from devices in resolve.py)."""
+  ici, dcn = v["ici_pipeline_parallelism"], v["dcn_pipeline_parallelism"]
+  return ici * dcn if ici > 0 and dcn > 0 else None
+
+
+@rule
+def pipeline_layers_fit_stages(v, d, num_stages=None):
+  """num_decoder_layers = stages × num_layers_per_pipeline_stage × num_pipeline_repeats (-1: derived from it)."""
+  S = num_stages or pipeline_stages(v)
+  if not S or S == 1:
+    return
+  L, P, R = d["num_decoder_layers"], v["num_layers_per_pipeline_stage"], v["num_pipeline_repeats"]
+  if P < 1:
+    yield Problem("num_layers_per_pipeline_stage", "must be >= 1", P)
+  elif R == -1 and L % (S * P):
+    yield Problem("num_layers_per_pipeline_stage", f"times the number of pipeline stages ({S}) must divide "
+                  f"num_decoder_layers ({L})", P, allowed=", ".join(str(p) for p in range(1, L + 1) if L % (S * p) == 0) or "none")
+  elif R != -1 and (R < 1 or S * P * R != L):
+    yield Problem("num_pipeline_repeats", f"times stages ({S}) times num_layers_per_pipeline_stage ({P}) must equal "
+                  f"num_decoder_layers ({L})", R, allowed=f"-1 or {L // (S * P)}" if L % (S * P) == 0 else "-1")
+
+
+@rule
+def pipeline_microbatches_fit_stages(v, d, num_stages=None):
+  """num_pipeline_microbatches (-1: stages, 2 × stages with delayed forwarding) is a multiple of the stages."""
+  S = num_stages or pipeline_stages(v)
+  M = v["num_pipeline_microbatches"]
+  if not S or S == 1 or M == -1:
+    return
+  if M < 1 or M % S:
+    yield Problem("num_pipeline_microbatches", f"must be a positive multiple of the number of pipeline stages ({S})", M,
+                  allowed=f"-1, {S}, {2 * S}, ...")
+  elif v["pipeline_delay_activation_forwarding"] and M < 2 * S:
+    yield Problem("num_pipeline_microbatches", f"must be at least 2 × stages ({2 * S}) with "
+                  "pipeline_delay_activation_forwarding=true", M, allowed=f"-1, {2 * S}, {3 * S}, ...")
+
+
+@rule
+def pipeline_blocks_supported(v, d):
+  """Pipelined layers must be one stack of dense layers (MoE auxiliary losses and several stacks are not built)."""
+  if (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1) and v["decoder_block"] in MOE_DECODER_BLOCKS:
+    yield Problem("ici_pipeline_parallelism", f"pipeline parallelism is not supported yet for mixture-of-experts "
+                  f"decoder_block={v['decoder_block']!r}", v["ici_pipeline_parallelism"], allowed="1")
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

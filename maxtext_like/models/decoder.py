@@ -85,7 +85,10 @@ class Decoder(nnx.Module):
     """
     layer_key, final_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     run = self._run_scanned if self.spec.scan_layers else self._run_looped
-    if len(self.stacks) == 1:
+    if self.spec.pipeline is not None and cache is None:  # pipeline parallelism over 'stage' (models/pipeline.py)
+      from maxtext_like.models.pipeline import run_pipelined
+      x_BTD, kv = run_pipelined(self, x_BTD, positions_BT, segment_ids_BT, layer_key), None
+    elif len(self.stacks) == 1:
       x_BTD, kv = run(getattr(self, self.stacks[0][0]), 0, x_BTD, positions_BT, segment_ids_BT, layer_key, cache)
     else:
       offset, kvs = 0, []

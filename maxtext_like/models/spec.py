@@ -138,6 +138,8 @@ class ModelSpec:
   max_target_length: int = 1024  # default KV-cache length
   # Mixture of experts: a models.moe.MoeSpec (MaxText's MoE keys) for blocks with MoE layers, else None
   moe: Any = None
+  # Pipeline parallelism over the 'stage' mesh axis: a models.pipeline.PipelineSpec, else None (training forward only)
+  pipeline: Any = None
 
   def __post_init__(self):
     # Normalise dtypes ('bfloat16' or jnp.bfloat16 -> np.dtype) so specs compare and hash.

@@ -98,7 +98,7 @@ class Trainer:
     self.plan = resolve(cfg, len(self.devices), num_slices=max(cfg.mesh.num_slices, 1))
     self.mesh = make_mesh(self.plan, self.devices)
     self.rules = [tuple(r) for r in cfg.mesh.logical_axis_rules]
-    self.spec = model_spec(cfg)
+    self.spec = model_spec(cfg, self.plan)  # pipelined over 'stage' when the plan has stages
     abs_params = nnx.state(nnx.eval_shape(lambda: build_model(self.spec, nnx.Rngs(0))), nnx.Param)
     self.steps = cfg.derived.steps
     self.optimizer, self.schedule = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, abs_params)

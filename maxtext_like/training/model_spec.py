@@ -5,9 +5,11 @@ from __future__ import annotations
 from maxtext_like.config import Config
 from maxtext_like.models import ModelSpec
 from maxtext_like.models.moe import MoeSpec
+from maxtext_like.models.pipeline import PipelineSpec
 
 
-def model_spec(cfg: Config) -> ModelSpec:
+def model_spec(cfg: Config, plan=None) -> ModelSpec:
+  """The ModelSpec of `cfg`; with a resolved `plan` (config.resolve.Plan) that has pipeline stages, pipelined."""
   m, a, r, d = cfg.model, cfg.attention, cfg.rope, cfg.derived
   remat = cfg.remat
   return ModelSpec(
@@ -64,7 +66,21 @@ def model_spec(cfg: Config) -> ModelSpec:
       attention=a.attention,
       max_target_length=cfg.inference.max_target_length,
       moe=moe_spec(cfg),
+      pipeline=pipeline_spec(cfg, plan),
   )
+
+
+def pipeline_spec(cfg: Config, plan) -> PipelineSpec | None:
+  """The pipeline section with the plan's resolved sizes, or None without pipeline stages."""
+  if plan is None or plan.num_pipeline_stages <= 1:
+    return None
+  p = cfg.pipeline
+  return PipelineSpec(
+      num_stages=plan.num_pipeline_stages, num_microbatches=plan.num_pipeline_microbatches,
+      num_repeats=plan.num_pipeline_repeats, layers_per_stage=p.num_layers_per_pipeline_stage,
+      delay_activation_forwarding=p.pipeline_delay_activation_forwarding, fsdp_ag_once=p.pipeline_fsdp_ag_once,
+      scan_iterations=p.scan_pipeline_iterations, scan_layers_per_stage=p.scan_layers_per_stage,
+      remat_iterations=p.set_remat_policy_on_pipeline_iterations, remat_layers=p.set_remat_policy_on_layers_per_stage)
 
 
 def moe_spec(cfg: Config) -> MoeSpec | None:

@@ -1,0 +1,15 @@
+import pytest
+
+from maxtext_like.config import load_config
+
+TINY = ["override_model_config=true", "base_emb_dim=32", "base_num_query_heads=2", "base_num_kv_heads=2", "head_dim=16",
+        "base_mlp_dim=64", "base_num_decoder_layers=4", "vocab_size=256", "max_target_length=16", "dtype=float32",
+        "enable_tensorboard=false", "async_checkpointing=false", "max_prefill_predict_length=8", "dataset_type=synthetic",
+        "enable_checkpointing=false", "steps=2", "log_period=1000", "run_name=t"]
+
+
+@pytest.fixture
+def pp_cfg(tmp_path):
+  def make(*argv):
+    return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", *argv], env={})
+  return make
