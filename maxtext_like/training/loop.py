@@ -203,7 +203,6 @@ class Trainer:
     losses: dict[int, float] = {}
     pending = None  # (step, metrics) of the previous step, checked one step late so dispatch stays asynchronous
     last_log_t, last_log_step = time.perf_counter(), start
-    first_step_done = False
     try:
       with jax.set_mesh(self.mesh), activation_sharding(self.mesh, self.rules):
         for step in range(start, self.steps):
@@ -214,37 +213,26 @@ class Trainer:
             self._finish_step(*pending, losses)
           pending = (step, metrics)
           done = step + 1
+          record = {}
           if done % cfg.training.log_period == 0 or done == self.steps:
             self._finish_step(*pending, losses)
             pending = None
-            now = time.perf_counter()
-            dt = (now - last_log_t) / max(done - last_log_step, 1)
-            if not first_step_done:
-              first_step_done = True  # the first interval includes compilation
-            m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            record = {"loss": m["loss"], "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"], "step_time_s": dt,
-                      "tokens_per_s": tokens_per_step / dt, "tokens_per_s_per_device": tokens_per_step / dt / len(self.devices),
-                      "tflops_per_device": flops / dt / len(self.devices) / 1e12, "skipped": m["skipped"]}
-            if peak > 0:
-              record["mfu"] = flops / dt / len(self.devices) / peak
-            if "moe_lb_loss" in m:  # MoE load-balance loss, already included in "loss"
-              record["moe_lb_loss"] = m["moe_lb_loss"]
-            if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
-              record["eval_loss"] = self.evaluate(state)
-            writer.write(done, record, eta_s=dt * (self.steps - done))
+            dt = (time.perf_counter() - last_log_t) / max(done - last_log_step, 1)  # the first interval includes compilation
+            record = self._throughput_record(metrics, dt, tokens_per_step, flops, peak)
+          if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
+            record["eval_loss"] = self.evaluate(state)
+          if record:
+            writer.write(done, record, eta_s=record["step_time_s"] * (self.steps - done) if "step_time_s" in record else None)
             last_log_t, last_log_step = time.perf_counter(), done
-            if "eval_loss" in record and cfg.training.target_eval_loss > 0 and record["eval_loss"] <= cfg.training.target_eval_loss:
-              print(f"eval loss {record['eval_loss']:.4f} reached target_eval_loss {cfg.training.target_eval_loss}; stopping", flush=True)
-              self.save(done, state, force=True)
-              break
-          elif cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
-            writer.write(done, {"eval_loss": self.evaluate(state)})
+          if self._reached_target(record):
+            self.save(done, state, force=True)
+            break
           if done % cfg.checkpointing.checkpoint_period == 0:
             self.save(done, state, force=True)
         if pending is not None:
           self._finish_step(*pending, losses)
-        if cfg.checkpointing.save_checkpoint_on_completion and self.mngr is not None and self.mngr.latest_step() != self.steps and start < self.steps:
-          self.save(min(self.steps, max(losses) + 1 if losses else start), state, force=True)
+        if cfg.checkpointing.save_checkpoint_on_completion and self.mngr is not None and losses and self.mngr.latest_step() != max(losses) + 1:
+          self.save(max(losses) + 1, state, force=True)
     finally:
       if self._profiling:
         jax.profiler.stop_trace()
@@ -255,6 +243,26 @@ class Trainer:
     if jax.process_index() == 0 and losses:
       print(f"done: {len(losses)} steps, final loss {losses[max(losses)]:.4f}; peak FLOP/s {peak:.3g} ({peak_how})", flush=True)
     return RunResult(losses=losses, final_state=state, plan=self.plan, history=writer.history, run_dir=self.run_dir)
+
+  def _throughput_record(self, metrics, dt: float, tokens_per_step: int, flops: float, peak: float) -> dict:
+    """The logged metrics of one step: loss and optimizer figures, step time, tokens/s, TFLOP/s and MFU."""
+    m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    n = len(self.devices)
+    record = {"loss": m["loss"], "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"], "step_time_s": dt,
+              "tokens_per_s": tokens_per_step / dt, "tokens_per_s_per_device": tokens_per_step / dt / n,
+              "tflops_per_device": flops / dt / n / 1e12, "skipped": m["skipped"]}
+    if peak > 0:
+      record["mfu"] = flops / dt / n / peak
+    if "moe_lb_loss" in m:  # MoE load-balance loss, already included in "loss"
+      record["moe_lb_loss"] = m["moe_lb_loss"]
+    return record
+
+  def _reached_target(self, record: dict) -> bool:
+    target = self.cfg.training.target_eval_loss
+    if "eval_loss" in record and target > 0 and record["eval_loss"] <= target:
+      print(f"eval loss {record['eval_loss']:.4f} reached target_eval_loss {target}; stopping", flush=True)
+      return True
+    return False
 
   _profiling = False
 
