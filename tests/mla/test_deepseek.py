@@ -57,8 +57,6 @@ def hf_logits(hf, toks):
 @pytest.mark.parametrize("scan", [False, True])
 def test_logits_match_transformers(case, scan):
   name, hf, hf_cfg, tensors = case
-  if scan and name != "v3":
-    pytest.skip("scanned layout checked on v3 (same code path)")
   ours = ours_from_hf(spec_from_hf(hf_cfg, scan_layers=scan), tensors)
   toks = tokens(2, 24)
   diff = float(np.abs(np.asarray(ours(jnp.asarray(toks))) - hf_logits(hf, toks)).max())
