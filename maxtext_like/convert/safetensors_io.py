@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import struct
 from collections.abc import Iterator
 
@@ -46,14 +47,20 @@ def read_header(path: str) -> tuple[dict, int]:
 
 
 def iter_tensors(path: str) -> Iterator[tuple[str, np.ndarray]]:
-  """(name, read-only memory-mapped array) for every tensor of one file, in file order."""
+  """(name, read-only memory-mapped array) for every tensor of one file, in file order.
+
+  Each tensor gets its own mapping, unmapped when the caller drops the array: one mapping of the whole file
+  would keep every page read so far resident (counted in RSS) until the end of the file."""
   header, start = read_header(path)
-  mm = np.memmap(path, dtype=np.uint8, mode="r")
   for name, info in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
     if info["dtype"] not in _DTYPES:
       raise ConvertError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
     b, e = info["data_offsets"]
-    yield name, mm[start + b:start + e].view(_DTYPES[info["dtype"]]).reshape(info["shape"])
+    dtype = np.dtype(_DTYPES[info["dtype"]])
+    if e == b:
+      yield name, np.zeros(info["shape"], dtype)
+    else:
+      yield name, np.memmap(path, dtype=dtype, mode="r", offset=start + b, shape=tuple(info["shape"]) or (1,)).reshape(info["shape"])
 
 
 def _write_file(path: str, tensors: list[tuple[str, np.ndarray]]) -> None:
@@ -72,26 +79,48 @@ def _write_file(path: str, tensors: list[tuple[str, np.ndarray]]) -> None:
 
 
 class ShardedWriter:
-  """Writes tensors into shards of at most `max_shard_bytes` (one `model.safetensors` if it all fits)."""
+  """Writes tensors into shards of at most `max_shard_bytes` (one `model.safetensors` if it all fits).
+
+  Tensor bytes go to a data file as they are added (no array is kept); a shard is the header + that file.
+  """
 
   def __init__(self, directory: str, max_shard_bytes: int):
     self.directory, self.max = directory, max_shard_bytes
-    self.pending: list[tuple[str, np.ndarray]] = []
+    self.pending: list[tuple[str, np.dtype, tuple[int, ...], int]] = []
     self.pending_bytes = 0
     self.shards: list[list[str]] = []
     self.total = 0
+    self._data = None
 
   def add(self, name: str, array: np.ndarray) -> None:
     if self.pending and self.pending_bytes + array.nbytes > self.max:
       self._flush()
-    self.pending.append((name, array))
+    if self._data is None:
+      self._data = open(os.path.join(self.directory, f"shard-{len(self.shards):05d}.data"), "wb")
+    np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tofile(self._data)
+    self.pending.append((name, array.dtype, tuple(array.shape), array.nbytes))
     self.pending_bytes += array.nbytes
     self.total += array.nbytes
 
   def _flush(self) -> None:
-    _write_file(os.path.join(self.directory, f"shard-{len(self.shards):05d}.tmp"), self.pending)
-    self.shards.append([n for n, _ in self.pending])
-    self.pending, self.pending_bytes = [], 0
+    if self._data is None:
+      self._data = open(os.path.join(self.directory, f"shard-{len(self.shards):05d}.data"), "wb")
+    self._data.close()
+    data = self._data.name
+    header, offset = {}, 0
+    for name, dtype, shape, nbytes in self.pending:
+      header[name] = {"dtype": _NAMES[np.dtype(dtype)], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+      offset += nbytes
+    header["__metadata__"] = {"format": "pt"}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(os.path.join(self.directory, f"shard-{len(self.shards):05d}.tmp"), "wb") as f, open(data, "rb") as src:
+      f.write(struct.pack("<Q", len(blob)))
+      f.write(blob)
+      shutil.copyfileobj(src, f, 16 * 1024**2)
+    os.remove(data)
+    self.shards.append([n for n, *_ in self.pending])
+    self.pending, self.pending_bytes, self._data = [], 0, None
 
   def close(self) -> list[str]:
     """Writes the last shard, names shards as transformers does (+ index when > 1); returns the file names."""

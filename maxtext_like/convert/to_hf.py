@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
 
 from maxtext_like.config import ConfigError, load_config
 from maxtext_like.convert import layout
@@ -44,7 +46,7 @@ def to_hf(output: str, argv: Sequence[str], *, max_shard_bytes: int = DEFAULT_MA
   dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), layout.abstract_params(spec))
   try:
-    params = ckpt.restore_from_path(path, {"params": abstract}, params_only=True)
+    leaves = _restore_leaf_by_leaf(path, abstract)
   except ckpt.CheckpointError as e:
     raise ConvertError(str(e)) from None
 
@@ -55,8 +57,10 @@ def to_hf(output: str, argv: Sequence[str], *, max_shard_bytes: int = DEFAULT_MA
   os.makedirs(tmp)
   try:
     writer = ShardedWriter(tmp, max_shard_bytes)
-    for name, a in mapping.to_hf_many(spec, layout.iter_unscanned(spec, params)):
+    items = (item for leaf in leaves for item in layout.iter_unscanned(spec, leaf()))
+    for name, a in mapping.to_hf_many(spec, items):
       writer.add(name, np.asarray(a, dtype))
+      del a
     writer.close()
     with open(os.path.join(tmp, "config.json"), "w") as f:
       json.dump(hf_config, f, indent=2)
@@ -66,6 +70,36 @@ def to_hf(output: str, argv: Sequence[str], *, max_shard_bytes: int = DEFAULT_MA
     shutil.rmtree(tmp, ignore_errors=True)
     raise
   return output
+
+
+def _restore_leaf_by_leaf(path: str, abstract):
+  """Checks the checkpoint against `abstract` (all problems in one error), then returns one thunk per parameter
+  restoring only that parameter (orbax partial restore), so at most one parameter is in memory at a time."""
+  path = os.path.abspath(path)
+  item = os.path.join(path, "state") if os.path.isdir(os.path.join(path, "state")) else path
+  if not os.path.isdir(item):
+    raise ckpt.CheckpointError(f"checkpoint path {path} does not exist")
+  try:
+    meta = ocp.StandardCheckpointer().metadata(item)
+    meta = getattr(meta, "item_metadata", meta)
+  except Exception as e:  # noqa: BLE001
+    raise ckpt.CheckpointError(f"checkpoint {path} is unreadable or incomplete ({type(e).__name__}: "
+                               f"{str(e)[:200]})") from None
+  ckpt.check_fits({"params": meta["params"]} if "params" in meta else meta, {"params": abstract}, path)
+
+  def restore(flat_leaf):
+    def thunk():
+      try:
+        target = {"params": nnx.from_flat_state([flat_leaf])}
+        args = jax.tree.map(lambda a: ocp.RestoreArgs(restore_type=np.ndarray, dtype=a.dtype), target)
+        return ocp.PyTreeCheckpointer().restore(item, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=args, partial_restore=True))["params"]  # numpy: no device copy
+      except Exception as e:  # noqa: BLE001
+        raise ckpt.CheckpointError(f"checkpoint {path} could not be restored ({type(e).__name__}: "
+                                   f"{str(e)[:300]})") from None
+    return thunk
+
+  return [restore(leaf) for leaf in nnx.to_flat_state(abstract)]
 
 
 def _copy_tokenizer(tokenizer_path, out_dir: str) -> None:

@@ -14,7 +14,6 @@ import os
 import shutil
 from collections.abc import Sequence
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import yaml
@@ -215,10 +214,13 @@ class _StreamingNumpyHandler(ocp.type_handlers.NumpyHandler):
     if self._one_at_a_time is None:
       self._one_at_a_time = asyncio.Semaphore(1)
     async with self._one_at_a_time:
-      t = await ts.open(ts.Spec(tspec), create=True, open=True, context=ts_context)
       row = value.nbytes // value.shape[0]
-      # whole chunks per write (a partial write would rewrite the chunk; saved with chunk_byte_size=_SLAB_BYTES)
-      step = max(1, int(t.chunk_layout.write_chunk.shape[0]))
+      # chunks are bands of whole rows and each write covers whole chunks (a partial write would rewrite a chunk)
+      step = max(1, _SLAB_BYTES // row)
+      if "metadata" in tspec and "chunks" in tspec["metadata"]:
+        tspec = {**tspec, "metadata": {**tspec["metadata"], "chunks": [min(step, value.shape[0]), *value.shape[1:]]}}
+      t = await ts.open(ts.Spec(tspec), create=True, open=True, context=ts_context)
+      step = int(t.chunk_layout.write_chunk.shape[0])
       for i in range(0, value.shape[0], step):
         n = min(step, value.shape[0] - i)
         slab = np.fromfile(value.filename, dtype=value.dtype, count=n * row // value.itemsize,
@@ -230,9 +232,7 @@ class _StreamingNumpyHandler(ocp.type_handlers.NumpyHandler):
 def _save_streaming(directory: str, tree) -> None:
   registry = ocp.type_handlers.create_type_handler_registry((np.ndarray, _StreamingNumpyHandler()))
   ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(type_handler_registry=registry))
-  save_args = jax.tree.map(lambda a: ocp.SaveArgs(chunk_byte_size=_SLAB_BYTES if a.nbytes > _SLAB_BYTES else None),
-                           tree)
-  ckptr.save(directory, args=ocp.args.PyTreeSave(tree, save_args=save_args))
+  ckptr.save(directory, args=ocp.args.PyTreeSave(tree))
 
 
 def _hf_names(mapping, spec, path: str, shape) -> str:
