@@ -62,11 +62,13 @@ class Attention(nnx.Module):
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array,
                cache: LayerKV | None = None, *, inv_freq: jax.Array | None = None,
-               window: jax.Array | int | None = None) -> tuple[jax.Array, LayerKV | None]:
+               window: jax.Array | int | None = None,
+               query_scale: jax.Array | float | None = None) -> tuple[jax.Array, LayerKV | None]:
     """Returns (y_BTD, cache with this call's keys/values written, or None).
 
     inv_freq [H/2] and window (0 = global) override the spec's RoPE frequencies and sliding window for
-    this call; either may be traced (gemma3 picks local or global per layer inside a scan).
+    this call; either may be traced (gemma3 picks local or global per layer inside a scan). query_scale
+    overrides the queries' factor (default head_dim ** -0.5; olmo3 folds YaRN's attention factor into it).
     """
     q_BTNH, k_BTKH, v_BTKH = self.project(x_BTD)
     if self.use_rope:
@@ -86,7 +88,8 @@ class Attention(nnx.Module):
 
     context_BTNH = attention_kernels.attend(
         self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS,
-        self.options if window is None else dataclasses.replace(self.options, window=window),
+        dataclasses.replace(self.options, **{k: v for k, v in (("window", window), ("query_scale", query_scale))
+                                             if v is not None}),
         block_size=self.spec.flash_block_size, sinks_N=self.sinks[...] if self.spec.attention_sink else None)
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")

@@ -38,6 +38,7 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
+from maxtext_like.models import rope
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
 from maxtext_like.models.kv_cache import LayerKV
@@ -58,6 +59,28 @@ def is_global_layer(index):
 
 def layer_types(num_layers: int, window: int) -> list[str]:
   return ["full_attention" if not window or is_global_layer(i) else "sliding_attention" for i in range(num_layers)]
+
+
+def _base_query_scale(spec: ModelSpec) -> float:
+  return (spec.query_pre_attn_scalar or spec.head_dim) ** -0.5
+
+
+def full_rope(spec: ModelSpec) -> tuple[jax.Array, float]:
+  """(inv_freq [H/2], query scale) of full-attention layers: the spec's RoPE; for YaRN with
+  rope_attention_scaling, HF's cos/sin factor m on q and k is folded into the query scale as m ** 2."""
+  if spec.rope_type != "yarn":
+    return rope.inv_freq_from_spec(spec), _base_query_scale(spec)
+  inv_freq = rope.yarn_inv_freq(spec.head_dim, spec.rope_max_timescale, spec.rope_factor,
+                                spec.original_max_position_embeddings, spec.beta_fast, spec.beta_slow,
+                                spec.rope_truncate)
+  m = rope.yarn_get_mscale(spec.rope_factor) if spec.rope_attention_scaling else 1.0
+  return inv_freq, _base_query_scale(spec) * m * m
+
+
+def sliding_rope(spec: ModelSpec) -> tuple[jax.Array, float]:
+  """Sliding-window layers: plain RoPE with base rope_max_timescale (HF scales only full layers)."""
+  return rope.default_inv_freq(spec.head_dim, spec.rope_min_timescale, spec.rope_max_timescale), \
+      _base_query_scale(spec)
 
 
 class OlmoAttention(Attention):
@@ -88,6 +111,8 @@ class OlmoDecoderLayer(nnx.Module):
   takes_layer_index = True
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+    if spec.rope_type == "yarn" and spec.rope_interleave:
+      raise ValueError("decoder_block 'olmo3' rotates halves (HF OLMo): set rope_interleave=false")
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs)
     self.window = spec.sliding_window_size
@@ -101,12 +126,17 @@ class OlmoDecoderLayer(nnx.Module):
                layer_index: jax.Array | int, dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
     x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
-    is_global = is_global_layer(layer_index)
+    spec = self.self_attention.spec
+    is_global = is_global_layer(layer_index) if self.window else True
     if isinstance(is_global, bool):
       window = 0 if is_global else self.window
+      inv_freq, query_scale = full_rope(spec) if is_global else sliding_rope(spec)
     else:
-      window = jnp.where(is_global, 0, self.window) if self.window else 0
-    attn_BTD, cache = self.self_attention(x_BTD, positions_BT, segment_ids_BT, cache=cache, window=window)
+      window = jnp.where(is_global, 0, self.window)
+      (full_f, full_s), (slide_f, slide_s) = full_rope(spec), sliding_rope(spec)
+      inv_freq, query_scale = jnp.where(is_global, full_f, slide_f), jnp.where(is_global, full_s, slide_s)
+    attn_BTD, cache = self.self_attention(x_BTD, positions_BT, segment_ids_BT, cache=cache, window=window,
+                                          inv_freq=inv_freq, query_scale=query_scale)
     x_BTD = x_BTD + self.post_self_attention_norm(attn_BTD)
     mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     mlp_BTD = self.post_ffw_norm(self.mlp(x_BTD, dropout_key=mlp_key))
@@ -147,14 +177,41 @@ class OlmoHF(LlamaHF):
 
   def model_keys_from_hf(self, hf: dict) -> dict:
     hf = dict(hf)
-    olmo3 = hf.get("model_type") == "olmo3" or "Olmo3ForCausalLM" in (hf.get("architectures") or [])
-    rp = hf.get("rope_parameters") or {}
-    if olmo3 and isinstance(rp.get("full_attention"), dict):  # per layer type (transformers 5)
+    rp = dict(hf.get("rope_parameters") or {})
+    sliding = None
+    if isinstance(rp.get("full_attention"), dict):  # OLMo 3 in transformers 5: per layer type
       full, sliding = dict(rp["full_attention"]), dict(rp.get("sliding_attention") or rp["full_attention"])
-      if full != sliding:
-        raise HFConfigError(f"rope_parameters={rp}: different RoPE on sliding and full layers is not supported")
-      hf["rope_parameters"] = full
-    return super().model_keys_from_hf(hf)
+    else:
+      full = rp or {**(hf.get("rope_scaling") or {}), "rope_theta": hf.get("rope_theta", 10000.0)}
+    theta = float(full.get("rope_theta", hf.get("rope_theta", 500000.0)))
+    kind = full.get("rope_type", full.get("type", "default"))
+    problems = []
+    if sliding is not None and (sliding.get("rope_type", "default") != "default"
+                                or float(sliding.get("rope_theta", theta)) != theta):
+      problems.append(f"sliding-layer rope_parameters {sliding}: only plain RoPE with the full layers' theta")
+    if kind not in ("default", "yarn"):
+      problems.append(f"rope_type {kind!r} is not supported for olmo (default, yarn)")
+    if problems:
+      raise HFConfigError("Hugging Face config not supported: " + "; ".join(problems))
+    hf.pop("rope_scaling", None)
+    hf["rope_theta"] = theta
+    hf["rope_parameters"] = {"rope_type": "default", "rope_theta": theta}
+    keys = super().model_keys_from_hf(hf)
+    if kind == "yarn":
+      factor = float(full["factor"])
+      m = rope.yarn_get_mscale(factor)
+      attention_factor = full.get("attention_factor")
+      if full.get("mscale") or full.get("mscale_all_dim") or (
+          attention_factor is not None and not np.isclose(attention_factor, m) and attention_factor != 1.0):
+        raise HFConfigError(f"yarn attention_factor {attention_factor} / mscale: only 1 or 0.1 ln(factor) + 1")
+      keys.update(rope_type="yarn", rope_factor=factor,
+                  original_max_position_embeddings=int(full["original_max_position_embeddings"]),
+                  beta_fast=float(full.get("beta_fast", 32.0)), beta_slow=float(full.get("beta_slow", 1.0)),
+                  rope_truncate=bool(full.get("truncate", True)), rope_interleave=False,
+                  rope_attention_scaling=attention_factor is None or bool(np.isclose(attention_factor, m)),
+                  max_position_embeddings=int(hf.get("max_position_embeddings") or 0) or
+                  int(factor * full["original_max_position_embeddings"]))
+    return keys
 
   def family_keys(self, hf: dict, keys: dict) -> list[str]:
     keys["use_qk_norm"] = True
@@ -176,19 +233,26 @@ class OlmoHF(LlamaHF):
   def hf_config_from(self, spec: ModelSpec) -> dict:
     if not spec.use_qk_norm:
       raise HFConfigError("OLMo 2/3 always normalise q and k: set use_qk_norm=true")
-    if spec.rope_type != "default":
-      raise HFConfigError(f"rope_type={spec.rope_type!r}: only default RoPE is mapped to OLMo configs so far")
-    common = self._common_config(spec)
-    common.pop("rope_scaling")
+    if spec.rope_type not in ("default", "yarn"):
+      raise HFConfigError(f"rope_type={spec.rope_type!r}: OLMo configs have default or yarn RoPE")
+    common = self._common_config(spec.replace(rope_type="default"))
+    for k in ("rope_scaling", "rope_theta", "rope_parameters"):
+      common.pop(k)
+    plain = {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)}
+    full = plain
+    if spec.rope_type == "yarn":
+      full = {"rope_type": "yarn", "rope_theta": float(spec.rope_max_timescale), "factor": spec.rope_factor,
+              "original_max_position_embeddings": spec.original_max_position_embeddings,
+              "beta_fast": spec.beta_fast, "beta_slow": spec.beta_slow, "truncate": spec.rope_truncate,
+              "attention_factor": rope.yarn_get_mscale(spec.rope_factor) if spec.rope_attention_scaling else 1.0}
+      common["max_position_embeddings"] = spec.max_position_embeddings
     if not spec.sliding_window_size:
       return {"architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", **common, "attention_bias": False,
-              "pad_token_id": None, "eos_token_id": None}
-    rope = common.pop("rope_parameters")
-    common.pop("rope_theta")
+              "rope_parameters": full, "pad_token_id": None, "eos_token_id": None}
     return {"architectures": ["Olmo3ForCausalLM"], "model_type": "olmo3", **common, "attention_bias": False,
             "sliding_window": spec.sliding_window_size,
             "layer_types": layer_types(spec.num_decoder_layers, spec.sliding_window_size),
-            "rope_parameters": {"full_attention": dict(rope), "sliding_attention": dict(rope)},
+            "rope_parameters": {"full_attention": full, "sliding_attention": dict(plain)},
             "pad_token_id": None, "eos_token_id": None}
 
   def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):

@@ -32,10 +32,13 @@ SPECS = {
     # no sliding window: OLMo 2
     "olmo2": ModelSpec(decoder_block="olmo3", num_decoder_layers=2, **{**COMMON, "num_kv_heads": 2},
                        use_qk_norm=True, rope_max_timescale=500_000, normalization_layer_epsilon=1e-6),
-    # 5 layers: sliding x3, full, sliding
+    # 5 layers: sliding x3, full, sliding; YaRN (factor 8, attention factor 1.208) on the full layer only, as
+    # the olmo3-7b / 32b presets (original context 16 so the ramp covers some of the 4 frequencies)
     "olmo3": ModelSpec(decoder_block="olmo3", num_decoder_layers=5, **{**COMMON, "num_kv_heads": 2},
                        use_qk_norm=True, sliding_window_size=WINDOW, rope_max_timescale=500_000,
-                       normalization_layer_epsilon=1e-6),
+                       normalization_layer_epsilon=1e-6, rope_type="yarn", rope_factor=8.0,
+                       original_max_position_embeddings=16, max_position_embeddings=128, rope_interleave=False,
+                       rope_attention_scaling=True),
 }
 
 

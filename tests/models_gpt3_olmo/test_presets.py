@@ -14,8 +14,6 @@ from maxtext_like.models.hf_registry import get_hf_mapping
 from maxtext_like.training.model_spec import model_spec
 
 MODELS = pathlib.Path(__file__).parents[2] / "configs" / "models"
-# RoPE has no parameters: load olmo3-7b / 32b with default RoPE so these tests do not depend on YaRN.
-NO_YARN = ["override_model_config=true", "rope_type=default"]
 PRESETS = sorted(p.stem for pattern in ("gpt3-*.yml", "olmo3-*.yml") for p in MODELS.glob(pattern))
 
 # emb, heads, kv heads, head_dim, mlp, layers, vocab, positions (gpt3) / sliding window (olmo3).
@@ -44,7 +42,7 @@ def test_all_presets_listed():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_hyperparameters(name):
-  s = model_spec(load_config(["base.yml", f"model_name={name}", *NO_YARN], env={}))
+  s = model_spec(load_config(["base.yml", f"model_name={name}"], env={}))
   last = s.trainable_position_size if s.decoder_block == "gpt3" else s.sliding_window_size
   got = (s.emb_dim, s.num_query_heads, s.num_kv_heads, s.head_dim, s.mlp_dim, s.num_decoder_layers, s.vocab_size,
          last)
@@ -54,11 +52,15 @@ def test_preset_hyperparameters(name):
   else:
     assert s.use_qk_norm and not s.logits_via_embedding and s.mlp_activations == ("silu", "linear")
     assert s.normalization_layer_epsilon == 1e-6 and s.rope_max_timescale == 500_000
+    rope = (s.rope_type, s.rope_factor, s.original_max_position_embeddings, s.rope_attention_scaling,
+            s.rope_interleave)
+    # YaRN x8 from 8192 with HF's attention factor 0.1 ln 8 + 1 (allenai/Olmo-3-*: rope_scaling), halves rotated
+    assert rope[0] == "default" if name == "olmo3-7b-pt" else rope == ("yarn", 8.0, 8192, True, False)
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_param_count_equals_transformers(name):
-  cfg = load_config(["base.yml", f"model_name={name}", *NO_YARN], env={})
+  cfg = load_config(["base.yml", f"model_name={name}"], env={})
   spec = model_spec(cfg)
   c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
   arch = c.pop("architectures")[0]
