@@ -11,9 +11,9 @@ The block (transformers' Olmo2/Olmo3DecoderLayer): norms on the sublayer OUTPUTS
   fixes at 4). The block takes its layer index (static in the loop layout, traced under scan) like gemma3.
   With `sliding_window_size: 0` every layer is global: that is OLMo 2 (same parameters), which converts to and
   from `Olmo2ForCausalLM`.
-- RoPE: one rotation for all layers (rope_max_timescale, rope_type default or yarn as the presets set).
-  HF OLMo 3 applies `rope_scaling` to the full-attention layers only; a checkpoint whose two layer types
-  use different RoPE is refused by `model_keys_from_hf`.
+- RoPE (rotate-half): sliding layers plain RoPE with base rope_max_timescale; full layers the spec's RoPE,
+  i.e. YaRN for `rope_type: yarn` (olmo3-7b / 32b), as HF applies `rope_scaling` to full layers only. HF's
+  YaRN attention factor m (cos/sin * m, `rope_attention_scaling`) is folded into the query scale as m ** 2.
 
 HF names -> ours (W.T = transposed torch Linear weight):
   model.embed_tokens.weight                       token_embedder.embedding
