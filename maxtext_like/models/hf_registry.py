@@ -32,7 +32,9 @@ Conventions (read these before writing a mapping)
     one HF tensor -> zero or more of ours. Return None for a name the family does not know (the converter
     reports it as unexpected), [] for a known tensor that has no counterpart (e.g. 'rotary_emb.inv_freq', or
     'lm_head.weight' of a tied checkpoint). Numeric quirks live here (transposes, head reshapes, Gemma's
-    `1 + scale` norms, scaling of embeddings...).
+    `1 + scale` norms, scaling of embeddings...). A path may address one index of a parameter's axis 0,
+    `'decoder.layers.3.mlp.wi_0[5]'` (one HF tensor per expert of a stacked [E, D, F] kernel, see mixtral.py):
+    the converter writes that slice and requires every index exactly once.
 - `to_hf(spec, our_path, array) -> list[(hf_name, array)]`: the exact inverse, one of ours -> one or more
   HF tensors. Raise KeyError for a path the family does not know.
 - `to_hf(to_ours(x))` must round-trip bit-exactly (tested for every family); a tensor that must be split or

@@ -13,6 +13,10 @@ Parameters (logical axes in brackets):
   wi_0, wi_1  [E, D, F]     ('exp', 'embed_no_exp', 'mlp')   gated experts (wi [E, D, F] with one activation)
   wo          [E, F, D]     ('exp', 'mlp', 'embed_no_exp')
   shared_experts.*          an MlpBlock of hidden size shared_experts * F (DeepSeek), only if shared_experts > 0
+  wi_0_bias, wi_1_bias [E, F], wo_bias [E, D]  ('exp', ...)  expert biases, only with mlp_bias (gpt-oss)
+gpt-oss (family traits of its block, models/gpt_oss.py): `topk_softmax_router` makes gate.bias a plain router bias
+(logits = x W + b, weights = softmax over the top-k logits) and `moe_glu_alpha` the clamped GLU
+min(h0, L) * sigmoid(alpha * min(h0, L)) * (clip(h1, -L, L) + 1), L = mlp_activations_limit.
 'exp' maps to the mesh axis 'expert' (logical_axis_rules), so ici/dcn_expert_parallelism shard the experts;
 'embed_no_exp' is 'embed' without 'expert' (the rule table resolves 'embed' first, which would take 'expert').
 
@@ -23,7 +27,8 @@ are the chosen *unbiased* scores, divided by their sum if norm_topk_prob, times 
 use_random_routing replaces the logits by input-independent uniform noise (fixed key; debugging/benchmarks).
 
 Dispatch: `sparse_matmul=true` (default) is dropless: the R token copies are sorted by expert and run through a
-grouped matmul (`jax.lax.ragged_dot`). `megablox=true` asks for the Pallas TPU kernel, which is not built: the
+grouped matmul (`jax.lax.ragged_dot`; on CPU, where ragged_dot costs as much as every expert on every row, a
+blocked grouped matmul in plain JAX, `MoeBlock._blocked_ffn`; `MoeBlock.gmm_impl` says which). `megablox=true` asks for the Pallas TPU kernel, which is not built: the
 same ragged_dot is used and a notice is logged once. `sparse_matmul=false` is GShard-style capacity dispatch with
 einsums, per sequence: each expert takes C = ceil(T * A / E * capacity_factor) tokens (first choices first, then
 by position) and drops the rest (their weight is lost; the residual stream carries the token); capacity_factor
@@ -87,6 +92,7 @@ class MoeSpec:
   interleave_moe_layer_step: int = 1
   float32_weight_sum: bool = True
   float32_gate_logits: bool = False
+  mlp_bias: bool = False  # expert biases wi_0_bias / wi_1_bias (or wi_bias) [E, F] and wo_bias [E, D] (gpt-oss)
   routing_group_score: str = "top2_sum"  # how a routing group is scored: 'top2_sum' (DeepSeek-V3) or 'max' (V2)
 
   def __post_init__(self):
@@ -131,6 +137,7 @@ def is_moe_layer(spec: ModelSpec, layer_index: int | None) -> bool:
 
 
 _MEGABLOX_NOTICE = []
+GMM_IMPL: str | None = None  # force 'ragged_dot' or 'blocked' for MoeBlocks built from now on (benchmarks); None: auto
 
 
 def _megablox_notice():
@@ -180,10 +187,23 @@ class MoeBlock(nnx.Module):
     else:
       self.wi = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed_no_exp", "mlp"), **k)
     self.wo = _expert_kernel(rngs, (E, F, D), axes=("exp", "mlp", "embed_no_exp"), **k)
+    if m.mlp_bias:  # gpt-oss: a bias per expert after each expert matmul
+      for name in (("wi_0", "wi_1") if len(self.activations) == 2 else ("wi",)):
+        setattr(self, f"{name}_bias", param(rngs, nnx.initializers.zeros, (E, F), spec.weight_dtype, ("exp", "mlp")))
+      self.wo_bias = param(rngs, nnx.initializers.zeros, (E, D), spec.weight_dtype, ("exp", "embed_no_exp"))
+    # gpt-oss router (family trait `topk_softmax_router`): logits = x W + gate.bias, weights = softmax over the top-k
+    # logits; its experts' GLU (trait `moe_glu_alpha`): min(h0, L) * sigmoid(alpha min(h0, L)) * (clip(h1, -L, L) + 1)
+    # with L = mlp_activations_limit (> 0; no clamp otherwise).
+    self.topk_softmax_router = bool(spec.family_trait("topk_softmax_router", False))
+    self.glu_alpha = spec.family_trait("moe_glu_alpha", None)
+    self.activations_limit = spec.mlp_activations_limit
     if m.shared_experts > 0:
       self.shared_experts = MlpBlock(spec.replace(mlp_dim=m.shared_experts * F), rngs=rngs)
     if m.megablox and m.sparse_matmul:
       _megablox_notice()
+    # Grouped matmul of the dropless path: 'ragged_dot' (XLA's grouped matmul; TPU/GPU) or 'blocked' (CPU, where
+    # ragged_dot runs every expert on every row). A plain attribute, so tests can pick either.
+    self.gmm_impl = GMM_IMPL or ("blocked" if jax.default_backend() == "cpu" else "ragged_dot")
 
   # ---- routing --------------------------------------------------------------------------------------------
 
@@ -193,6 +213,11 @@ class MoeBlock(nnx.Module):
     logits_BTE = self.gate(x_BTD).astype(jnp.float32)
     if m.use_random_routing:
       logits_BTE = jax.random.uniform(jax.random.key(0), logits_BTE.shape, jnp.float32)
+    if self.topk_softmax_router:
+      if m.routed_bias:
+        logits_BTE = logits_BTE + self.gate.bias[...].astype(jnp.float32)
+      top_BTA, experts_BTA = jax.lax.top_k(logits_BTE, m.num_experts_per_tok)
+      return jax.nn.softmax(logits_BTE, -1), experts_BTA, jax.nn.softmax(top_BTA, -1) * m.routed_scaling_factor
     probs_BTE = jax.nn.sigmoid(logits_BTE) if m.routed_score_func == "sigmoid" else jax.nn.softmax(logits_BTE, -1)
     select_BTE = probs_BTE
     if m.routed_bias:
@@ -210,14 +235,32 @@ class MoeBlock(nnx.Module):
   def _w(self, name):
     return getattr(self, name)[...].astype(self.dtype)
 
+  def _add_bias(self, y, name, experts):
+    """y + the expert bias of kernel `name` for expert ids `experts` (shaped to broadcast with y); y without
+    mlp_bias."""
+    if not self.m.mlp_bias:
+      return y
+    return y + jnp.take(getattr(self, f"{name}_bias")[...].astype(self.dtype), experts, axis=0)
+
   def _hidden(self, h0, h1=None):
+    if self.glu_alpha is not None and len(self.activations) == 2:  # gpt-oss clamped GLU
+      if self.activations_limit > 0:
+        h0 = jnp.minimum(h0, self.activations_limit)
+        h1 = jnp.clip(h1, -self.activations_limit, self.activations_limit)
+      return h0 * jax.nn.sigmoid(h0 * self.glu_alpha) * (h1 + 1)
     if len(self.activations) == 2:
       return activation(self.activations[0])(h0) * activation(self.activations[1])(h1)
     return activation(self.activations[0])(h0)
 
   def _ragged_ffn(self, x_RD: jax.Array, group_sizes_E: jax.Array) -> jax.Array:
+    """The experts on rows sorted by expert (group_sizes_E rows each): jax.lax.ragged_dot, or on CPU, where
+    ragged_dot costs as much as running every expert on every row, a blocked grouped matmul (`_blocked_ffn`)."""
+    if self.gmm_impl == "blocked":
+      return self._blocked_ffn(x_RD, group_sizes_E)
     prec = matmul_precision(self.precision)
-    mm = lambda x, w: jax.lax.ragged_dot(x, self._w(w), group_sizes_E, precision=prec)
+    e_R = jnp.repeat(jnp.arange(self.m.num_experts), group_sizes_E, total_repeat_length=x_RD.shape[0]) \
+        if self.m.mlp_bias else None
+    mm = lambda x, w: self._add_bias(jax.lax.ragged_dot(x, self._w(w), group_sizes_E, precision=prec), w, e_R)
     if len(self.activations) == 2:
       h_RF = self._hidden(checkpoint_name(mm(x_RD, "wi_0"), "moe_mlpwi_0"),
                           checkpoint_name(mm(x_RD, "wi_1"), "moe_mlpwi_1"))
@@ -225,16 +268,43 @@ class MoeBlock(nnx.Module):
       h_RF = self._hidden(mm(x_RD, "wi"))
     return checkpoint_name(mm(h_RF, "wo"), "moe_mlpwo")
 
+  def _blocked_ffn(self, x_RD: jax.Array, group_sizes_E: jax.Array) -> jax.Array:
+    """Grouped matmul in blocks of K rows (megablox's scheme in plain JAX): each expert's rows are padded to a
+    multiple of K, and block n is multiplied by the kernel of its expert (gathered: [N, D, F]). N = ceil(R / K) + E
+    is static; padding rows are zero and dropped. Costs about (1 + E * K / R) x the ideal FLOPs."""
+    R, E = x_RD.shape[0], self.m.num_experts
+    K = int(max(8, min(128, 2 ** math.ceil(math.log2(max(1, R // E))))))
+    N = -(-R // K) + E
+    padded_E = (group_sizes_E + K - 1) // K * K
+    start_E = jnp.cumsum(group_sizes_E) - group_sizes_E
+    pstart_E = jnp.cumsum(padded_E) - padded_E
+    rows_R = jnp.arange(R)
+    group_R = jnp.searchsorted(jnp.cumsum(group_sizes_E), rows_R, side="right")
+    dest_R = pstart_E[group_R] + rows_R - start_E[group_R]
+    group_N = jnp.clip(jnp.searchsorted(jnp.cumsum(padded_E), jnp.arange(N) * K, side="right"), 0, E - 1)
+    x_NKD = jnp.zeros((N * K, x_RD.shape[1]), x_RD.dtype).at[dest_R].set(x_RD).reshape(N, K, -1)
+    prec = matmul_precision(self.precision)
+    mm = lambda x, w: self._add_bias(jnp.einsum("nkd,ndf->nkf", x, jnp.take(self._w(w), group_N, axis=0),
+                                                precision=prec), w, group_N[:, None])
+    if len(self.activations) == 2:
+      h_NKF = self._hidden(checkpoint_name(mm(x_NKD, "wi_0"), "moe_mlpwi_0"),
+                           checkpoint_name(mm(x_NKD, "wi_1"), "moe_mlpwi_1"))
+    else:
+      h_NKF = self._hidden(mm(x_NKD, "wi"))
+    y_NKD = checkpoint_name(mm(h_NKF, "wo"), "moe_mlpwo")
+    return jnp.take(y_NKD.reshape(N * K, -1), dest_R, axis=0)
+
   def _dense_ffn(self, x_BECD: jax.Array) -> jax.Array:
     """Every expert e on its own rows x_BECD[:, e]."""
     prec = matmul_precision(self.precision)
-    mm = lambda x, w: jnp.einsum("becd,edf->becf", x, self._w(w), precision=prec)
+    e_E1 = jnp.arange(self.m.num_experts)[:, None]
+    mm = lambda x, w: self._add_bias(jnp.einsum("becd,edf->becf", x, self._w(w), precision=prec), w, e_E1)
     if len(self.activations) == 2:
       h_BECF = self._hidden(mm(x_BECD, "wi_0"), mm(x_BECD, "wi_1"))
     else:
       h_BECF = self._hidden(mm(x_BECD, "wi"))
     h_BECF = constrain(h_BECF, ACT_BECF)
-    return jnp.einsum("becf,efd->becd", h_BECF, self._w("wo"), precision=prec)
+    return self._add_bias(jnp.einsum("becf,efd->becd", h_BECF, self._w("wo"), precision=prec), "wo", e_E1)
 
   # ---- dispatch ---------------------------------------------------------------------------------------------
 
