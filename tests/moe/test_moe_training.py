@@ -4,6 +4,8 @@ added to the loss and reported; the routed bias moves by the aux-loss-free updat
 
 from __future__ import annotations
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -16,13 +18,15 @@ AUX = ["load_balance_loss_weight=0.01", "routed_bias=true", "routed_bias_update_
 
 
 def loss_and_grads(cfg, devices=None):
+  """(trainer, loss, grads, compiled HLO text) of the jitted loss and gradient on the config's mesh."""
   tr = Trainer(cfg, devices=devices)
   state, _ = tr.initial_state()
   batch = to_global(next(tr.data), tr.batch_sharding)
   with jax.set_mesh(tr.mesh), activation_sharding(tr.mesh, tr.rules):
     fn = jax.jit(jax.value_and_grad(lambda p: step_lib.loss_fn(p, state["rest"], tr.layout.graphdef, batch, 0.0, True)[0]))
-    loss, grads = fn(state["params"])
-  return tr, float(loss), jax.tree.map(np.asarray, grads)
+    compiled = fn.lower(state["params"]).compile()
+    loss, grads = compiled(state["params"])
+  return tr, float(loss), jax.tree.map(np.asarray, grads), compiled.as_text()
 
 
 @pytest.mark.parametrize("dispatch,mesh", [
@@ -31,9 +35,9 @@ def loss_and_grads(cfg, devices=None):
 ])
 def test_expert_parallel_matches_one_device(moe_cfg, dispatch, mesh):
   capacity = [] if dispatch.endswith("true") else ["capacity_factor=1.5"]  # some tokens dropped, same on both
-  _, l1, g1 = loss_and_grads(moe_cfg(dispatch, *capacity, *AUX, "per_device_batch_size=8", "ici_fsdp_parallelism=1"),
+  _, l1, g1, _ = loss_and_grads(moe_cfg(dispatch, *capacity, *AUX, "per_device_batch_size=8", "ici_fsdp_parallelism=1"),
                              jax.devices()[:1])
-  tr, l8, g8 = loss_and_grads(moe_cfg(dispatch, *capacity, *AUX, *mesh))
+  tr, l8, g8, hlo = loss_and_grads(moe_cfg(dispatch, *capacity, *AUX, *mesh))
   assert l8 == pytest.approx(l1, rel=1e-5, abs=1e-5)
   for a, b in zip(jax.tree.leaves(g8), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -42,6 +46,9 @@ def test_expert_parallel_matches_one_device(moe_cfg, dispatch, mesh):
   for name in ("wi_0", "wi_1", "wo"):
     spec = next(v for k, v in specs.items() if f"'{name}'" in k)
     assert spec[0] == "expert", (name, spec)  # [E, ...] expert axis sharded on 'expert' (scanned: layers at axis 1)
+  # the experts stay sharded: no all-gather rebuilds a full expert kernel (E=8, L=2, D=32, F=48) in forward or backward
+  gathered = set(re.findall(r"= f32\[([0-9,]+)\][^=]*? all-gather\(", hlo))
+  assert not gathered & {"8,2,32,48", "8,2,48,32", "8,32,48", "8,48,32"}, gathered
 
 
 def test_train_step_adds_lb_loss_and_updates_bias(moe_cfg):
