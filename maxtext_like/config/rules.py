@@ -62,7 +62,8 @@ def experts_per_token(v, d):
 MOE_DECODER_BLOCKS = frozenset({"mixtral", "qwen3_moe", "deepseek", "llama4", "gpt_oss", "qwen3_next", "qwen3_custom_moe",
                                 "qwen3_5", "gemma4", "deepseek4"})
 _MOE_DEFAULTS = {"num_experts": 1, "num_experts_per_tok": 1, "load_balance_loss_weight": 0.0, "shared_experts": 0,
-                 "routed_bias": False, "n_routing_groups": -1, "first_num_dense_layers": 0}
+                 "routed_bias": False, "n_routing_groups": -1, "first_num_dense_layers": 0,
+                 "mlp_bias": False}
 
 
 @rule

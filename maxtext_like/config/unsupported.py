@@ -20,7 +20,7 @@ PARTIAL: dict[str, frozenset] = {
     "profiler": frozenset({"", "xplane"}),
     "interleave_moe_layer_step": frozenset({1}),
     "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral", "qwen2", "qwen3", "gpt3", "olmo3", "mixtral",
-                                "qwen3_moe", "deepseek"}),
+                                "qwen3_moe", "deepseek", "gpt_oss"}),
 }
 
 UNSUPPORTED: frozenset[str] = frozenset({
@@ -44,12 +44,12 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "bwd_quantization_calibration_method", "weight_sparsity_n", "weight_sparsity_m", "weight_sparsity_update_step",
     "weight_sparsity_start_step",
     # model
-    "attention_output_dim", "global_head_dim", "mlp_activations_limit", "fused_mlp",
+    "attention_output_dim", "global_head_dim", "fused_mlp",
     "qk_norm_with_scale", "v_norm_with_scale", "mtp_num_layers", "mtp_loss_scaling_factor", "mtp_eval_target_module",
     "normalize_embedding_logits", "mhc_expansion_rate", "sinkhorn_iterations", "engram_layers", "engram_num_heads",
     "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
     # attention
-    "share_kv_projections", "global_num_kv_heads", "attention_sink", "chunk_attn_window_size",
+    "share_kv_projections", "global_num_kv_heads", "chunk_attn_window_size",
     "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
     "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
     "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "use_indexer", "indexer_head_dim", "indexer_n_heads",
@@ -73,7 +73,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "wi_tile_dlhs_embed_dim", "wi_tile_dlhs_mlp_dim", "wi_tile_drhs_batch_seq", "wi_tile_drhs_embed_dim",
     "wi_tile_drhs_mlp_dim", "wo_tile_fwd_batch_seq", "wo_tile_fwd_embed_dim", "wo_tile_fwd_mlp_dim",
     "wo_tile_dlhs_batch_seq", "wo_tile_dlhs_embed_dim", "wo_tile_dlhs_mlp_dim", "wo_tile_drhs_batch_seq",
-    "wo_tile_drhs_embed_dim", "wo_tile_drhs_mlp_dim", "merge_gating_gmm", "mlp_bias", "use_batch_split_schedule", "batch_split_factor", "gdn_conv_kernel_dim",
+    "wo_tile_drhs_embed_dim", "wo_tile_drhs_mlp_dim", "merge_gating_gmm", "use_batch_split_schedule", "batch_split_factor", "gdn_conv_kernel_dim",
     "gdn_key_head_dim", "gdn_value_head_dim", "gdn_num_key_heads", "gdn_num_value_heads", "gdn_chunk_size",
     "use_qk_norm_in_gdn", "partial_rotary_factor",
     # mesh

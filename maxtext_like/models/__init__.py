@@ -33,6 +33,7 @@ from maxtext_like.models import qwen2, qwen3  # noqa: F401  (register 'qwen2', '
 from maxtext_like.models import mixtral, qwen3_moe  # noqa: F401  (register 'mixtral', 'qwen3_moe')
 from maxtext_like.models import gpt3, olmo  # noqa: F401  (register 'gpt3', 'olmo3')
 from maxtext_like.models import deepseek  # noqa: F401  (registers 'deepseek')
+from maxtext_like.models import gpt_oss  # noqa: F401  (registers 'gpt_oss')
 from maxtext_like.models.kv_cache import KVCache
 from maxtext_like.models.registry import DECODER_BLOCKS, register_decoder_block
 from maxtext_like.models.spec import ModelSpec

@@ -40,6 +40,8 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       use_iota_embed=r.use_iota_embed,
       rope_type=r.rope_type,
       attention_type=a.attention_type,
+      attention_sink=a.attention_sink,
+      mlp_activations_limit=m.mlp_activations_limit,
       **({k: getattr(a, k) for k in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
                                       "v_head_dim", "mla_naive_kvcache")} if a.attention_type == "mla" else {}),
       **{k: getattr(r, k) for k in ("max_position_embeddings", "original_max_position_embeddings", "rope_factor",
@@ -97,4 +99,4 @@ def moe_spec(cfg: Config) -> MoeSpec | None:
           "load_balance_loss_weight", "use_random_routing", "norm_topk_prob", "routed_score_func",
           "routed_scaling_factor", "routed_bias", "routed_bias_update_rate", "n_routing_groups", "topk_routing_group",
           "shared_experts", "first_num_dense_layers", "interleave_moe_layer_step", "float32_weight_sum",
-          "float32_gate_logits")})
+          "float32_gate_logits", "mlp_bias")})
