@@ -131,6 +131,9 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
 
 def make_eval_step(graphdef, z_loss: float):
   def eval_step(state, batch):
-    _, (total, count, _) = loss_fn(state["params"], state["rest"], graphdef, batch, z_loss, True)
+    moe = {}
+    _, (total, count, _) = loss_fn(state["params"], state["rest"], graphdef, batch, z_loss, True, moe_out=moe)
+    if moe["has_lb_loss"]:  # eval loss is cross entropy only (as MaxText's); the MoE load-balance term is training's
+      total = total - moe["lb_loss"] * count
     return {"total": total, "count": count}
   return eval_step

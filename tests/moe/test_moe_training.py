@@ -58,11 +58,13 @@ def test_train_step_adds_lb_loss_and_updates_bias(moe_cfg):
   batch = to_global(next(tr.data), tr.batch_sharding)
   bias0 = np.asarray(state["params"]["decoder"]["layers"]["mlp"]["gate"]["bias"][...])
   with jax.set_mesh(tr.mesh), activation_sharding(tr.mesh, tr.rules):
-    ce_only = float(step_lib.loss_fn(state["params"], state["rest"], tr.layout.graphdef, batch, 0.0, True)[0])
+    with_lb = float(step_lib.loss_fn(state["params"], state["rest"], tr.layout.graphdef, batch, 0.0, True)[0])
+    eval_ce = float(jax.jit(tr.eval_step)(state, batch)["total"]) / batch["inputs"].size
     state, metrics = tr.train_step(state, batch)
   lb = float(metrics["moe_lb_loss"])
   assert 0.02 <= lb <= 0.08  # 2 layers x 0.01 x (1 .. E/A)
-  assert float(metrics["loss"]) == pytest.approx(ce_only, rel=1e-6)  # loss_fn already includes lb
+  assert float(metrics["loss"]) == pytest.approx(with_lb, rel=1e-6)  # loss_fn already includes lb
   bias = np.asarray(state["params"]["decoder"]["layers"]["mlp"]["gate"]["bias"][...])  # [E, L]: lr 0, only the update
   np.testing.assert_allclose(np.abs(bias - bias0), 0.001, atol=1e-6)
   assert np.all(np.sum(bias - bias0, axis=0) != 8 * 0.001)  # some experts up, some down
+  assert eval_ce == pytest.approx(float(metrics["loss"]) - lb, rel=1e-5)  # eval loss: cross entropy only
