@@ -8,8 +8,17 @@ TINY = ["override_model_config=true", "base_emb_dim=32", "base_num_query_heads=2
         "enable_checkpointing=false", "steps=2", "log_period=1000", "run_name=t"]
 
 
+def _maker(out_dir):
+  def make(*argv):
+    return load_config(["base.yml", *TINY, f"base_output_directory={out_dir}", *argv], env={})
+  return make
+
+
 @pytest.fixture
 def pp_cfg(tmp_path):
-  def make(*argv):
-    return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", *argv], env={})
-  return make
+  return _maker(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def pp_cfg_module(tmp_path_factory):
+  return _maker(tmp_path_factory.mktemp("pp"))

@@ -27,12 +27,8 @@ def grads_and_losses(cfg, devices=None, steps=2):
 
 
 @pytest.fixture(scope="module")
-def one_device(tmp_path_factory):
-  from maxtext_like.config import load_config
-  from tests.pipeline.conftest import TINY
-  cfg = load_config(["base.yml", *TINY, f"base_output_directory={tmp_path_factory.mktemp('one')}",
-                     "per_device_batch_size=16", "ici_fsdp_parallelism=1"], env={})
-  return grads_and_losses(cfg, jax.devices()[:1])
+def one_device(pp_cfg_module):
+  return grads_and_losses(pp_cfg_module("per_device_batch_size=16", "ici_fsdp_parallelism=1"), jax.devices()[:1])
 
 
 MESHES = {
