@@ -15,7 +15,8 @@ KNOWN_PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU 
 
 
 def train_flops_per_step(spec: ModelSpec, batch: int, seq: int, grad_accum: int = 1) -> float:
-  """3 x forward FLOPs: ffn + qkv + out projection per layer, unembedding, causal attention."""
+  """3 x forward FLOPs: ffn (MoE: router + active experts) + qkv + out projection per layer, unembedding, causal
+  attention."""
   B, S, L = batch, seq, spec.num_decoder_layers
   n_act = len(spec.mlp_activations)
   ffn = 2 * B * S * spec.mlp_dim * spec.emb_dim * n_act + 2 * B * S * spec.mlp_dim * spec.emb_dim
@@ -23,7 +24,13 @@ def train_flops_per_step(spec: ModelSpec, batch: int, seq: int, grad_accum: int 
   proj = 2 * B * S * spec.emb_dim * spec.num_query_heads * spec.head_dim
   unembed = 2 * B * S * spec.emb_dim * spec.vocab_size
   attention = 4 * B * S * S * spec.num_query_heads * spec.head_dim / 2
-  return 3 * ((ffn + qkv + proj) * L + unembed + attention * L) * grad_accum
+  ffn_all = ffn * L
+  if spec.moe is not None:  # MoE layers (MaxText's count): router + top-k routed experts + shared experts
+    m, n_moe = spec.moe, L - min(spec.moe.first_num_dense_layers, L)
+    expert = 2 * B * S * m.mlp_dim * spec.emb_dim * (n_act + 1)
+    ffn_all = ffn * (L - n_moe) + n_moe * ((m.num_experts_per_tok + m.shared_experts) * expert
+                                           + 2 * B * S * spec.emb_dim * m.num_experts)
+  return 3 * (ffn_all + (qkv + proj) * L + unembed + attention * L) * grad_accum
 
 
 def _cache_file() -> Path:

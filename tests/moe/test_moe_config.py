@@ -47,3 +47,13 @@ def test_presets_load():
   for name in ("mixtral-8x7b", "mixtral-8x22b", "qwen3-30b-a3b", "qwen3-235b-a22b", "qwen3-480b-a35b"):
     m = model_spec(load_config(["base.yml", f"model_name={name}"], env={})).moe
     assert m.num_experts in (8, 128, 160) and m.norm_topk_prob
+
+
+def test_train_flops_count_active_experts():
+  from maxtext_like.training.flops import train_flops_per_step
+  cfg = load_config(["base.yml", *MIXTRAL, "base_mlp_dim=1024", "base_moe_mlp_dim=512"], env={})
+  spec = model_spec(cfg)
+  dense = train_flops_per_step(spec.replace(moe=None, decoder_block="llama2", mlp_dim=1024), 1, 128)
+  moe = train_flops_per_step(spec, 1, 128)
+  router = 3 * 2 * 128 * spec.emb_dim * 8 * spec.num_decoder_layers
+  assert moe == pytest.approx(dense + router)  # top-2 of F=512 == one dense MLP of F=1024
