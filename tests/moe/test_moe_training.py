@@ -32,6 +32,7 @@ def loss_and_grads(cfg, devices=None):
 @pytest.mark.parametrize("dispatch,mesh", [
     ("sparse_matmul=true", ["ici_expert_parallelism=4", "ici_data_parallelism=2", "ici_fsdp_parallelism=1"]),
     ("sparse_matmul=false", ["ici_expert_parallelism=2", "ici_fsdp_parallelism=4"]),
+    ("sparse_matmul=true", ["num_slices=2", "dcn_expert_parallelism=2", "dcn_data_parallelism=1", "ici_fsdp_parallelism=4"]),
 ])
 def test_expert_parallel_matches_one_device(moe_cfg, dispatch, mesh):
   capacity = [] if dispatch.endswith("true") else ["capacity_factor=1.5"]  # some tokens dropped, same on both
