@@ -57,37 +57,30 @@ def test_expert_parallel_matches_one_device(moe_cfg, dispatch, mesh):
   assert not gathered & {"8,2,32,48", "8,2,48,32", "8,32,48", "8,48,32"}, gathered
 
 
-def test_train_step_adds_lb_loss_and_updates_bias(moe_cfg):
-  tr = Trainer(moe_cfg(*AUX, "per_device_batch_size=4", "ici_fsdp_parallelism=1", "learning_rate=0.0"),
-               devices=jax.devices()[:1])
-  state, _ = tr.initial_state()
-  batch = to_global(next(tr.data), tr.batch_sharding)
-  bias0 = np.asarray(state["params"]["decoder"]["layers"]["mlp"]["gate"]["bias"][...])
-  with jax.set_mesh(tr.mesh), activation_sharding(tr.mesh, tr.rules):
-    with_lb = float(step_lib.loss_fn(state["params"], state["rest"], tr.layout.graphdef, batch, 0.0, True)[0])
-    eval_ce = float(jax.jit(tr.eval_step)(state, batch)["total"]) / batch["inputs"].size
-    state, metrics = tr.train_step(state, batch)
-  lb = float(metrics["moe_lb_loss"])
-  assert 0.02 <= lb <= 0.08  # 2 layers x 0.01 x (1 .. E/A)
-  assert float(metrics["loss"]) == pytest.approx(with_lb, rel=1e-6)  # loss_fn already includes lb
-  bias = np.asarray(state["params"]["decoder"]["layers"]["mlp"]["gate"]["bias"][...])  # [E, L]: lr 0, only the update
-  np.testing.assert_allclose(np.abs(bias - bias0), 0.001, atol=1e-6)
-  assert np.all(np.sum(bias - bias0, axis=0) != 8 * 0.001)  # some experts up, some down
-  assert eval_ce == pytest.approx(float(metrics["loss"]) - lb, rel=1e-5)  # eval loss: cross entropy only
-
-
-def test_gradient_accumulation_matches_big_batch(moe_cfg):
-  """Micro-batches sum the load-balance term per token like the CE (weight tiny: its batch-level nonlinearity
-  stays below the tolerance); the routed-bias deltas are averaged."""
-  aux = ["load_balance_loss_weight=1e-7", "routed_bias=true", "routed_bias_update_rate=0.001", "ici_fsdp_parallelism=1"]
+def test_train_step_lb_loss_bias_update_eval_and_accumulation(moe_cfg):
+  """One train step (learning rate 0, so only the routed-bias update moves parameters): `loss` = eval cross entropy
+  + `moe_lb_loss`; the bias moves by exactly +-rate; 4 micro-batches give the big batch's loss and gradient norm
+  (load-balance weight tiny: its batch-level nonlinearity stays below the tolerance; bias deltas are averaged)."""
+  aux = ["load_balance_loss_weight=1e-3", "routed_bias=true", "routed_bias_update_rate=0.001", "ici_fsdp_parallelism=1",
+         "learning_rate=0.0"]
   out = {}
   for name, argv in {"big": ["per_device_batch_size=4"],
                      "acc": ["per_device_batch_size=1", "gradient_accumulation_steps=4"]}.items():
     tr = Trainer(moe_cfg(*aux, *argv), devices=jax.devices()[:1])
     state, _ = tr.initial_state()
+    batch = to_global(next(tr.data), tr.batch_sharding)
+    bias0 = np.asarray(state["params"]["decoder"]["layers"]["mlp"]["gate"]["bias"][...])
     with jax.set_mesh(tr.mesh), activation_sharding(tr.mesh, tr.rules):
-      state, m = tr.train_step(state, to_global(next(tr.data), tr.batch_sharding))
-    out[name] = (float(m["loss"]), float(m["grad_norm"]), "moe_lb_loss" in m)
-  assert out["acc"][0] == pytest.approx(out["big"][0], rel=1e-5)
+      eval_ce = float(jax.jit(tr.eval_step)(state, batch)["total"]) / batch["inputs"].size if name == "big" else None
+      state, m = tr.train_step(state, batch)
+    out[name] = (float(m["loss"]), float(m["grad_norm"]), float(m["moe_lb_loss"]))
+    if name == "big":
+      lb = out[name][2]
+      assert 2e-3 <= lb <= 8e-3  # 2 layers x 1e-3 x (1 .. E/A)
+      assert out[name][0] == pytest.approx(eval_ce + lb, rel=1e-6)  # eval loss: cross entropy only
+      bias = np.asarray(state["params"]["decoder"]["layers"]["mlp"]["gate"]["bias"][...])  # [E, L]
+      np.testing.assert_allclose(np.abs(bias - bias0), 0.001, atol=1e-6)
+      assert np.all(np.abs(np.sum(bias - bias0, axis=0)) < 8 * 0.001)  # some experts up, some down
+  assert out["acc"][0] == pytest.approx(out["big"][0], rel=1e-4)
   assert out["acc"][1] == pytest.approx(out["big"][1], rel=1e-4)
-  assert out["acc"][2] and out["big"][2]
+  assert out["acc"][2] == pytest.approx(out["big"][2], rel=0.2)  # per-micro-batch balance differs (measured 9%)
