@@ -66,6 +66,9 @@ def to_maxtext(hf_path: str, output: str, argv: Sequence[str] = ()) -> str:
     keys = mapping.model_keys_from_hf(hf)
   except HFConfigError as e:
     raise ConvertError(f"{hf_path}: {e}") from None
+  except (KeyError, TypeError, ValueError) as e:
+    raise ConvertError(f"{hf_path}/config.json is incomplete or malformed for {arch} "
+                       f"({type(e).__name__}: {e}); is it the config the checkpoint was saved with?") from None
   files = checkpoint_files(hf_path)
   if not files:
     raise ConvertError(f"{hf_path} has no *.safetensors files (only safetensors checkpoints are supported)")

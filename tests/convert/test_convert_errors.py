@@ -59,11 +59,15 @@ def test_wrong_architecture_for_model_name(hf_dir, tmp_path):
 
 
 def test_unsupported_architecture_and_bad_paths(tmp_path, capsys):
+  os.makedirs(tmp_path / "mamba")
+  (tmp_path / "mamba" / "config.json").write_text(json.dumps({"architectures": ["MambaForCausalLM"]}))
+  assert main(["to_maxtext", "--hf_path", str(tmp_path / "mamba"), "--output", str(tmp_path / "o")]) == 2
+  err = capsys.readouterr().err
+  assert "MambaForCausalLM' is not supported; supported: [" in err and "'LlamaForCausalLM'" in err
   os.makedirs(tmp_path / "gpt")
   (tmp_path / "gpt" / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
   assert main(["to_maxtext", "--hf_path", str(tmp_path / "gpt"), "--output", str(tmp_path / "o")]) == 2
-  err = capsys.readouterr().err
-  assert "GPT2LMHeadModel' is not supported; supported: [" in err and "'LlamaForCausalLM'" in err
+  assert "incomplete or malformed" in capsys.readouterr().err
   assert main(["to_maxtext", "--hf_path", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o")]) == 2
   assert "has no config.json" in capsys.readouterr().err
   assert main(["to_maxtext", "--output", str(tmp_path / "o")]) == 2
