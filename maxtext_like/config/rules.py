@@ -85,7 +85,7 @@ def capacity_factor_needs_capacity_dispatch(v, d):
 
 
 @rule
-def moe_routing_groups(v, d):
+def moe_routing_groups(v, d, sources=None):
   g, k, E = v["n_routing_groups"], v["topk_routing_group"], v["num_experts"]
   if g > 0:
     if E % g:
@@ -97,6 +97,12 @@ def moe_routing_groups(v, d):
     yield Problem("routed_bias_update_rate", "updates the routed bias: needs routed_bias=true", v["routed_bias_update_rate"])
   if v["routed_score_func"] not in ("", "softmax", "sigmoid"):
     yield Problem("routed_score_func", "unknown scoring function", v["routed_score_func"], allowed="'', 'softmax', 'sigmoid'")
+  if v["interleave_moe_layer_step"] < 1:
+    yield Problem("interleave_moe_layer_step", "must be >= 1", v["interleave_moe_layer_step"])
+  elif v["interleave_moe_layer_step"] > 1 and v["scan_layers"] and \
+      not (sources or {}).get("interleave_moe_layer_step", "").startswith("preset "):  # unbuilt families' presets
+    yield Problem("interleave_moe_layer_step", "mixes dense and MoE layers, which the scanned layout (one stacked layer) "
+                  "cannot hold yet", v["interleave_moe_layer_step"], allowed="1, or set scan_layers=false")
   if v["first_num_dense_layers"] > v["base_num_decoder_layers"]:
     yield Problem("first_num_dense_layers", f"exceeds base_num_decoder_layers ({v['base_num_decoder_layers']})",
                   v["first_num_dense_layers"])

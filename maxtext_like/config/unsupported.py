@@ -18,7 +18,6 @@ PARTIAL: dict[str, frozenset] = {
     "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
                                "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
     "profiler": frozenset({"", "xplane"}),
-    "interleave_moe_layer_step": frozenset({1}),
     "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral", "qwen2", "qwen3", "gpt3", "olmo3", "mixtral",
                                 "qwen3_moe", "deepseek", "gpt_oss"}),
 }
@@ -63,7 +62,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # (built, models/moe.py: num_experts, num_experts_per_tok, capacity_factor, base_moe_mlp_dim,
     #  load_balance_loss_weight, use_random_routing, norm_topk_prob, float32_weight_sum, float32_gate_logits,
     #  megablox (falls back to ragged_dot), sparse_matmul, first_num_dense_layers, shared_experts, routed_*,
-    #  n_routing_groups, topk_routing_group; interleave_moe_layer_step only 1, see PARTIAL)
+    #  n_routing_groups, topk_routing_group, interleave_moe_layer_step (scan_layers=false))
     "ragged_buffer_factor", "moe_expert_input_dim",
     "padded_base_moe_mlp_dim", "use_custom_sort_vjp",
     "use_ring_of_experts", "use_gather_mosaic_kernel",

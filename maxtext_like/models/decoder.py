@@ -56,11 +56,17 @@ class Decoder(nnx.Module):
     self.spec = spec
     block_cls = get_decoder_block(spec.decoder_block)
     self.stacks = layer_stacks(spec)
+    # Loop layout: a block with `init_takes_layer_index = True` is built with `layer_index=` (its global index), so
+    # its layers may differ (e.g. MoE every k-th layer, interleave_moe_layer_step).
+    by_index = not spec.scan_layers and spec.family_trait("init_takes_layer_index", False)
+    offset = 0
     for name, n, kw in self.stacks:
       if spec.scan_layers:
         setattr(self, name, stacked_layers(block_cls, spec, rngs, n, **dict(kw)))
       else:
-        setattr(self, name, nnx.List([block_cls(spec, rngs=rngs, **dict(kw)) for _ in range(n)]))
+        setattr(self, name, nnx.List([block_cls(spec, rngs=rngs, **dict(kw), **({"layer_index": offset + j} if by_index
+                                                                                 else {})) for j in range(n)]))
+      offset += n
     make_final_norm = spec.family_trait("make_final_norm")  # a family's own final norm (gpt3: LayerNorm)
     if make_final_norm is not None:
       self.decoder_norm = make_final_norm(spec, rngs)

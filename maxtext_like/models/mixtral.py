@@ -3,7 +3,8 @@
 Routing is softmax over all experts, top-k, renormalised (`norm_topk_prob: true` in the presets; MaxText
 hard-codes this for mixtral). `MoeDecoderLayer` is shared with qwen3_moe (which adds QK-norm through
 `use_qk_norm`); `first_num_dense_layers` puts that many dense llama layers first (`dense_layers` stack, then
-`moe_layers`; the HF mappings here refuse such checkpoints).
+`moe_layers`; the HF mappings here refuse such checkpoints); `interleave_moe_layer_step` = k > 1 makes layer i MoE iff
+(i + 1) % k == 0 (loop layout only; HF qwen3_moe's `decoder_sparse_step`), the others dense llama MLPs of mlp_dim.
 
 Hugging Face `MixtralForCausalLM` (save_pretrained layout of transformers 5.23, per-expert tensors) maps as
 llama (see llama2.py) plus, with W.T the transposed torch Linear weight:
@@ -26,17 +27,22 @@ from flax import nnx
 from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
 from maxtext_like.models.llama2 import LlamaDecoderLayer, LlamaHF
 from maxtext_like.models.mlp import MlpBlock
-from maxtext_like.models.moe import MoeBlock
+from maxtext_like.models.moe import MoeBlock, is_moe_layer
 from maxtext_like.models.registry import register_decoder_block
 from maxtext_like.models.spec import ModelSpec
 
 
 def moe_layer_stacks(spec: ModelSpec):
-  """One stack of MoE layers, or `dense_layers` then `moe_layers` with first_num_dense_layers."""
+  """One stack of MoE layers, or `dense_layers` then `moe_layers` with first_num_dense_layers; with
+  interleave_moe_layer_step > 1 (loop layout only) one stack whose layers choose by index (`moe.is_moe_layer`)."""
   m = spec.moe
-  if m is None or m.interleave_moe_layer_step != 1:
-    raise ValueError(f"decoder_block={spec.decoder_block!r} needs spec.moe (a MoeSpec) with "
-                     "interleave_moe_layer_step=1 (interleaved dense/MoE layers are not built yet)")
+  if m is None:
+    raise ValueError(f"decoder_block={spec.decoder_block!r} needs spec.moe (a MoeSpec)")
+  if m.interleave_moe_layer_step != 1:
+    if spec.scan_layers:
+      raise ValueError("interleave_moe_layer_step > 1 mixes dense and MoE layers, which the scanned layout (one stacked "
+                       "layer) cannot hold yet: set scan_layers=false")
+    return [("layers", spec.num_decoder_layers, {})]
   n_dense = min(m.first_num_dense_layers, spec.num_decoder_layers)
   if n_dense == 0:
     return [("layers", spec.num_decoder_layers, {})]
@@ -49,10 +55,11 @@ class MoeDecoderLayer(LlamaDecoderLayer):
 
   reads_spec_fields = ("moe",)
   layer_stacks = staticmethod(moe_layer_stacks)
+  init_takes_layer_index = True  # loop layout: built with layer_index (interleave_moe_layer_step)
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True):
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True, layer_index: int | None = None):
     super().__init__(spec, rngs=rngs)
-    if moe:
+    if moe and (layer_index is None or spec.moe.interleave_moe_layer_step == 1 or is_moe_layer(spec, layer_index)):
       self.mlp = MoeBlock(spec, rngs=rngs)
 
 
@@ -135,7 +142,8 @@ class MixtralHF(MoeHFMixin, LlamaHF):
   def hf_config_from(self, spec: ModelSpec) -> dict:
     m = spec.moe
     if m is None or not m.norm_topk_prob or m.routed_score_func not in ("", "softmax") or m.shared_experts or \
-        m.routed_bias or m.n_routing_groups > 0 or m.first_num_dense_layers or m.routed_scaling_factor != 1.0:
+        m.routed_bias or m.n_routing_groups > 0 or m.first_num_dense_layers or m.routed_scaling_factor != 1.0 or \
+        m.interleave_moe_layer_step != 1:
       raise HFConfigError("MixtralForCausalLM routes by softmax, top-k, renormalised (norm_topk_prob=true), no "
                           "shared experts, routed bias, groups, dense layers or routed scaling")
     cfg = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", **self._common_config(spec),

@@ -6,8 +6,9 @@ Hugging Face `Qwen3MoeForCausalLM` (save_pretrained layout of transformers 5.23)
   model.layers.i.mlp.experts.e.gate_proj.weight     decoder.layers.i.mlp.wi_0[e] = W.T       [D, F]
   model.layers.i.mlp.experts.e.up_proj.weight       ....mlp.wi_1[e] = W.T
   model.layers.i.mlp.experts.e.down_proj.weight     ....mlp.wo[e] = W.T                        [F, D]
-F is HF's `moe_intermediate_size` (our base_moe_mlp_dim); HF's dense `intermediate_size` only sizes dense layers
-(`mlp_only_layers`, `decoder_sparse_step` > 1), which are refused: every layer must be sparse.
+F is HF's `moe_intermediate_size` (our base_moe_mlp_dim); HF's dense `intermediate_size` (our base_mlp_dim) sizes the
+dense layers of `decoder_sparse_step` = k > 1 (our interleave_moe_layer_step: layer i sparse iff (i + 1) % k == 0,
+loop layout only), whose MLPs map as llama's `mlp.gate_proj/up_proj/down_proj`; `mlp_only_layers` is refused.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
     keys.update(self.moe_keys(hf, "num_experts"))
     keys["base_moe_mlp_dim"] = int(hf["moe_intermediate_size"])
     keys["norm_topk_prob"] = bool(hf.get("norm_topk_prob", False))
-    if hf.get("mlp_only_layers") or int(hf.get("decoder_sparse_step", 1)) != 1:
-      problems.append("dense layers (mlp_only_layers, decoder_sparse_step != 1) are not supported")
+    if hf.get("mlp_only_layers"):
+      problems.append("mlp_only_layers (dense layers at listed indices) is not supported; decoder_sparse_step is")
+    step = int(hf.get("decoder_sparse_step", 1) or 1)
+    if step != 1:
+      keys["interleave_moe_layer_step"] = step  # layer i sparse iff (i + 1) % step == 0; needs scan_layers=false
     return problems
 
   def hf_config_from(self, spec: ModelSpec) -> dict:
@@ -61,6 +65,6 @@ class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
     cfg.update({"architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe",
                 "num_experts": m.num_experts, "num_experts_per_tok": m.num_experts_per_tok,
                 "moe_intermediate_size": m.mlp_dim, "norm_topk_prob": m.norm_topk_prob,
-                "decoder_sparse_step": 1, "mlp_only_layers": [], "output_router_logits": False,
+                "decoder_sparse_step": m.interleave_moe_layer_step, "mlp_only_layers": [], "output_router_logits": False,
                 "router_aux_loss_coef": m.load_balance_loss_weight})
     return cfg

@@ -34,6 +34,9 @@ CASES = {  # name -> (config class, architecture, kwargs, scan_layers)
                   dict(num_experts=8, moe_intermediate_size=24, norm_topk_prob=True), True),
     "qwen3_moe_unnormalised": (transformers.Qwen3MoeConfig, "Qwen3MoeForCausalLM",
                                dict(num_experts=4, moe_intermediate_size=24, norm_topk_prob=False), False),
+    "qwen3_moe_sparse_step2": (transformers.Qwen3MoeConfig, "Qwen3MoeForCausalLM",  # layers 0, 2 dense; 1, 3 MoE
+                               dict(num_experts=4, moe_intermediate_size=24, norm_topk_prob=True, decoder_sparse_step=2,
+                                    num_hidden_layers=4), False),
 }
 
 
@@ -66,7 +69,7 @@ def test_hf_to_ours(name, tmp_path):
   diff = float(np.abs(np.asarray(loaded.logits(toks)) - hf_logits(hf, toks)).max())
   print(f"{name} hf->ours (scan_layers={scan}): max |logits diff| = {diff:.2e}")
   assert diff < 1e-4
-  if name != "qwen3_moe_unnormalised":
+  if name in ("mixtral", "qwen3_moe"):
     prompts = tokens(2, 6, seed=1)
     assert our_greedy(loaded, prompts, 20) == hf_greedy(hf, prompts, 20)
 
