@@ -136,6 +136,11 @@ def test_first_dense_layers_and_spec_checks():
   model = build_model(spec, nnx.Rngs(0))
   assert hasattr(model.decoder.dense_layers, "mlp") and hasattr(model.decoder.moe_layers.mlp, "wi_0")
   assert model(jnp.ones((1, 4), jnp.int32)).shape == (1, 4, 64)
+  inter = spec.replace(scan_layers=False, moe=spec.moe.replace(first_num_dense_layers=0, interleave_moe_layer_step=2))
+  layers = build_model(inter, nnx.Rngs(0)).decoder.layers
+  assert [isinstance(layer.mlp, MoeBlock) for layer in layers] == [False, True, False]
+  with pytest.raises(ValueError, match="scan_layers=false"):
+    build_model(inter.replace(scan_layers=True), nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_experts_per_tok"):
     MoeSpec(num_experts=2, num_experts_per_tok=3)
   with pytest.raises(ValueError, match="n_routing_groups"):
