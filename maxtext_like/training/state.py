@@ -66,6 +66,7 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params), "rest": rest,
             SKIP_WINDOW: jnp.zeros((loss_window,), jnp.float32)}
 
+  check_divisible(abs_params, param_shardings)
   key_abs = jax.ShapeDtypeStruct((2,), jnp.uint32)
   abstract_tree = jax.eval_shape(init, key_abs)
   shardings = {"step": replicated, "params": param_shardings,
@@ -85,6 +86,23 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
   init_fn = jax.jit(init, out_shardings=shardings)
   return StateLayout(graphdef=graphdef, abstract=abstract, shardings=shardings, init_fn=init_fn,
                      compute_shardings=compute_shardings)
+
+
+def check_divisible(abs_params, param_shardings) -> None:
+  """Every parameter dimension must split evenly over the mesh axes its logical name maps to (else ConfigError)."""
+  from maxtext_like.config import ConfigError, Problem
+  bad = []
+  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(abs_params)[0], jax.tree.leaves(param_shardings)):
+    for dim, axes in zip(leaf.shape, sh.spec):
+      names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      ways = int(np.prod([sh.mesh.shape[a] for a in names])) if names else 1
+      if dim % ways:
+        bad.append(f"{'.'.join(_path_key(path))} {tuple(leaf.shape)}: a dimension of {dim} cannot split {ways} ways over {names}")
+        break
+  if bad:
+    raise ConfigError([Problem("ici/dcn parallelism", f"does not divide the model's parameters ({len(bad)}): " + "; ".join(bad[:4])
+                               + ("; ..." if len(bad) > 4 else ""),
+                               allowed="sizes that divide the dimensions (heads, mlp, embed, vocab) mapped to each mesh axis")])
 
 
 def host_memory_kind(mesh: Mesh) -> str:

@@ -141,3 +141,9 @@ def test_host_offload_keeps_state_on_host_and_matches(tiny_cfg, offload):
   assert kinds == {"pinned_host"}
   param_kinds = {x.sharding.memory_kind for x in jax.tree.leaves(s_off["params"])}
   assert param_kinds == ({"pinned_host"} if len(offload) == 2 else {"device"})
+
+
+def test_indivisible_sharding_is_a_config_error(tiny_cfg):
+  from maxtext_like.config import ConfigError
+  with pytest.raises(ConfigError, match=r"cannot split 8 ways"):
+    Trainer(tiny_cfg(*COMMON, "ici_fsdp_parallelism=1", "ici_tensor_parallelism=8"))  # 4 query heads, 2 kv heads
