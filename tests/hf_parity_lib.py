@@ -1,0 +1,59 @@
+"""Shared helpers of the Hugging Face parity tests: our model with an HF model's weights, tokens, logits."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from maxtext_like.models import ModelSpec, build_model
+from maxtext_like.models.gemma import state_dict_to_params  # generic: any family's registered mapping
+
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
+
+
+def our_model(spec: ModelSpec, hf, *, scan_layers: bool = False):
+  """Our model with hf's weights (via the family's HF mapping), in the loop or scanned layout."""
+  spec = spec.replace(scan_layers=scan_layers)
+  flat = state_dict_to_params(spec, {k: v.detach().numpy() for k, v in hf.state_dict().items()})
+  model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
+  graphdef, state = nnx.split(model)
+  L = spec.num_decoder_layers
+  used = set()
+
+  def fill(path, leaf):
+    key = ".".join(str(p) for p in path)
+    if spec.scan_layers and key.startswith("decoder.layers."):
+      rest = key[len("decoder.layers."):]
+      names = [f"decoder.layers.{i}.{rest}" for i in range(L)]
+      value = np.stack([flat[n] for n in names], axis=spec.param_scan_axis)
+    else:
+      names = [key]
+      value = flat[key]
+    used.update(names)
+    assert value.shape == leaf.shape, (key, value.shape, leaf.shape)
+    return jnp.asarray(value, leaf.dtype)
+
+  pure = nnx.to_pure_dict(state)
+  pure = jax.tree_util.tree_map_with_path(lambda p, x: fill([k.key for k in p], x), pure)
+  assert used == set(flat), sorted(set(flat) ^ used)
+  nnx.replace_by_pure_dict(state, pure)
+  return nnx.merge(graphdef, state)
+
+
+def tokens(batch: int, length: int, seed: int = 1, vocab: int = 128) -> np.ndarray:
+  return np.random.default_rng(seed).integers(2, vocab, size=(batch, length)).astype(np.int32)
+
+
+def hf_logits(hf, toks: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return hf(torch.from_numpy(toks.astype(np.int64))).logits.numpy()
+
+
+def our_logits(model, toks: np.ndarray) -> np.ndarray:
+  graphdef, state = nnx.split(model)
+  return np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, jnp.asarray(toks)))
