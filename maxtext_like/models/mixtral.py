@@ -72,18 +72,20 @@ _OUR_MOE = re.compile(r"decoder\.layers\.(\d+)\.mlp\.(gate\.kernel|wi_0|wi_1|wo)
 
 
 class MoeHFMixin:
-  """Per-expert HF tensors <-> our stacked expert kernels; `_expert_name(i, e, ours)` and `_gate_name(i)` give
-  the family's HF names."""
+  """Per-expert HF tensors <-> our stacked expert kernels. A family sets the patterns, the expert names and
+  `moe_prefix`, the HF module under each layer that holds the experts and the router gate."""
 
   expert_re: re.Pattern
   gate_re: re.Pattern
   expert_names: dict[str, str]  # HF short name -> ours (wi_0 / wi_1 / wo)
+  moe_prefix: str  # 'block_sparse_moe' (Mixtral) or 'mlp' (Qwen3-MoE)
 
   def _expert_name(self, i: int, e: int, ours: str) -> str:
-    raise NotImplementedError
+    hf_short = next(k for k, v in self.expert_names.items() if v == ours)
+    return f"model.layers.{i}.{self.moe_prefix}.experts.{e}.{hf_short}.weight"
 
   def _gate_name(self, i: int) -> str:
-    raise NotImplementedError
+    return f"model.layers.{i}.{self.moe_prefix}.gate.weight"
 
   def moe_to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
     m = self.expert_re.fullmatch(hf_name)
@@ -120,14 +122,7 @@ class MoeHFMixin:
 @register_hf_mapping("mixtral")
 class MixtralHF(MoeHFMixin, LlamaHF):
   architectures = ("MixtralForCausalLM",)
-  expert_re, gate_re, expert_names = _HF_EXPERT, _HF_GATE, _EXPERT_HF
-
-  def _expert_name(self, i, e, ours):
-    w = {v: k for k, v in _EXPERT_HF.items()}[ours]
-    return f"model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight"
-
-  def _gate_name(self, i):
-    return f"model.layers.{i}.block_sparse_moe.gate.weight"
+  expert_re, gate_re, expert_names, moe_prefix = _HF_EXPERT, _HF_GATE, _EXPERT_HF, "block_sparse_moe"
 
   def decoder_block_for(self, hf: dict) -> str:
     return "mixtral"

@@ -31,14 +31,7 @@ _EXPERT_HF = {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
 @register_hf_mapping("qwen3_moe")
 class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
   architectures = ("Qwen3MoeForCausalLM",)
-  expert_re, gate_re, expert_names = _HF_EXPERT, _HF_GATE, _EXPERT_HF
-
-  def _expert_name(self, i, e, ours):
-    w = {v: k for k, v in _EXPERT_HF.items()}[ours]
-    return f"model.layers.{i}.mlp.experts.{e}.{w}.weight"
-
-  def _gate_name(self, i):
-    return f"model.layers.{i}.mlp.gate.weight"
+  expert_re, gate_re, expert_names, moe_prefix = _HF_EXPERT, _HF_GATE, _EXPERT_HF, "mlp"
 
   def decoder_block_for(self, hf: dict) -> str:
     return "qwen3_moe"
