@@ -57,3 +57,13 @@ def hf_logits(hf, toks: np.ndarray) -> np.ndarray:
 def our_logits(model, toks: np.ndarray) -> np.ndarray:
   graphdef, state = nnx.split(model)
   return np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, jnp.asarray(toks)))
+
+
+def hf_on_meta(spec: ModelSpec):
+  """(transformers model on the meta device, its config) for the HF config our mapping writes for `spec`."""
+  import transformers
+  from maxtext_like.models.hf_registry import get_hf_mapping
+  hf_config = transformers.AutoConfig.for_model(**{k: v for k, v in get_hf_mapping(spec.decoder_block)
+                                                  .hf_config_from(spec).items() if k != "rope_scaling"})
+  with torch.device("meta"):
+    return transformers.AutoModelForCausalLM.from_config(hf_config), hf_config

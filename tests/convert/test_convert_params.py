@@ -8,8 +8,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
-import transformers
 import yaml
 
 from maxtext_like.api import count_params, load_config
@@ -18,6 +16,7 @@ from maxtext_like.convert import layout
 from maxtext_like.models import ModelSpec
 from maxtext_like.models.hf_registry import HF_MAPPINGS, get_hf_mapping
 from maxtext_like.training.model_spec import model_spec
+from hf_parity_lib import hf_on_meta
 
 FAMILIES = ("llama2", "mistral", "qwen2", "qwen3")
 
@@ -47,10 +46,7 @@ def test_param_count_matches_transformers(name):
   cfg = load_config(["base.yml", f"model_name={name}"], env={})
   ours = count_params(cfg)
   spec = model_spec(cfg)
-  hf_config = transformers.AutoConfig.for_model(**{k: v for k, v in get_hf_mapping(spec.decoder_block)
-                                                  .hf_config_from(spec).items() if k != "rope_scaling"})
-  with torch.device("meta"):
-    hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+  hf, hf_config = hf_on_meta(spec)
   assert type(hf).__name__ == hf_config.architectures[0]
   theirs = sum(p.numel() for p in hf.parameters())
   assert ours == theirs, (name, ours, theirs)

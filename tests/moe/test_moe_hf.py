@@ -25,6 +25,7 @@ from maxtext_like.models import ModelSpec, build_model  # noqa: E402
 from maxtext_like.models.hf_registry import get_hf_mapping  # noqa: E402
 from maxtext_like.models.moe import MoeSpec  # noqa: E402
 from maxtext_like.training.model_spec import model_spec  # noqa: E402
+from hf_parity_lib import hf_on_meta
 
 TINY = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, vocab_size=256, rms_norm_eps=1e-6, num_experts_per_tok=2)
@@ -152,10 +153,7 @@ def test_param_count_matches_transformers(name):
                     env={})
   ours = count_params(cfg)
   spec = model_spec(cfg)
-  hf_config = transformers.AutoConfig.for_model(**{k: v for k, v in get_hf_mapping(spec.decoder_block)
-                                                  .hf_config_from(spec).items() if k != "rope_scaling"})
-  with torch.device("meta"):
-    hf = transformers.AutoModelForCausalLM.from_config(hf_config)
+  hf, hf_config = hf_on_meta(spec)
   assert type(hf).__name__ == hf_config.architectures[0]
   theirs = sum(p.numel() for p in hf.parameters())
   assert ours == theirs, (name, ours, theirs)
