@@ -1,4 +1,4 @@
-"""Tokens/s of the probe config on 1, 2 and 8 fake CPU devices under data, fsdp and tensor parallelism.
+"""Tokens/s of the probe config on 1, 2 and 8 fake CPU devices under data, fsdp, tensor and context parallelism.
 
 Each cell is its own process (the fake device count is fixed when JAX starts), running
 benchmarks/train_throughput.py with the same per-device batch, so the global batch grows with the device count.
@@ -20,7 +20,7 @@ HERE = Path(__file__).parent
 
 def run(devices: int, axis: str, steps: int, warmup: int, extra: list[str]) -> dict | None:
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-  sizes = {"data": 1, "fsdp": 1, "tensor": 1}
+  sizes = {"data": 1, "fsdp": 1, "tensor": 1, "context": 1}
   sizes[axis] = devices
   overrides = [f"ici_{k}_parallelism={v}" for k, v in sizes.items()]
   cmd = [sys.executable, str(HERE / "train_throughput.py"), "--steps", str(steps), "--warmup", str(warmup), "--devices", str(devices),

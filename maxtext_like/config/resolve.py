@@ -41,6 +41,10 @@ class Plan:
   def mesh_shape(self) -> tuple[int, ...]:
     return tuple(i * d for i, d in zip(self.ici_parallelism, self.dcn_parallelism))
 
+  def axis_size(self, axis: str) -> int:
+    """Devices along one mesh axis (ICI × DCN); 1 for an axis the mesh does not have."""
+    return self.mesh_shape[self.mesh_axes.index(axis)] if axis in self.mesh_axes else 1
+
 
 def fill_parallelism(sizes: list[int], target: int, level: str, keys: list[str]) -> tuple[list[int], list[Problem]]:
   """Replace at most one -1 so that the product equals `target`."""
@@ -90,6 +94,7 @@ def resolve(cfg: Config, num_devices: int, num_slices: int = 1) -> Plan:
                             cfg.dataset.eval_per_device_batch_size, cfg.source("eval_per_device_batch_size")))
   stages, microbatches, repeats, p = pipeline_sizes(cfg, ici[axes.index("stage")] * dcn[axes.index("stage")], load)
   problems += p
+  problems += context_problems(cfg, ici[axes.index("context")] * dcn[axes.index("context")])
   if problems:
     raise ConfigError(problems)
   micro = int(load)
@@ -102,6 +107,15 @@ def resolve(cfg: Config, num_devices: int, num_slices: int = 1) -> Plan:
       global_batch_size_to_eval_on=int(eval_load), gradient_accumulation_steps=accum,
       num_pipeline_stages=stages, num_pipeline_microbatches=microbatches, num_pipeline_repeats=repeats,
   )
+
+
+def context_problems(cfg: Config, shards: int) -> list[Problem]:
+  """The load-balance length check for a context axis that was a -1 fill-in (the rules checked the others)."""
+  from maxtext_like.config import rules
+  v = cfg.flat()
+  if shards <= 1 or rules.context_shards(v) is not None:
+    return []
+  return list(rules.context_load_balance_fits_length(v, cfg.derived.model_dump(), shards))
 
 
 def pipeline_sizes(cfg: Config, stages: int, batch_per_step: float) -> tuple[int, int, int, list[Problem]]:

@@ -275,11 +275,25 @@ def padding_eval_needs_eval_steps(v, d):
     yield Problem("generate_padding_batch_eval", "needs eval_steps > 0 (padding batches never run out)", True)
 
 
+def context_shards(v) -> int | None:
+  """ici × dcn context parallelism, or None while one of them is -1 (filled from devices in resolve.py)."""
+  ici, dcn = v["ici_context_parallelism"], v["dcn_context_parallelism"]
+  return ici * dcn if ici > 0 and dcn > 0 else None
+
+
 @rule
-def context_parallel_load_balance_not_built(v, d):
-  if (v["ici_context_parallelism"] != 1 or v["dcn_context_parallelism"] != 1) and v["context_parallel_load_balance"]:
-    yield Problem("context_parallel_load_balance", "is not supported yet with context parallelism (sequence reordering is not built); "
-                  "set context_parallel_load_balance=false", True)
+def context_load_balance_fits_length(v, d, num_shards=None):
+  """Load-balanced context parallelism cuts each sequence into equal parts: 2 × shards of them for dual_chunk_swap
+  ('auto'), one token per shard in turn for striped (models/load_balance.py::required_divisor)."""
+  C = num_shards or context_shards(v)
+  if not C or C == 1 or not v["context_parallel_load_balance"]:
+    return
+  strategy = v["context_parallel_reorder_strategy"]
+  divisor = C if strategy == "striped" else 2 * C
+  if v["max_target_length"] % divisor:
+    yield Problem("max_target_length", f"must be a multiple of {divisor} for load-balanced context parallelism over {C} "
+                  f"context shards (context_parallel_reorder_strategy={strategy}); change it or set "
+                  "context_parallel_load_balance=false", v["max_target_length"])
 
 
 def pipeline_stages(v) -> int | None:

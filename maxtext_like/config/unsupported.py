@@ -77,7 +77,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "use_qk_norm_in_gdn", "partial_rotary_factor",
     # mesh
     "shard_mode", "inhomogeneous_layer_cycle_interval", "context_parallel_strategy",
-    "context_parallel_reorder_strategy", "custom_mesh", "custom_mesh_and_rule", "allow_split_physical_axes",
+    "custom_mesh", "custom_mesh_and_rule", "allow_split_physical_axes",
     "enable_nnx", "optimize_mesh_for_tpu_v6e", "shardy", "pure_nnx_decoder", "pure_nnx",
     "remove_size_one_mesh_axis_from_type", "context_sharding", "input_data_sharding_logical_axes",
     "sharding_tolerance", "shard_optimizer_over_data", "internal_compile", "internal_compile_num_devices",

@@ -9,11 +9,11 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import attention_kernels, rope
+from maxtext_like.models import attention_kernels, load_balance, rope
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.sharding import ACT_BSKH, ACT_BTD, ACT_BTNH, constrain
+from maxtext_like.models.sharding import ACT_BSKH, ACT_BSKH_ATTEND, ACT_BTD, ACT_BTNH, constrain
 from maxtext_like.models.spec import ModelSpec
 
 
@@ -77,9 +77,11 @@ class Attention(nnx.Module):
       k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
 
     B, T = segment_ids_BT.shape
+    kv_idx_S = None
     if cache is None:
-      q_idx_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
-      k_BSKH, v_BSKH, kv_seg_BS = k_BTKH, v_BTKH, segment_ids_BT
+      q_idx_BT, kv_idx_S = load_balance.attention_indices(self.spec, B, T)
+      k_BSKH, v_BSKH = constrain(k_BTKH, ACT_BSKH_ATTEND), constrain(v_BTKH, ACT_BSKH_ATTEND)
+      kv_seg_BS = segment_ids_BT
     else:
       cache = cache.write(k_BTKH, v_BTKH)
       q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
@@ -90,7 +92,8 @@ class Attention(nnx.Module):
         self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS,
         dataclasses.replace(self.options, **{k: v for k, v in (("window", window), ("query_scale", query_scale))
                                              if v is not None}),
-        block_size=self.spec.flash_block_size, sinks_N=self.sinks[...] if self.spec.attention_sink else None)
+        block_size=self.spec.flash_block_size, sinks_N=self.sinks[...] if self.spec.attention_sink else None,
+        kv_idx_S=kv_idx_S)
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache

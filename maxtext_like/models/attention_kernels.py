@@ -5,9 +5,11 @@ query head n uses kv head n // G) and the same mask description:
 
   q_idx_BT   slot index of each query in the key sequence (causality, window)
   q_seg_BT   segment id of each query
-  kv_seg_BS  segment id of each key slot (key slot s has index s)
+  kv_seg_BS  segment id of each key slot
+  kv_idx_S   index of each key slot (optional; default: key slot s has index s). Load-balanced context
+             parallelism (models/load_balance.py) passes the original token order here and as q_idx.
 
-Query t may attend key s iff s <= q_idx[t], q_seg[t] == kv_seg[s] and, when
+Query t may attend key s iff kv_idx[s] <= q_idx[t], q_seg[t] == kv_seg[s] and, when
 window > 0, q_idx[t] - s < window. Segment 0 marks padding (it only matches
 padding). Softmax is in float32; masked logits get a large negative finite
 value, so no row is ever NaN.
@@ -74,14 +76,18 @@ def _group(q_BTNH, num_kv_heads: int) -> jax.Array:
   return q_BTNH.reshape(B, T, num_kv_heads, N // num_kv_heads, H)
 
 
+def _kv_index(kv_idx_S, S: int) -> jax.Array:
+  return jnp.arange(S) if kv_idx_S is None else jnp.asarray(kv_idx_S)
+
+
 def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
-                sinks_N=None) -> jax.Array:
+                sinks_N=None, kv_idx_S=None) -> jax.Array:
   """Materialises the [B, K, G, T, S] logits; returns out_BTNH."""
   B, T, N, _ = q_BTNH.shape
   H = v_BSKH.shape[-1]
   S = k_BSKH.shape[1]
   s_BKGTS = _scores(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, opts)
-  mask_BTS = make_mask(q_idx_BT, q_seg_BT, jnp.arange(S), kv_seg_BS, opts.window)
+  mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, S), kv_seg_BS, opts.window)
   s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, MASK_VALUE)
   if sinks_N is None:
     p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
@@ -95,7 +101,7 @@ def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Att
 
 
 def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
-          block_size: int = 512, sinks_N=None) -> jax.Array:
+          block_size: int = 512, sinks_N=None, kv_idx_S=None) -> jax.Array:
   """Blocked attention with an online softmax over key blocks (lax.scan).
 
   Peak memory is O(T * block_size) per head; each block is rematerialised in
@@ -108,7 +114,9 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
   blk = min(block_size, S)
   n_blocks = -(-S // blk)
   pad = n_blocks * blk - S
+  kv_idx_S = _kv_index(kv_idx_S, S)
   if pad:
+    kv_idx_S = jnp.pad(kv_idx_S, (0, pad))
     k_BSKH = jnp.pad(k_BSKH, ((0, 0), (0, pad), (0, 0), (0, 0)))
     v_BSKH = jnp.pad(v_BSKH, ((0, 0), (0, pad), (0, 0), (0, 0)))
     kv_seg_BS = jnp.pad(kv_seg_BS, ((0, 0), (0, pad)), constant_values=-1)
@@ -120,9 +128,9 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
 
   def body(carry, xs):
     m_BKGT, l_BKGT, acc_BKGTH = carry
-    j, k_BCKH, v_BCKH, seg_BC = xs
+    idx_C, k_BCKH, v_BCKH, seg_BC = xs
     s_BKGTC = _scores(q_BTKGH, k_BCKH, opts)
-    mask_BTC = make_mask(q_idx_BT, q_seg_BT, j * blk + jnp.arange(blk), seg_BC, opts.window)
+    mask_BTC = make_mask(q_idx_BT, q_seg_BT, idx_C, seg_BC, opts.window)
     s_BKGTC = jnp.where(mask_BTC[:, None, None], s_BKGTC, MASK_VALUE)
     m_new = jnp.maximum(m_BKGT, s_BKGTC.max(axis=-1))
     correction = jnp.exp(m_BKGT - m_new)
@@ -141,14 +149,14 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
   if sinks_N is not None:  # the sink is a first key with logit sinks[n] and a zero value: max = sink, sum = 1
     init = (jnp.broadcast_to(sinks_N.astype(jnp.float32).reshape(1, K, G, 1), (B, K, G, T)),
             jnp.ones((B, K, G, T), jnp.float32), init[2])
-  xs = (jnp.arange(n_blocks), blocks(k_BSKH), blocks(v_BSKH), blocks(kv_seg_BS))
+  xs = (kv_idx_S.reshape(n_blocks, blk), blocks(k_BSKH), blocks(v_BSKH), blocks(kv_seg_BS))
   (_, l_BKGT, acc_BKGTH), _ = jax.lax.scan(jax.checkpoint(body, prevent_cse=False), init, xs)
   out_BKGTH = acc_BKGTH / l_BKGT[..., None]
   return jnp.transpose(out_BKGTH, (0, 3, 1, 2, 4)).reshape(B, T, N, H).astype(v_BSKH.dtype)
 
 
 def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS,
-                              opts: AttentionOptions, sinks_N=None) -> jax.Array:
+                              opts: AttentionOptions, sinks_N=None, kv_idx_S=None) -> jax.Array:
   """`jax.nn.dot_product_attention` (cuDNN on GPU when it applies, else XLA)."""
   if sinks_N is not None or q_BTNH.shape[-1] != v_BSKH.shape[-1]:
     raise ValueError("attention='cudnn_flash_jax' does not support attention sinks or a value head size != query's")
@@ -157,7 +165,7 @@ def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg
   if opts.float32_qk_product:
     q_BTNH, k_BSKH = q_BTNH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
     v_BSKH = v_BSKH.astype(jnp.float32)
-  mask_BTS = make_mask(q_idx_BT, q_seg_BT, jnp.arange(k_BSKH.shape[1]), kv_seg_BS, opts.window)
+  mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, k_BSKH.shape[1]), kv_seg_BS, opts.window)
   return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None], scale=opts.query_scale)
 
 
@@ -171,10 +179,10 @@ def resolve_kernel(name: str, kv_length: int) -> str:
 
 
 def attend(name: str, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
-           block_size: int = 512, sinks_N=None) -> jax.Array:
+           block_size: int = 512, sinks_N=None, kv_idx_S=None) -> jax.Array:
   """Runs the kernel `name` (after resolving 'autoselected')."""
   kernel = resolve_kernel(name, k_BSKH.shape[1])
-  extra = {} if sinks_N is None else {"sinks_N": sinks_N}
+  extra = {k: v for k, v in (("sinks_N", sinks_N), ("kv_idx_S", kv_idx_S)) if v is not None}
   if kernel == "flash":
     return flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, block_size, **extra)
   return KERNELS[kernel](q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, **extra)

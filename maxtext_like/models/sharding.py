@@ -33,6 +33,8 @@ ACT_BTF = ("activation_batch", "activation_length", "activation_mlp")
 ACT_BTV = ("activation_batch", "activation_length", "activation_vocab")
 ACT_BTNH = ("activation_batch", "activation_length", "activation_heads", "activation_kv")
 ACT_BSKH = ("activation_batch", "activation_length", "activation_kv_heads", "activation_kv")
+# Keys/values as attention reads them: whole sequences (context parallelism's all-gather strategy).
+ACT_BSKH_ATTEND = ("activation_batch", "activation_kv_length", "activation_kv_heads", "activation_kv")
 
 
 def normalize_rules(rules: LogicalRules, mesh: Mesh) -> tuple[tuple[str, Any], ...]:

@@ -11,6 +11,7 @@ import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 ATTENTION_KERNELS = ("dot_product", "flash", "autoselected", "cudnn_flash_jax")
 ROPE_TYPES = ("default", "llama3.1", "yarn")
@@ -140,6 +141,10 @@ class ModelSpec:
   moe: Any = None
   # Pipeline parallelism over the 'stage' mesh axis: a models.pipeline.PipelineSpec, else None (training forward only)
   pipeline: Any = None
+  # Load-balanced context parallelism (models/load_balance.py): > 1 means the training inputs arrive reordered for
+  # this many context shards with `context_reorder_strategy`, and attention masks compare original token indices.
+  context_load_balance_shards: int = 1
+  context_reorder_strategy: str = "dual_chunk_swap"
 
   def __post_init__(self):
     # Normalise dtypes ('bfloat16' or jnp.bfloat16 -> np.dtype) so specs compare and hash.
@@ -162,6 +167,11 @@ class ModelSpec:
     `norm_scale_offset` (Gemma norms multiply by 1 + w) or `scale_embedding` (x * sqrt(D))."""
     from maxtext_like.models.registry import get_decoder_block  # lazy: blocks import this module
     return getattr(get_decoder_block(self.decoder_block), name, default)
+
+  def token_slots(self, length: int) -> np.ndarray:
+    """Original index of each position of a training sequence of `length` tokens (identity unless reordered)."""
+    from maxtext_like.models import load_balance
+    return load_balance.permutation(length, self.context_load_balance_shards, self.context_reorder_strategy)
 
   def replace(self, **changes) -> "ModelSpec":
     return dataclasses.replace(self, **changes)
@@ -212,6 +222,9 @@ def _problems(s: ModelSpec):
   for key, where in s.remat_locations.items():
     yield one_of("remat_locations key", key, REMAT_NAMES)
     yield one_of(f"remat_locations[{key!r}]", where, REMAT_LOCATIONS)
+  if s.context_load_balance_shards < 1:
+    yield f"context_load_balance_shards={s.context_load_balance_shards} must be >= 1"
+  yield one_of("context_reorder_strategy", s.context_reorder_strategy, ("dual_chunk_swap", "striped"))
   if s.sliding_window_size < 0:
     yield f"sliding_window_size={s.sliding_window_size} must be >= 0"
   if not 0.0 <= s.dropout_rate < 1.0:

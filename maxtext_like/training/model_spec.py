@@ -69,7 +69,18 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       max_target_length=cfg.inference.max_target_length,
       moe=moe_spec(cfg),
       pipeline=pipeline_spec(cfg, plan),
+      **context_load_balance(cfg, plan),
   )
+
+
+def context_load_balance(cfg: Config, plan) -> dict:
+  """Spec fields of load-balanced context parallelism (models/load_balance.py): training over a context axis > 1."""
+  shards = plan.axis_size("context") if plan is not None else 1
+  if shards <= 1 or not cfg.mesh.context_parallel_load_balance:
+    return {}
+  from maxtext_like.models import load_balance
+  return {"context_load_balance_shards": shards,
+          "context_reorder_strategy": load_balance.strategy_of(cfg.mesh.context_parallel_reorder_strategy)}
 
 
 def pipeline_spec(cfg: Config, plan) -> PipelineSpec | None:

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from maxtext_like.models import load_balance
 from maxtext_like.models import moe as moe_lib
 
 
@@ -42,6 +43,9 @@ def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, m
   """(mean loss, (token-summed loss, token count, new rest)). MoE models add their load-balance loss per token
   (models/moe.py); pass a dict as `moe_out` to receive {'lb_loss', 'bias_delta', 'has_lb_loss'}."""
   model = nnx.merge(graphdef, params, rest)
+  # Load-balanced context parallelism: the model expects the sequence reordered (models/load_balance.py); the
+  # token-summed loss does not depend on the order.
+  batch = load_balance.reorder_batch(batch, model.spec.context_load_balance_shards, model.spec.context_reorder_strategy)
   with moe_lib.collect_aux() as moe_aux:
     logits = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"], deterministic=deterministic)
   total, count = cross_entropy(logits, batch["targets"], batch["targets_segmentation"] != 0, z_loss)

@@ -35,7 +35,9 @@ def problems(*argv):
     (["global_parameter_scale=3"], "global_parameter_scale", "power of two"),
     (["head_dim=0"], "head_dim", "must be positive"),
     (["attention_type=mla", "qk_nope_head_dim=0"], "qk_nope_head_dim", "'mla'"),
-    (["ici_context_parallelism=2"], "context_parallel_load_balance", "not supported yet"),
+    (["ici_context_parallelism=4", "max_target_length=36"], "max_target_length", "multiple of 8"),
+    (["ici_context_parallelism=4", "max_target_length=34", "context_parallel_reorder_strategy=striped"],
+     "max_target_length", "multiple of 4"),
 ])
 def test_rule_fires(argv, key, fragment):
   ps = [p for p in problems(*argv) if p.key == key]

@@ -31,6 +31,8 @@ COMMON = ["dataset_type=synthetic", "enable_checkpointing=false", "per_device_ba
     ["ici_fsdp_parallelism=4", "ici_tensor_parallelism=2"],
     ["ici_data_parallelism=2", "ici_fsdp_parallelism=2", "ici_tensor_parallelism=2"],
     ["ici_context_parallelism=2", "ici_fsdp_parallelism=4", "context_parallel_load_balance=false"],
+    ["ici_context_parallelism=2", "ici_fsdp_parallelism=4"],  # load-balanced (dual chunk swap)
+    ["ici_context_parallelism=4", "ici_fsdp_parallelism=2", "context_parallel_reorder_strategy=striped"],
     ["ici_sequence_parallelism=2", "ici_fsdp_transpose_parallelism=2", "ici_fsdp_parallelism=2"],
     ["num_slices=2", "dcn_data_parallelism=-1", "ici_fsdp_parallelism=4"],
 ])
@@ -46,6 +48,16 @@ def test_sharded_matches_one_device(tiny_cfg, mesh):
   p8 = jax.tree.leaves(s8["params"])
   for a, b in zip(p1, p8):
     np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=5e-5)  # after 3 Adam steps
+
+
+def test_load_balanced_context_parallelism_with_packing_and_window(tiny_cfg):
+  """Packed real text, a sliding window and eval: reordered over 2 context shards == one device."""
+  common = [*COMMON, "dataset_type=embedded", "sliding_window_size=8", "attention=flash"]
+  _, _, l1, n1 = run_steps(tiny_cfg(*common, "per_device_batch_size=8", "ici_fsdp_parallelism=1"), 2, jax.devices()[:1])
+  tr, _, l8, n8 = run_steps(tiny_cfg(*common, "ici_context_parallelism=2", "ici_fsdp_parallelism=4"), 2)
+  assert (tr.spec.context_load_balance_shards, tr.spec.context_reorder_strategy) == (2, "dual_chunk_swap")
+  np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(n8, n1, rtol=1e-5, atol=1e-5)
 
 
 def test_parameters_are_sharded_as_configured(tiny_cfg):
