@@ -23,7 +23,7 @@ def rule(fn: Rule) -> Rule:
 @rule
 def positive_dimensions(v, d):
   for key in ("base_emb_dim", "base_num_query_heads", "base_num_kv_heads", "base_mlp_dim", "base_num_decoder_layers",
-              "head_dim", "vocab_size", "max_target_length", "log_period"):
+              "head_dim", "vocab_size", "max_target_length", "log_period", "sa_block_q", "sa_block_kv"):
     if v[key] <= 0:
       yield Problem(key, "must be positive", v[key], allowed="an integer > 0")
 

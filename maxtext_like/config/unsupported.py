@@ -53,7 +53,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
     "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "use_indexer", "indexer_head_dim", "indexer_n_heads",
     "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor", "temperature_tuning",
-    "sa_block_q", "sa_block_kv", "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
+    "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
     "sa_block_kv_dkv_compute", "sa_block_q_dq", "sa_block_kv_dq", "sa_use_fused_bwd_kernel", "sa_q_layout",
     "sa_k_layout", "sa_v_layout", "use_max_logit_estimate", "cost_estimate_flops_fwd", "cost_estimate_flops_bwd",
     "dq_reduction_steps", "use_splash_scheduler", "pagedattn_num_pages", "pagedattn_tokens_per_page",

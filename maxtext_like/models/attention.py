@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import attention_kernels, load_balance, rope
+from maxtext_like.models import attention_kernels, context_attention, rope
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm
@@ -76,24 +76,18 @@ class Attention(nnx.Module):
       q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
       k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
 
-    B, T = segment_ids_BT.shape
-    kv_idx_S = None
+    opts = dataclasses.replace(self.options, **{k: v for k, v in (("window", window), ("query_scale", query_scale))
+                                                if v is not None})
+    sinks_N = self.sinks[...] if self.spec.attention_sink else None
     if cache is None:
-      q_idx_BT, kv_idx_S = load_balance.attention_indices(self.spec, B, T)
       k_BSKH, v_BSKH = constrain(k_BTKH, ACT_BSKH_ATTEND), constrain(v_BTKH, ACT_BSKH_ATTEND)
-      kv_seg_BS = segment_ids_BT
+      context_BTNH = context_attention.self_attention(q_BTNH, k_BSKH, v_BSKH, segment_ids_BT, self.spec, opts, sinks_N)
     else:
       cache = cache.write(k_BTKH, v_BTKH)
-      q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
-      k_BSKH, v_BSKH, kv_seg_BS = cache.k_BSKH.astype(k_BTKH.dtype), cache.v_BSKH.astype(v_BTKH.dtype), \
-          cache.segment_ids_BS
-
-    context_BTNH = attention_kernels.attend(
-        self.spec.attention, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, segment_ids_BT, kv_seg_BS,
-        dataclasses.replace(self.options, **{k: v for k, v in (("window", window), ("query_scale", query_scale))
-                                             if v is not None}),
-        block_size=self.spec.flash_block_size, sinks_N=self.sinks[...] if self.spec.attention_sink else None,
-        kv_idx_S=kv_idx_S)
+      q_idx_BT = cache.index_B[:, None] + jnp.arange(segment_ids_BT.shape[1], dtype=jnp.int32)
+      context_BTNH = attention_kernels.attend(
+          self.spec.attention, q_BTNH, cache.k_BSKH.astype(k_BTKH.dtype), cache.v_BSKH.astype(v_BTKH.dtype), q_idx_BT,
+          segment_ids_BT, cache.segment_ids_BS, opts, block_size=self.spec.flash_block_size, sinks_N=sinks_N)
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache

@@ -155,6 +155,52 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
   return jnp.transpose(out_BKGTH, (0, 3, 1, 2, 4)).reshape(B, T, N, H).astype(v_BSKH.dtype)
 
 
+def needed_key_blocks(q_idx_T: np.ndarray, kv_idx_S: np.ndarray, window: int, block_q: int,
+                      block_kv: int) -> list[np.ndarray]:
+  """For each block of `block_q` queries, the key blocks (of `block_kv`) holding a key that some query of the block
+  may see by index: kv_idx <= q_idx and, when window > 0, q_idx - kv_idx < window (a superset; segments are left
+  to the mask). Static: the indices of a cache-less forward are known when tracing."""
+  S = len(kv_idx_S)
+  starts = range(0, S, block_kv)
+  kmin = np.array([kv_idx_S[j:j + block_kv].min() for j in starts])
+  kmax = np.array([kv_idx_S[j:j + block_kv].max() for j in starts])
+  out = []
+  for i in range(0, len(q_idx_T), block_q):
+    q = q_idx_T[i:i + block_q]
+    keep = kmin <= q.max()
+    if window > 0:
+      keep &= q.min() - kmax < window
+    out.append(np.flatnonzero(keep))
+  return out
+
+
+def block_sparse_flash(q_BTNH, k_BSKH, v_BSKH, q_idx_T: np.ndarray, kv_idx_S: np.ndarray, q_seg_BT, kv_seg_BS,
+                       opts: AttentionOptions, block_q: int = 512, block_kv: int = 512, sinks_N=None) -> jax.Array:
+  """`flash` per block of queries over only the key blocks it can see (`needed_key_blocks`): causal attention
+  computes about half of the [T, S] blocks, a sliding window about window / S of them. The indices are static
+  numpy arrays (a cache-less forward: slot order, or the load-balanced order of models/load_balance.py); a traced
+  window (gemma3 under scan) skips by causality only and still masks by its value."""
+  B, T = q_BTNH.shape[:2]
+  S = k_BSKH.shape[1]
+  bq, bk = min(block_q, T), min(block_kv, S)
+  window = opts.window if isinstance(opts.window, (int, np.integer)) else 0
+  outs = []
+  for i, js in enumerate(needed_key_blocks(q_idx_T, kv_idx_S, window, bq, bk)):
+    js = js if len(js) else np.arange(-(-S // bk))  # no visible key (not a self-attention): softmax over all, as flash
+    runs = np.split(js, np.flatnonzero(np.diff(js) != 1) + 1)  # consecutive key blocks -> one slice
+    spans = [(int(r[0]) * bk, min((int(r[-1]) + 1) * bk, S)) for r in runs]
+
+    def take(x):
+      return jnp.concatenate([x[:, a:b] for a, b in spans], axis=1) if len(spans) > 1 else x[:, spans[0][0]:spans[0][1]]
+
+    rows = slice(i * bq, min((i + 1) * bq, T))
+    q_idx_BT = jnp.broadcast_to(jnp.asarray(q_idx_T[rows], jnp.int32), (B, rows.stop - rows.start))
+    kv_idx = jnp.asarray(np.concatenate([kv_idx_S[a:b] for a, b in spans]), jnp.int32)
+    outs.append(flash(q_BTNH[:, rows], take(k_BSKH), take(v_BSKH), q_idx_BT, q_seg_BT[:, rows], take(kv_seg_BS), opts,
+                      bk, sinks_N=sinks_N, kv_idx_S=kv_idx))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
 def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS,
                               opts: AttentionOptions, sinks_N=None, kv_idx_S=None) -> jax.Array:
   """`jax.nn.dot_product_attention` (cuDNN on GPU when it applies, else XLA)."""

@@ -72,13 +72,28 @@ class DenseGeneral(nnx.Module):
     kernel = self.kernel[...].astype(self.dtype)
     # One 2-D matmul: XLA:CPU runs the backward pass of a dot_general with several contracting batch dims
     # (e.g. 'btd,dv->btv') about 3x slower than the same work as [B*T, D] x [D, V] (benchmarks/train_throughput.py).
+    # [B, T] with T split over devices does not flatten to one evenly split dimension (the reshape would cost an
+    # all-to-all of x and of y); [T, B] does, at the price of a local transpose.
+    swap = x.ndim - n_in == 2 and _sequence_sharded()
+    x = x.swapaxes(0, 1) if swap else x
     batch_shape = x.shape[:x.ndim - n_in]
     x2 = x.astype(self.dtype).reshape(-1, int(np.prod(self.in_features)))
     y = jnp.dot(x2, kernel.reshape(x2.shape[1], -1), precision=matmul_precision(self.precision))
     y = y.reshape(*batch_shape, *self.out_features)
     if hasattr(self, "bias"):
       y = y + self.bias[...].astype(self.dtype)
-    return y
+    return y.swapaxes(0, 1) if swap else y
+
+def _sequence_sharded() -> bool:
+  """Whether activations are split along the sequence (`activation_length` over mesh axes of size > 1)."""
+  from maxtext_like.models.sharding import ACT_BTD, active_pspec
+  found = active_pspec(ACT_BTD)
+  if found is None:
+    return False
+  mesh, spec = found
+  entry = spec[1] if len(spec) > 1 else None
+  axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
+  return any(mesh.shape[a] > 1 for a in axes)
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import attention_kernels, load_balance, rope
+from maxtext_like.models import attention_kernels, context_attention, rope
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm
@@ -77,9 +77,9 @@ class MLA(nnx.Module):
         float32_qk_product=spec.float32_qk_product, float32_logits=spec.float32_logits,
         precision=spec.matmul_precision, query_scale=softmax_scale(spec))
 
-  def _attend(self, q, k, v, q_idx_BT, segment_ids_BT, kv_seg_BS, kv_idx_S=None):
+  def _attend(self, q, k, v, q_idx_BT, segment_ids_BT, kv_seg_BS):
     return attention_kernels.attend(self.spec.attention, q, k, v, q_idx_BT, segment_ids_BT, kv_seg_BS,
-                                    self.options, block_size=self.spec.flash_block_size, kv_idx_S=kv_idx_S)
+                                    self.options, block_size=self.spec.flash_block_size)
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
@@ -108,15 +108,13 @@ class MLA(nnx.Module):
       k_BTNQ = jnp.concatenate([k_nope_BTNh, jnp.broadcast_to(k_rope_BT1r, (*k_rope_BT1r.shape[:2], N,
                                                                              s.qk_rope_head_dim))], axis=-1)
       q_BTNQ = jnp.concatenate([q_nope_BTNh, q_rope_BTNr], axis=-1)
-      kv_idx_S = None
       if cache is None:
-        q_idx_BT, kv_idx_S = load_balance.attention_indices(s, B, T)
-        k, v, kv_seg = k_BTNQ, v_BTNV, segment_ids_BT
+        context_BTNV = context_attention.self_attention(q_BTNQ, k_BTNQ, v_BTNV, segment_ids_BT, s, self.options)
       else:
         cache = cache.write(k_BTNQ, v_BTNV)
         q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
-        k, v, kv_seg = cache.k_BSKH.astype(k_BTNQ.dtype), cache.v_BSKH.astype(v_BTNV.dtype), cache.segment_ids_BS
-      context_BTNV = self._attend(q_BTNQ, k, v, q_idx_BT, segment_ids_BT, kv_seg, kv_idx_S)
+        context_BTNV = self._attend(q_BTNQ, cache.k_BSKH.astype(k_BTNQ.dtype), cache.v_BSKH.astype(v_BTNV.dtype),
+                                    q_idx_BT, segment_ids_BT, cache.segment_ids_BS)
     context_BTNV = checkpoint_name(context_BTNV, "context")
     y_BTD = checkpoint_name(self.out(context_BTNV), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 LogicalRules = Sequence[tuple[str, Any]]
 
 # Logical names of activations, by shape suffix.
+ACT_BT = ("activation_batch", "activation_length")
 ACT_BTD = ("activation_batch", "activation_length", "activation_embed")
 ACT_BTF = ("activation_batch", "activation_length", "activation_mlp")
 ACT_BTV = ("activation_batch", "activation_length", "activation_vocab")
@@ -103,6 +104,13 @@ def activation_sharding(mesh: Mesh, rules: LogicalRules):
       yield
   finally:
     _ACTIVE.mesh, _ACTIVE.rules = prev
+
+
+def active_pspec(logical_axes: Sequence[str | None]) -> tuple[Mesh, PartitionSpec] | None:
+  """(mesh, PartitionSpec) of these logical names under the active `activation_sharding`, else None."""
+  if _ACTIVE.mesh is None or not _ACTIVE.rules:
+    return None
+  return _ACTIVE.mesh, linen_spmd.logical_to_mesh_axes(tuple(logical_axes), _ACTIVE.rules)
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:

@@ -135,7 +135,8 @@ class ModelSpec:
   )
   # Attention kernel
   attention: str = "autoselected"
-  flash_block_size: int = 512  # key/value block of the blocked ('flash') kernel
+  flash_block_size: int = 512  # key/value block of the blocked ('flash') kernel (config: sa_block_kv)
+  flash_block_q: int = 512  # query block of 'flash' without a KV cache (config: sa_block_q)
   max_target_length: int = 1024  # default KV-cache length
   # Mixture of experts: a models.moe.MoeSpec (MaxText's MoE keys) for blocks with MoE layers, else None
   moe: Any = None
@@ -197,7 +198,7 @@ def _problems(s: ModelSpec):
     return None
 
   for name in ("vocab_size", "emb_dim", "num_query_heads", "num_kv_heads", "head_dim", "mlp_dim",
-               "num_decoder_layers", "flash_block_size", "max_target_length"):
+               "num_decoder_layers", "flash_block_size", "flash_block_q", "max_target_length"):
     if getattr(s, name) <= 0:
       yield f"{name}={getattr(s, name)} must be > 0"
   if s.num_kv_heads > 0 and s.num_query_heads % s.num_kv_heads:

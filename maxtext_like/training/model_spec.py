@@ -66,6 +66,8 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       remat_locations={k: getattr(remat, k) for k in ("decoder_layer_input", "context", "mlpwi", "mlpwi_0", "mlpwi_1", "mlpwo",
                                                         "query_proj", "key_proj", "value_proj", "qkv_proj", "out_proj")},
       attention=a.attention,
+      flash_block_q=a.sa_block_q,
+      flash_block_size=a.sa_block_kv,
       max_target_length=cfg.inference.max_target_length,
       moe=moe_spec(cfg),
       pipeline=pipeline_spec(cfg, plan),

@@ -17,6 +17,7 @@ from flax import nnx
 
 from maxtext_like.models import load_balance
 from maxtext_like.models import moe as moe_lib
+from maxtext_like.models.sharding import ACT_BT, constrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,9 @@ def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, m
   # Load-balanced context parallelism: the model expects the sequence reordered (models/load_balance.py); the
   # token-summed loss does not depend on the order.
   batch = load_balance.reorder_batch(batch, model.spec.context_load_balance_shards, model.spec.context_reorder_strategy)
+  # In the activations' layout (the loaded batch is split by rows only): targets then meet the logits where they
+  # are, instead of an all-to-all of the [B, T, V] logits when the sequence is split.
+  batch = {k: constrain(v, ACT_BT) for k, v in batch.items()}
   with moe_lib.collect_aux() as moe_aux:
     logits = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"], deterministic=deterministic)
   total, count = cross_entropy(logits, batch["targets"], batch["targets_segmentation"] != 0, z_loss)

@@ -98,9 +98,10 @@ def flash_and_dot_product():
     for case, (q, k, v, seg) in inputs.items():
       opts = ak.AttentionOptions(window=case[2], soft_cap=case[3])
       results[case] = {}
-      for kernel in ("flash", "dot_product"):
+      for kernel in ("flash", "dot_product", "block_sparse"):
         def loss(q, k, v):
-          out = run(kernel, q, k, v, seg, opts, block_size=8)
+          out = (ak.block_sparse_flash(q, k, v, np.arange(T), np.arange(T), seg, seg, opts, block_q=8, block_kv=8)
+                 if kernel == "block_sparse" else run(kernel, q, k, v, seg, opts, block_size=8))
           return jnp.sum(out * weights[case]), out
         (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(q, k, v)
         results[case][kernel] = (out, grads)
@@ -110,11 +111,37 @@ def flash_and_dot_product():
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "N{}-K{}-window{}-cap{}-packed{}".format(*c))
-def test_flash_equals_dot_product_values_and_grads(case, flash_and_dot_product):
-  (out_flash, grads_flash), (out_dot, grads_dot) = (flash_and_dot_product[case][k] for k in ("flash", "dot_product"))
+@pytest.mark.parametrize("kernel", ["flash", "block_sparse"])
+def test_flash_equals_dot_product_values_and_grads(case, kernel, flash_and_dot_product):
+  (out_flash, grads_flash), (out_dot, grads_dot) = (flash_and_dot_product[case][k] for k in (kernel, "dot_product"))
   np.testing.assert_allclose(out_flash, out_dot, atol=1e-5)
   for gf, gd in zip(grads_flash, grads_dot):
     np.testing.assert_allclose(gf, gd, atol=1e-5)
+
+
+def test_block_sparse_flash_skips_blocks_no_query_sees():
+  causal = ak.needed_key_blocks(np.arange(64), np.arange(64), 0, 8, 8)
+  assert [list(js) for js in causal] == [list(range(i + 1)) for i in range(8)]  # 36 of 64 blocks
+  window = ak.needed_key_blocks(np.arange(64), np.arange(64), 8, 8, 8)
+  assert [list(js) for js in window] == [[0]] + [[i - 1, i] for i in range(1, 8)]
+  # Load-balanced order over 2 shards (dual chunk swap): each shard's queries need the same number of blocks.
+  from maxtext_like.models.load_balance import permutation
+  perm = permutation(64, 2, "dual_chunk_swap")
+  work = [sum(len(js) for js in ak.needed_key_blocks(perm[c * 32:(c + 1) * 32], perm, 0, 8, 8)) for c in range(2)]
+  plain = [sum(len(js) for js in ak.needed_key_blocks(np.arange(64)[c * 32:(c + 1) * 32], np.arange(64), 0, 8, 8))
+           for c in range(2)]
+  assert work[0] == work[1] and plain == [10, 26]
+
+
+def test_block_sparse_flash_on_reordered_tokens():
+  q, k, v, seg = make_inputs(4, 2, packed=True)
+  opts = ak.AttentionOptions(window=6)
+  perm = np.array([0, 1, 2, 3, 4, 15, 16, 17, 18, 19, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14])
+  want = np.asarray(jit(lambda q, k, v, seg: run("dot_product", q, k, v, seg, opts))(q, k, v, seg))[:, perm]
+  got = jit(lambda q, k, v, seg: ak.block_sparse_flash(q, k, v, perm, perm, seg, seg, opts, block_q=4, block_kv=4))(
+      q[:, perm], k[:, perm], v[:, perm], seg[:, perm])
+  real = np.asarray(seg)[:, perm] != 0
+  np.testing.assert_allclose(np.asarray(got)[real], want[real], atol=1e-5)
 
 
 def test_jax_dot_product_attention_matches_dot_product():

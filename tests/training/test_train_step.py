@@ -47,15 +47,27 @@ def test_sharded_matches_one_device(tiny_cfg, mesh):
   p1 = jax.tree.leaves(s1["params"])
   p8 = jax.tree.leaves(s8["params"])
   for a, b in zip(p1, p8):
-    np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=5e-5)  # after 3 Adam steps
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=5e-5)  # after 3 Adam steps
 
 
-def test_load_balanced_context_parallelism_with_packing_and_window(tiny_cfg):
-  """Packed real text, a sliding window and eval: reordered over 2 context shards == one device."""
-  common = [*COMMON, "dataset_type=embedded", "sliding_window_size=8", "attention=flash"]
+@pytest.mark.parametrize("balance", [
+    ["ici_context_parallelism=2", "ici_fsdp_parallelism=4"],
+    ["ici_context_parallelism=2", "ici_fsdp_parallelism=4", "context_parallel_load_balance=false"],
+    ["ici_context_parallelism=4", "ici_tensor_parallelism=2", "context_parallel_reorder_strategy=striped"],
+], ids=["dual_chunk_swap", "unbalanced", "striped+tensor"])
+def test_context_parallel_flash_with_packing_and_window(tiny_cfg, balance):
+  """Packed real text, a sliding window, block-sparse flash run per context shard (shard_map): == one device."""
+  from maxtext_like.models import context_attention
+  from maxtext_like.models.sharding import activation_sharding as act
+  common = [*COMMON, "dataset_type=embedded", "sliding_window_size=12", "attention=flash", "sa_block_q=8", "sa_block_kv=8"]
   _, _, l1, n1 = run_steps(tiny_cfg(*common, "per_device_batch_size=8", "ici_fsdp_parallelism=1"), 2, jax.devices()[:1])
-  tr, _, l8, n8 = run_steps(tiny_cfg(*common, "ici_context_parallelism=2", "ici_fsdp_parallelism=4"), 2)
-  assert (tr.spec.context_load_balance_shards, tr.spec.context_reorder_strategy) == (2, "dual_chunk_swap")
+  tr, _, l8, n8 = run_steps(tiny_cfg(*common, *balance), 2)
+  shards = 4 if "striped" in str(balance) else 2
+  balanced = "context_parallel_load_balance=false" not in balance
+  assert tr.spec.context_load_balance_shards == (shards if balanced else 1)
+  with act(tr.mesh, tr.rules):  # the attention ran per sequence shard
+    layout = context_attention.sequence_shards((8, 32, 4, 16), (8, 32, 2, 16), tr.spec)
+  assert layout is not None and layout[3] == ("context",)
   np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(n8, n1, rtol=1e-5, atol=1e-5)
 
