@@ -57,6 +57,7 @@ Conventions (read these before writing a mapping)
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,23 +70,28 @@ class HFConfigError(ValueError):
   """A Hugging Face config.json this family cannot represent."""
 
 
-class HFMapping:
-  """Base class of a family's HF mapping; see the module docstring for the contract."""
+class HFMapping(abc.ABC):
+  """Base class of a family's HF mapping; see the module docstring for the contract. The four methods below are
+  abstract: `register_hf_mapping` instantiates the class, so a family missing one fails when it is imported."""
 
   architectures: tuple[str, ...] = ()
   decoder_blocks: tuple[str, ...] = ()  # filled in by register_hf_mapping
 
+  @abc.abstractmethod
   def model_keys_from_hf(self, hf_config: dict) -> dict[str, Any]:
-    raise NotImplementedError
+    """The flat config keys describing this checkpoint's architecture."""
 
+  @abc.abstractmethod
   def hf_config_from(self, spec: ModelSpec) -> dict[str, Any]:
-    raise NotImplementedError
+    """A config.json for `spec`."""
 
+  @abc.abstractmethod
   def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray) -> list[tuple[str, np.ndarray]] | None:
-    raise NotImplementedError
+    """One HF tensor -> zero or more of ours (None: a name the family does not know)."""
 
+  @abc.abstractmethod
   def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    raise NotImplementedError
+    """One of ours -> one or more HF tensors (KeyError: a path the family does not know)."""
 
   def to_hf_many(self, spec: ModelSpec, items: Iterable[tuple[str, np.ndarray]]):
     """Yields (hf_name, array) for (our_path, array) items; override to fuse several of ours into one HF tensor."""

@@ -14,12 +14,9 @@ class TinyText(tfds.core.GeneratorBasedBuilder):
     return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({"text": tfds.features.Text()}))
 
   def _split_generators(self, dl_manager):
-    return {"train": self._gen("train", 24), "validation": self._gen("validation", 6)}
+    return {"train": self._generate_examples("train", 24), "validation": self._generate_examples("validation", 6)}
 
-  def _generate_examples(self):  # unused: _split_generators yields directly
-    raise NotImplementedError
-
-  def _gen(self, split, n):
+  def _generate_examples(self, split, n):
     for i in range(n):
       yield i, {"text": doc(split, i)}
 
