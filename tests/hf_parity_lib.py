@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from flax import nnx
 
+from maxtext_like.inference.engine import generate_ids
+from maxtext_like.inference.sampling import SamplingOptions
 from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models.gemma import state_dict_to_params  # generic: any family's registered mapping
 
@@ -67,3 +69,42 @@ def hf_on_meta(spec: ModelSpec):
                                                   .hf_config_from(spec).items() if k != "rope_scaling"})
   with torch.device("meta"):
     return transformers.AutoModelForCausalLM.from_config(hf_config), hf_config
+
+
+def hf_param_count(spec: ModelSpec, *, buffers: bool = False) -> int:
+  """Parameters (with `buffers`: every state_dict tensor, e.g. deepseek's e_score_correction_bias) of transformers'
+  model for `spec`, built on the meta device; checks the model class is the config's architecture."""
+  hf, hf_config = hf_on_meta(spec)
+  assert type(hf).__name__ == hf_config.architectures[0]
+  return sum(t.numel() for t in (hf.state_dict().values() if buffers else hf.parameters()))
+
+
+def hf_model_for(spec: ModelSpec, seed: int = 0):
+  """transformers' model for the HF config our mapping writes for `spec` (eager attention, float32, eval, greedy
+  generation without EOS), initialised by transformers after `torch.manual_seed(seed)`; callers redraw weights."""
+  import transformers
+  from maxtext_like.models.hf_registry import get_hf_mapping
+  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
+  arch = c.pop("architectures")[0]
+  config = transformers.AutoConfig.for_model(**c)
+  config.architectures = [arch]
+  torch.manual_seed(seed)
+  model = getattr(transformers, arch)._from_config(config, attn_implementation="eager", dtype=torch.float32)
+  model.eval()
+  model.generation_config.eos_token_id = None
+  model.generation_config.pad_token_id = 0
+  return model
+
+
+def hf_greedy(hf, toks: np.ndarray, n: int) -> list[list[int]]:
+  """transformers' greedy continuation of exactly n tokens for each row of toks."""
+  with torch.no_grad():
+    out = hf.generate(torch.tensor(toks, dtype=torch.long), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+  return out[:, toks.shape[1]:].tolist()
+
+
+def our_greedy(model, toks: np.ndarray, n: int, max_prefill: int | None = None) -> list[list[int]]:
+  """Our greedy continuation of n tokens per row (prefill padded to max_prefill, default the prompt length)."""
+  P = toks.shape[1] if max_prefill is None else max_prefill
+  return generate_ids(model, [list(map(int, r)) for r in toks], max_prefill=P, max_target=P + n, eos_id=None,
+                      options=SamplingOptions())

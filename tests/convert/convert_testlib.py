@@ -7,8 +7,8 @@ import torch
 import transformers
 
 from maxtext_like.api import load_config, load_model
-from maxtext_like.inference.engine import generate_ids
-from maxtext_like.inference.sampling import SamplingOptions
+
+from hf_parity_lib import hf_greedy, our_greedy  # noqa: F401  (re-exported)
 
 TINY = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
             head_dim=16, vocab_size=256, rms_norm_eps=1e-6)
@@ -27,8 +27,8 @@ def hf_model(config_cls, architecture: str, seed: int = 0, **kw):
         p.copy_(0.3 * torch.randn_like(p))
       elif "embed_tokens" in name:
         p.copy_(torch.randn_like(p))
-      else:
-        p.copy_(torch.randn_like(p) / np.sqrt(p.shape[1]))
+      else:  # Linear [out, in] and fused experts [E, out, in]: fan-in is the last axis
+        p.copy_(torch.randn_like(p) / np.sqrt(p.shape[-1]))
   model.generation_config.eos_token_id = None
   model.generation_config.pad_token_id = 0
   return model
@@ -43,18 +43,7 @@ def hf_logits(model, toks: np.ndarray) -> np.ndarray:
     return model(torch.tensor(toks, dtype=torch.long)).logits.float().numpy()
 
 
-def hf_greedy(model, toks: np.ndarray, n: int) -> list[list[int]]:
-  with torch.no_grad():
-    out = model.generate(torch.tensor(toks, dtype=torch.long), max_new_tokens=n, min_new_tokens=n, do_sample=False)
-  return out[:, toks.shape[1]:].tolist()
-
-
 def our_model(ckpt_dir: str, model_yml: str, *extra: str):
   cfg = load_config(["base.yml", f"model_name={model_yml}", f"load_parameters_path={ckpt_dir}", *extra], env={})
   return load_model(cfg)
 
-
-def our_greedy(loaded, toks: np.ndarray, n: int) -> list[list[int]]:
-  P = toks.shape[1]
-  return generate_ids(loaded.model, [list(map(int, r)) for r in toks], max_prefill=P, max_target=P + n, eos_id=None,
-                      options=SamplingOptions())

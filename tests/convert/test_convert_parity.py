@@ -48,7 +48,7 @@ def test_hf_to_ours(name, tmp_path):
   assert diff < 1e-4
   if check_generate:
     prompts = tokens(2, 6, seed=1)
-    assert our_greedy(loaded, prompts, 20) == hf_greedy(hf, prompts, 20)
+    assert our_greedy(loaded.model, prompts, 20) == hf_greedy(hf, prompts, 20)
 
 
 @pytest.mark.parametrize("name", ["mistral_window", "qwen2_bias", "qwen3_tied"])

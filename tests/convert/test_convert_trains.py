@@ -39,7 +39,7 @@ def test_converted_checkpoint_trains_and_decodes(tmp_path):
 
   # decodes directly: greedy continuation equals transformers'
   prompts = tokens(2, 6, seed=1)
-  assert our_greedy(our_model(out, f"{out}/model.yml"), prompts, 8) == hf_greedy(hf, prompts, 8)
+  assert our_greedy(our_model(out, f"{out}/model.yml").model, prompts, 8) == hf_greedy(hf, prompts, 8)
 
   # trains from it: parameters start from the converted ones (a fresh init would be O(1) away)
   cfg = load_config(["base.yml", f"model_name={out}/model.yml", f"load_parameters_path={out}", "dataset_type=synthetic",

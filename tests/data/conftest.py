@@ -16,6 +16,16 @@ def make_doc(i: int) -> str:
   return f"Document {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(n)) + "."
 
 
+@pytest.fixture(scope="module")
+def hf_cache(tmp_path_factory):
+  """A fresh Hugging Face `datasets` cache for one test module (no cached Arrow files from other modules)."""
+  import datasets
+  old = datasets.config.HF_DATASETS_CACHE
+  datasets.config.HF_DATASETS_CACHE = str(tmp_path_factory.mktemp("hf_cache"))
+  yield
+  datasets.config.HF_DATASETS_CACHE = old
+
+
 @pytest.fixture(scope="session")
 def sp_tokenizer():
   return build_tokenizer("sentencepiece", assets.tokenizer_path(), add_bos=True, add_eos=True)

@@ -14,13 +14,7 @@ from data_files import all_batches, config, docs, texts_of, write_jsonl
 UNPACKED = ["packing=false", "use_truncation=false", "num_epoch=1", "enable_data_shuffling=false", "max_target_length=128"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _hf_cache(tmp_path_factory):
-  import datasets
-  old = datasets.config.HF_DATASETS_CACHE
-  datasets.config.HF_DATASETS_CACHE = str(tmp_path_factory.mktemp("hf_cache"))
-  yield
-  datasets.config.HF_DATASETS_CACHE = old
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture(scope="module")

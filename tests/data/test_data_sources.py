@@ -13,13 +13,7 @@ from data_files import (all_batches, config, docs, texts_of, write_arrayrecord, 
 import tfds_tiny
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _hf_cache(tmp_path_factory):
-  import datasets
-  old = datasets.config.HF_DATASETS_CACHE
-  datasets.config.HF_DATASETS_CACHE = str(tmp_path_factory.mktemp("hf_cache"))
-  yield
-  datasets.config.HF_DATASETS_CACHE = old
+pytestmark = pytest.mark.usefixtures("hf_cache")
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,7 @@ from flax import nnx
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "mla"))
 from hf_util import hf_state, ours_from_hf, randomize  # noqa: E402
 
-from maxtext_like.inference.engine import generate_ids  # noqa: E402
-from maxtext_like.inference.sampling import SamplingOptions  # noqa: E402
+from hf_parity_lib import hf_greedy, hf_param_count, our_greedy  # noqa: E402
 from maxtext_like.models.hf_registry import get_hf_mapping, mapping_for_architecture  # noqa: E402
 from maxtext_like.models.moe import MoeSpec  # noqa: E402
 from maxtext_like.models.spec import ModelSpec  # noqa: E402
@@ -101,11 +100,7 @@ def test_cache_decode_and_greedy_generation(case):
   print(f"gpt-oss cache decode vs full forward: {diff:.2e}")
   assert diff < 1e-4
   prompts = tokens(2, 6, seed=1)
-  ours = generate_ids(model, [list(map(int, r)) for r in prompts], max_prefill=6, max_target=26, eos_id=None,
-                      options=SamplingOptions())
-  with torch.no_grad():
-    ref = hf.generate(torch.tensor(prompts), max_new_tokens=20, min_new_tokens=20, do_sample=False)
-  assert ours == ref[:, 6:].tolist()
+  assert our_greedy(model, prompts, 20) == hf_greedy(hf, prompts, 20)
 
 
 def test_mapping_round_trips(case):
@@ -127,11 +122,7 @@ def test_preset_param_count_equals_transformers(preset):
   from maxtext_like.models import count_params
   from maxtext_like.training.model_spec import model_spec
   spec = model_spec(load_config(["base.yml", f"model_name={preset}"], env={}))
-  hf_cfg = get_hf_mapping("gpt_oss").hf_config_from(spec)
-  cfg = transformers.AutoConfig.for_model(**{k: v for k, v in hf_cfg.items() if k != "architectures"})
-  with torch.device("meta"):
-    hf = transformers.GptOssForCausalLM(cfg)
-  theirs = sum(v.numel() for v in hf.state_dict().values())
+  theirs = hf_param_count(spec, buffers=True)
   ours = count_params(spec)
   print(f"{preset}: ours {ours:,} transformers {theirs:,}")
   assert ours == theirs

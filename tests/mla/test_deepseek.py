@@ -16,8 +16,7 @@ from flax import nnx
 sys.path.insert(0, os.path.dirname(__file__))
 from hf_util import hf_state, ours_from_hf, randomize, spec_from_hf  # noqa: E402
 
-from maxtext_like.inference.engine import generate_ids  # noqa: E402
-from maxtext_like.inference.sampling import SamplingOptions  # noqa: E402
+from hf_parity_lib import hf_greedy, hf_param_count, our_greedy  # noqa: E402
 
 YARN = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 32, "beta_slow": 1,
         "mscale": 0.707, "mscale_all_dim": 0.707, "rope_theta": 10000.0}
@@ -83,11 +82,7 @@ def test_cache_decode_equals_full_forward_and_greedy_matches(case, naive):
   if not naive:
     return  # greedy generation once per case (naive cache); the latent cache equals it through the check above
   prompts = tokens(2, 6, seed=1)
-  ours = generate_ids(model, [list(map(int, r)) for r in prompts], max_prefill=6, max_target=26, eos_id=None,
-                      options=SamplingOptions())
-  with torch.no_grad():
-    ref = hf.generate(torch.tensor(prompts), max_new_tokens=20, min_new_tokens=20, do_sample=False)
-  assert ours == ref[:, 6:].tolist()
+  assert our_greedy(model, prompts, 20) == hf_greedy(hf, prompts, 20)
 
 
 def test_latent_cache_is_compressed():
@@ -103,11 +98,6 @@ def test_preset_param_count_equals_transformers(preset):
   """Our count == transformers' on the meta device (parameters + the persistent e_score_correction_bias)."""
   from maxtext_like.config import load_config
   from maxtext_like.models import count_params
-  from maxtext_like.models.hf_registry import get_hf_mapping
   from maxtext_like.training.model_spec import model_spec
   spec = model_spec(load_config(["base.yml", f"model_name={preset}"], env={}))
-  hf_cfg = get_hf_mapping("deepseek").hf_config_from(spec)
-  cfg = transformers.AutoConfig.for_model(**{k: v for k, v in hf_cfg.items() if k != "architectures"})
-  with torch.device("meta"):
-    hf = getattr(transformers, hf_cfg["architectures"][0])(cfg)
-  assert count_params(spec) == sum(v.numel() for v in hf.state_dict().values())
+  assert count_params(spec) == hf_param_count(spec, buffers=True)

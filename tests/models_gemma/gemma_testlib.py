@@ -13,7 +13,7 @@ from flax import nnx
 from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models.gemma import state_dict_to_params
 
-from hf_parity_lib import hf_logits, jit, our_logits, our_model, tokens  # noqa: F401  (re-exported)
+from hf_parity_lib import hf_logits, hf_model_for, jit, our_logits, our_model, tokens  # noqa: F401  (re-exported)
 
 WINDOW = 8  # sliding window of the tiny models; test sequences are longer
 COMMON = dict(vocab_size=128, emb_dim=32, num_query_heads=4, num_kv_heads=2, head_dim=8, mlp_dim=64,
@@ -37,21 +37,11 @@ SPECS = {
 
 def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25, embed_std: float = 0.25):
   """A transformers model from our mapping's config, weights drawn N(0, std^2) (embeddings N(0, embed_std^2)) with a fixed seed."""
-  import transformers
-  from maxtext_like.models.hf_registry import get_hf_mapping
-  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
-  arch = c.pop("architectures")[0]
-  config = transformers.AutoConfig.for_model(**c)
-  config.architectures = [arch]
-  torch.manual_seed(seed)
-  model = getattr(transformers, arch)._from_config(config, attn_implementation="eager", dtype=torch.float32)
+  model = hf_model_for(spec, seed)
   with torch.no_grad():
     for p in model.parameters():
       p.normal_(0.0, std)
     model.get_input_embeddings().weight.normal_(0.0, embed_std)
-  model.eval()
-  model.generation_config.eos_token_id = None
-  model.generation_config.pad_token_id = 0
   return model
 
 

@@ -2,11 +2,9 @@
 
 import numpy as np
 import pytest
-import torch
 
 import gemma_testlib as g
-from maxtext_like.inference.engine import generate_ids
-from maxtext_like.inference.sampling import SamplingOptions
+from hf_parity_lib import hf_greedy, our_greedy
 
 FAMILIES = sorted(g.SPECS)
 TOL = 1e-4  # measured: max |diff| 4e-6 .. 6e-6 on logits of magnitude 3-6 (docs/models.md)
@@ -34,11 +32,8 @@ def test_logits_match_transformers(family, scan_layers):
 def test_greedy_generation_matches_transformers(family):
   name, spec, _ = family
   hf = g.hf_model(spec, embed_std=0.05)  # small embeddings: the tied model does not just repeat a token
-  prompt = g.tokens(1, 5, seed=3)[0].tolist()
-  with torch.no_grad():
-    out = hf.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, min_new_tokens=20)
-  want = out[0, len(prompt):].tolist()
-  model = g.our_model(spec, hf, scan_layers=True)
-  got = generate_ids(model, [prompt], max_prefill=8, max_target=28, eos_id=None, options=SamplingOptions())[0]
+  prompt = g.tokens(1, 5, seed=3)
+  want = hf_greedy(hf, prompt, 20)[0]
+  got = our_greedy(g.our_model(spec, hf, scan_layers=True), prompt, 20, max_prefill=8)[0]
   assert got == want, (name, got, want)
   assert len(set(want)) > 2  # not a degenerate repeat of one token

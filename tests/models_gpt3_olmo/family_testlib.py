@@ -12,9 +12,8 @@ from flax import nnx
 
 from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models.gemma import state_dict_to_params  # noqa: F401  (generic: any family's mapping)
-from maxtext_like.models.hf_registry import get_hf_mapping
 
-from hf_parity_lib import hf_logits, jit, our_logits, our_model, tokens  # noqa: F401  (re-exported)
+from hf_parity_lib import hf_logits, hf_model_for, jit, our_logits, our_model, tokens  # noqa: F401  (re-exported)
 
 WINDOW = 6  # sliding window of the tiny olmo3; test sequences are longer
 COMMON = dict(vocab_size=128, emb_dim=32, num_query_heads=4, num_kv_heads=4, head_dim=8, mlp_dim=64,
@@ -45,13 +44,7 @@ SPECS = {
 def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25, embed_std: float = 0.5):
   """A transformers model from our mapping's config (eager attention, float32), weights redrawn: linear
   weights N(0, std^2), norm weights 1 + N(0, 0.2^2), biases N(0, 0.1^2), embeddings N(0, embed_std^2)."""
-  import transformers
-  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
-  arch = c.pop("architectures")[0]
-  config = transformers.AutoConfig.for_model(**c)
-  config.architectures = [arch]
-  torch.manual_seed(seed)
-  model = getattr(transformers, arch)._from_config(config, attn_implementation="eager", dtype=torch.float32)
+  model = hf_model_for(spec, seed)
   with torch.no_grad():
     for name, p in model.named_parameters():
       if "norm" in name or ".ln_" in name:
@@ -61,9 +54,6 @@ def hf_model(spec: ModelSpec, seed: int = 0, std: float = 0.25, embed_std: float
       else:
         p.normal_(0.0, std)
     model.get_input_embeddings().weight.normal_(0.0, embed_std)
-  model.eval()
-  model.generation_config.eos_token_id = None
-  model.generation_config.pad_token_id = 0
   model.generation_config.bos_token_id = None
   return model
 

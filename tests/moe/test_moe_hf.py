@@ -10,13 +10,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 import transformers
 import yaml
 from flax import nnx
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "convert"))
-from convert_testlib import hf_greedy, hf_logits, our_greedy, our_model, tokens  # noqa: E402
+from convert_testlib import hf_greedy, hf_logits, hf_model, our_greedy, our_model, tokens  # noqa: E402
 
 from maxtext_like.api import count_params, load_config  # noqa: E402
 from maxtext_like.config import paths  # noqa: E402
@@ -25,7 +24,7 @@ from maxtext_like.models import ModelSpec, build_model  # noqa: E402
 from maxtext_like.models.hf_registry import get_hf_mapping  # noqa: E402
 from maxtext_like.models.moe import MoeSpec  # noqa: E402
 from maxtext_like.training.model_spec import model_spec  # noqa: E402
-from hf_parity_lib import hf_on_meta
+from hf_parity_lib import hf_param_count
 
 TINY = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             head_dim=16, vocab_size=256, rms_norm_eps=1e-6, num_experts_per_tok=2)
@@ -43,20 +42,7 @@ CASES = {  # name -> (config class, architecture, kwargs, scan_layers)
 
 def moe_hf_model(name, seed=0):
   config_cls, arch, kw, _ = CASES[name]
-  cfg = config_cls(**{**TINY, **kw}, architectures=[arch])
-  torch.manual_seed(seed)
-  model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager").float().eval()
-  with torch.no_grad():
-    for n, p in model.named_parameters():
-      if n.endswith("norm.weight"):
-        p.copy_(1.0 + 0.2 * torch.randn_like(p))
-      elif "embed_tokens" in n:
-        p.copy_(torch.randn_like(p))
-      else:  # Linear [out, in] and fused experts [E, out, in]: fan-in is the last axis
-        p.copy_(torch.randn_like(p) / np.sqrt(p.shape[-1]))
-  model.generation_config.eos_token_id = None
-  model.generation_config.pad_token_id = 0
-  return model
+  return hf_model(config_cls, arch, seed, **{**TINY, **kw})
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -72,7 +58,7 @@ def test_hf_to_ours(name, tmp_path):
   assert diff < 1e-4
   if name in ("mixtral", "qwen3_moe"):
     prompts = tokens(2, 6, seed=1)
-    assert our_greedy(loaded, prompts, 20) == hf_greedy(hf, prompts, 20)
+    assert our_greedy(loaded.model, prompts, 20) == hf_greedy(hf, prompts, 20)
 
 
 @pytest.mark.parametrize("name", ["mixtral", "qwen3_moe"])
@@ -152,10 +138,7 @@ def test_param_count_matches_transformers(name):
   cfg = load_config(["base.yml", f"model_name={name}", *extra, *(["override_model_config=true"] if extra else [])],
                     env={})
   ours = count_params(cfg)
-  spec = model_spec(cfg)
-  hf, hf_config = hf_on_meta(spec)
-  assert type(hf).__name__ == hf_config.architectures[0]
-  theirs = sum(p.numel() for p in hf.parameters())
+  theirs = hf_param_count(model_spec(cfg))
   assert ours == theirs, (name, ours, theirs)
   if name in PUBLISHED:
     assert ours == PUBLISHED[name]
