@@ -33,13 +33,13 @@ def load_model(cfg: Config):
 
 def count_params(cfg: Config) -> int:
   from maxtext_like.models import count_params as _count
-  from maxtext_like.training.model_spec import model_spec
+  from maxtext_like.runtime.model_spec import model_spec
   return _count(model_spec(cfg))
 
 
 def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False) -> list[str]:
   from maxtext_like.inference.engine import generate_ids, sampling_options
-  from maxtext_like.training.data_source import tokenizer_for
+  from maxtext_like.runtime.tokenizer import tokenizer_for
   tok = tokenizer_for(cfg)
   loaded = load_model(cfg)
   if verbose:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 def _bad_input_types() -> tuple[type, ...]:
   from maxtext_like.config import ConfigError
   from maxtext_like.models.registry import ModelSpecError
-  from maxtext_like.training.checkpointing import CheckpointError
+  from maxtext_like.runtime.checkpoints import CheckpointError
   from maxtext_like.data.errors import DataError
   return ConfigError, CheckpointError, FileNotFoundError, ModelSpecError, DataError
 

@@ -21,7 +21,8 @@ from maxtext_like.cli_common import run_entry_point
 def describe(cfg, *, rows: int = 2, batches: int = 8, split: str = "train", width: int = 24, out=sys.stdout) -> dict:
   """Prints the first rows and the statistics; returns the statistics."""
   from maxtext_like.data import packing_efficiency
-  from maxtext_like.training.data_source import make_iterator, tokenizer_for
+  from maxtext_like.runtime.tokenizer import tokenizer_for
+  from maxtext_like.training.data_source import make_iterator
 
   tok = tokenizer_for(cfg) if cfg.dataset.dataset_type != "synthetic" else None
   it = make_iterator(cfg, rows, split)

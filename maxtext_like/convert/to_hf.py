@@ -17,8 +17,8 @@ from maxtext_like.convert import layout
 from maxtext_like.convert.errors import ConvertError
 from maxtext_like.convert.safetensors_io import ShardedWriter
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
-from maxtext_like.training import checkpointing as ckpt
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime import checkpoints as ckpt
+from maxtext_like.runtime.model_spec import model_spec
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",

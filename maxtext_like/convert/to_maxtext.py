@@ -23,7 +23,7 @@ from maxtext_like.convert import layout
 from maxtext_like.convert.errors import ConvertError, listing
 from maxtext_like.convert.safetensors_io import checkpoint_files, iter_tensors
 from maxtext_like.models.hf_registry import HFConfigError, mapping_for_architecture
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 
 def read_hf_config(hf_path: str) -> dict:

@@ -14,8 +14,8 @@ from flax import nnx
 from maxtext_like.config import Config
 from maxtext_like.inference.sampling import SamplingOptions, sample
 from maxtext_like.models import build_model
-from maxtext_like.training import checkpointing as ckpt
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime import checkpoints as ckpt
+from maxtext_like.runtime.model_spec import model_spec
 
 
 def sampling_options(cfg: Config) -> SamplingOptions:

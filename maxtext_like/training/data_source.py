@@ -20,7 +20,7 @@ from maxtext_like.data.checkpointable import ReuseFirstBatch, padding_batch
 from maxtext_like.data.errors import DataError
 from maxtext_like.data.synthetic import make_synthetic_iterator
 from maxtext_like.data.text_pipeline import make_lm_iterator
-from maxtext_like.data.tokenizers import build_tokenizer
+from maxtext_like.runtime.tokenizer import tokenizer_for
 
 SOURCES: dict[str, Callable] = {}
 
@@ -30,17 +30,6 @@ def source(name: str):
     SOURCES[name] = fn
     return fn
   return wrap
-
-
-def tokenizer_for(cfg: Config):
-  """The configured tokenizer; refuses one that can emit ids >= vocab_size (they would index past the embedding)."""
-  from maxtext_like import assets
-  path = cfg.tokenizer.tokenizer_path or assets.tokenizer_path()
-  tok = build_tokenizer(cfg.tokenizer.tokenizer_type, path, cfg.tokenizer.add_bos, cfg.tokenizer.add_eos)
-  if tok.vocab_size > cfg.tokenizer.vocab_size:
-    raise DataError(f"the tokenizer {path} ({cfg.tokenizer.tokenizer_type}) has {tok.vocab_size} ids but vocab_size is "
-                    f"{cfg.tokenizer.vocab_size}: ids >= vocab_size would index past the embedding; set vocab_size >= {tok.vocab_size}")
-  return tok
 
 
 def data_column(cfg: Config, split: str) -> str:

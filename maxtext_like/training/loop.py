@@ -20,11 +20,12 @@ from maxtext_like.config import Config
 from maxtext_like.config.resolve import Plan, resolve
 from maxtext_like.models import build_model
 from maxtext_like.models.sharding import activation_sharding
+from maxtext_like.runtime import checkpoints as reading
 from maxtext_like.training import checkpointing as ckpt
 from maxtext_like.training.data_source import make_iterator
 from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_step
 from maxtext_like.training.metrics_log import MetricsWriter
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 from maxtext_like.training.schedules import make_optimizer
 from maxtext_like.training.state import batch_sharding, build_state_layout, make_mesh
 from maxtext_like.training.step import StepOptions, make_eval_step, make_train_step
@@ -144,11 +145,11 @@ class Trainer:
           print(f"resumed from {self.cfg.derived.checkpoint_dir}/{step}", flush=True)
           return state, step
       if c.load_full_state_path:
-        state = ckpt.restore_from_path(c.load_full_state_path, self.layout.abstract, params_only=False)
+        state = reading.restore_from_path(c.load_full_state_path, self.layout.abstract, params_only=False)
         return state, int(state["step"])
       state = self.layout.init_fn(jax.random.PRNGKey(self.cfg.training.init_weights_seed))
       if c.load_parameters_path:
-        state["params"] = ckpt.restore_from_path(c.load_parameters_path, self.layout.abstract, params_only=True)
+        state["params"] = reading.restore_from_path(c.load_parameters_path, self.layout.abstract, params_only=True)
       return state, 0
 
   def save(self, step: int, state, *, force: bool = False) -> None:
@@ -164,7 +165,7 @@ class Trainer:
       return states[me]
     if all(s == states[0] for s in states):
       return states[0]
-    raise ckpt.CheckpointError(
+    raise reading.CheckpointError(
         f"checkpoint {self.cfg.derived.checkpoint_dir}/{step} was written by {len(states)} processes and this run has {n}: "
         f"the position of dataset_type={self.cfg.dataset.dataset_type!r} is kept per process and cannot be re-split. "
         "Resume with the same number of processes (synthetic data resumes with any count).")

@@ -15,7 +15,7 @@ from maxtext_like.config import paths
 from maxtext_like.convert import layout
 from maxtext_like.models import ModelSpec
 from maxtext_like.models.hf_registry import HF_MAPPINGS, get_hf_mapping
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 from hf_parity_lib import hf_param_count
 
 FAMILIES = ("llama2", "mistral", "qwen2", "qwen3")

@@ -15,7 +15,7 @@ from flax import nnx
 from maxtext_like.convert import to_hf, to_maxtext
 from maxtext_like.models import build_model
 from maxtext_like.models.hf_registry import get_hf_mapping
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
            "original_max_position_embeddings": 8192}

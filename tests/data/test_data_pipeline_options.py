@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from maxtext_like.data import packing_efficiency
-from maxtext_like.training.data_source import make_iterator, tokenizer_for
+from maxtext_like.runtime.tokenizer import tokenizer_for
+from maxtext_like.training.data_source import make_iterator
 
 from batch_checks import segments
 from data_files import BASE, config, docs, write_jsonl, write_parquet

@@ -5,7 +5,8 @@ import itertools
 import numpy as np
 import pytest
 
-from maxtext_like.training.data_source import make_iterator, tokenizer_for
+from maxtext_like.runtime.tokenizer import tokenizer_for
+from maxtext_like.training.data_source import make_iterator
 
 from batch_checks import segments
 from data_files import (all_batches, config, docs, texts_of, write_arrayrecord, write_examples, write_jsonl,

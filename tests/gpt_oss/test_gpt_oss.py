@@ -120,7 +120,7 @@ def test_mapping_round_trips(case):
 def test_preset_param_count_equals_transformers(preset):
   from maxtext_like.config import load_config
   from maxtext_like.models import count_params
-  from maxtext_like.training.model_spec import model_spec
+  from maxtext_like.runtime.model_spec import model_spec
   spec = model_spec(load_config(["base.yml", f"model_name={preset}"], env={}))
   theirs = hf_param_count(spec, buffers=True)
   ours = count_params(spec)
@@ -167,7 +167,7 @@ def test_convert_round_trip(case, tmp_path):
   from maxtext_like.convert.to_hf import to_hf
   from maxtext_like.convert.to_maxtext import to_maxtext
   from maxtext_like.models import build_model
-  from maxtext_like.training.model_spec import model_spec
+  from maxtext_like.runtime.model_spec import model_spec
   import orbax.checkpoint as ocp
   hf, _, _ = case
   hf.save_pretrained(tmp_path / "hf")

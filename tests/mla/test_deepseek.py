@@ -98,6 +98,6 @@ def test_preset_param_count_equals_transformers(preset):
   """Our count == transformers' on the meta device (parameters + the persistent e_score_correction_bias)."""
   from maxtext_like.config import load_config
   from maxtext_like.models import count_params
-  from maxtext_like.training.model_spec import model_spec
+  from maxtext_like.runtime.model_spec import model_spec
   spec = model_spec(load_config(["base.yml", f"model_name={preset}"], env={}))
   assert count_params(spec) == hf_param_count(spec, buffers=True)

@@ -9,7 +9,7 @@ import yaml
 import gemma_testlib as g
 from maxtext_like.config import load_config
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 ARCH_FIELDS = ("decoder_block", "vocab_size", "emb_dim", "num_query_heads", "num_kv_heads", "head_dim", "mlp_dim",
                "num_decoder_layers", "mlp_activations", "normalization_layer_epsilon", "logits_via_embedding",

@@ -10,7 +10,7 @@ import transformers
 from maxtext_like import api
 from maxtext_like.config import load_config
 from maxtext_like.models.hf_registry import get_hf_mapping
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 PRESETS = sorted(p.stem for p in (pathlib.Path(__file__).parents[2] / "configs" / "models").glob("gemma*.yml")
                  if not p.stem.startswith("gemma4"))

@@ -17,7 +17,7 @@ from maxtext_like.api import load_config, load_model
 from maxtext_like.convert import to_hf, to_maxtext
 from maxtext_like.models import build_model
 from maxtext_like.models.hf_registry import get_hf_mapping
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 ARCH = {"gpt3": "GPT2LMHeadModel", "olmo3": "Olmo3ForCausalLM"}
 

@@ -11,7 +11,7 @@ import transformers
 from maxtext_like import api
 from maxtext_like.config import load_config
 from maxtext_like.models.hf_registry import get_hf_mapping
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 MODELS = pathlib.Path(__file__).parents[2] / "configs" / "models"
 PRESETS = sorted(p.stem for pattern in ("gpt3-*.yml", "olmo3-*.yml") for p in MODELS.glob(pattern))

@@ -4,7 +4,7 @@ message); the config becomes a MoeSpec for MoE blocks only."""
 import pytest
 
 from maxtext_like.config import ConfigError, load_config
-from maxtext_like.training.model_spec import model_spec
+from maxtext_like.runtime.model_spec import model_spec
 
 MIXTRAL = ["override_model_config=true", "decoder_block=mixtral", "num_experts=8", "num_experts_per_tok=2"]
 

@@ -23,7 +23,7 @@ from maxtext_like.convert import layout, to_hf, to_maxtext  # noqa: E402
 from maxtext_like.models import ModelSpec, build_model  # noqa: E402
 from maxtext_like.models.hf_registry import get_hf_mapping  # noqa: E402
 from maxtext_like.models.moe import MoeSpec  # noqa: E402
-from maxtext_like.training.model_spec import model_spec  # noqa: E402
+from maxtext_like.runtime.model_spec import model_spec  # noqa: E402
 from hf_parity_lib import hf_param_count
 
 TINY = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from maxtext_like.training.checkpointing import CheckpointError
+from maxtext_like.runtime.checkpoints import CheckpointError
 from maxtext_like.training.loop import Trainer
 
 ARGS = ["dataset_type=embedded", "learning_rate_schedule_steps=6", "per_device_batch_size=1", "ici_fsdp_parallelism=1", "checkpoint_period=3", "log_period=1"]
