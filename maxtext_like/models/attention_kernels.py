@@ -9,8 +9,10 @@ query head n uses kv head n // G) and the same mask description:
   kv_idx_S   index of each key slot (optional; default: key slot s has index s). Load-balanced context
              parallelism (models/load_balance.py) passes the original token order here and as q_idx.
 
-Query t may attend key s iff kv_idx[s] <= q_idx[t], q_seg[t] == kv_seg[s] and, when
-window > 0, q_idx[t] - s < window. Segment 0 marks padding (it only matches
+Query t may attend key s iff kv_idx[s] <= q_idx[t], q_seg[t] == kv_seg[s], when
+window > 0, q_idx[t] - kv_idx[s] < window, and when chunk > 0 (llama4's chunked attention),
+q_idx[t] // chunk == kv_idx[s] // chunk. Chunks are counted by index, so a packed document that starts mid-chunk
+shares its chunk boundaries with the row (as MaxText). Segment 0 marks padding (it only matches
 padding). Softmax is in float32; masked logits get a large negative finite
 value, so no row is ever NaN.
 
@@ -36,6 +38,7 @@ class AttentionOptions:
   """Static knobs shared by all kernels."""
 
   window: int = 0  # sliding window size, 0 = global
+  chunk: int = 0  # chunked attention: a query sees only keys of its own chunk of this many indices; 0 = off
   soft_cap: float | None = None  # logits -> soft_cap * tanh(logits / soft_cap)
   float32_qk_product: bool = False  # cast q, k to fp32 before q.k
   float32_logits: bool = False  # accumulate q.k in fp32
@@ -43,15 +46,24 @@ class AttentionOptions:
   query_scale: float | None = None  # queries multiplied by this (None: head_dim ** -0.5)
 
 
-def make_mask(q_idx_BT, q_seg_BT, kv_idx_S, kv_seg_BS, window: int) -> jax.Array:
+def _static(x) -> bool:
+  return isinstance(x, (int, np.integer))
+
+
+def make_mask(q_idx_BT, q_seg_BT, kv_idx_S, kv_seg_BS, window: int, chunk: int = 0) -> jax.Array:
   """Boolean mask [B, T, S]: True where the query may attend the key."""
   q_idx = q_idx_BT[:, :, None]
   kv_idx = kv_idx_S[None, None, :]
   mask = (kv_idx <= q_idx) & (q_seg_BT[:, :, None] == kv_seg_BS[:, None, :])
-  if not isinstance(window, (int, np.integer)):  # traced per-layer window (gemma3 under scan); 0 = global
+  if not _static(window):  # traced per-layer window (gemma3 under scan); 0 = global
     mask &= (window <= 0) | ((q_idx - kv_idx) < window)
   elif window > 0:
     mask &= (q_idx - kv_idx) < window
+  if not _static(chunk):  # traced per-layer chunk size; 0 = unchunked
+    size = jnp.maximum(chunk, 1)
+    mask &= (chunk <= 0) | (q_idx // size == kv_idx // size)
+  elif chunk > 0:
+    mask &= q_idx // chunk == kv_idx // chunk
   return mask
 
 
@@ -87,7 +99,7 @@ def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Att
   H = v_BSKH.shape[-1]
   S = k_BSKH.shape[1]
   s_BKGTS = _scores(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, opts)
-  mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, S), kv_seg_BS, opts.window)
+  mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, S), kv_seg_BS, opts.window, opts.chunk)
   s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, MASK_VALUE)
   if sinks_N is None:
     p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
@@ -130,7 +142,7 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
     m_BKGT, l_BKGT, acc_BKGTH = carry
     idx_C, k_BCKH, v_BCKH, seg_BC = xs
     s_BKGTC = _scores(q_BTKGH, k_BCKH, opts)
-    mask_BTC = make_mask(q_idx_BT, q_seg_BT, idx_C, seg_BC, opts.window)
+    mask_BTC = make_mask(q_idx_BT, q_seg_BT, idx_C, seg_BC, opts.window, opts.chunk)
     s_BKGTC = jnp.where(mask_BTC[:, None, None], s_BKGTC, MASK_VALUE)
     m_new = jnp.maximum(m_BKGT, s_BKGTC.max(axis=-1))
     correction = jnp.exp(m_BKGT - m_new)
@@ -156,20 +168,25 @@ def flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Attention
 
 
 def needed_key_blocks(q_idx_T: np.ndarray, kv_idx_S: np.ndarray, window: int, block_q: int,
-                      block_kv: int) -> list[np.ndarray]:
+                      block_kv: int, chunk: int = 0) -> list[np.ndarray]:
   """For each block of `block_q` queries, the key blocks (of `block_kv`) holding a key that some query of the block
-  may see by index: kv_idx <= q_idx and, when window > 0, q_idx - kv_idx < window (a superset; segments are left
-  to the mask). Static: the indices of a cache-less forward are known when tracing."""
+  may see by index: kv_idx <= q_idx, when window > 0, q_idx - kv_idx < window, and when chunk > 0, a key in one of
+  the chunks the block's queries are in (a superset; segments are left to the mask). Static: the indices of a
+  cache-less forward are known when tracing."""
   S = len(kv_idx_S)
   starts = range(0, S, block_kv)
   kmin = np.array([kv_idx_S[j:j + block_kv].min() for j in starts])
   kmax = np.array([kv_idx_S[j:j + block_kv].max() for j in starts])
+  k_chunks = [set((kv_idx_S[j:j + block_kv] // chunk).tolist()) for j in starts] if chunk > 0 else None
   out = []
   for i in range(0, len(q_idx_T), block_q):
     q = q_idx_T[i:i + block_q]
     keep = kmin <= q.max()
     if window > 0:
       keep &= q.min() - kmax < window
+    if chunk > 0:
+      q_chunks = set((q // chunk).tolist())
+      keep &= np.array([not q_chunks.isdisjoint(c) for c in k_chunks])
     out.append(np.flatnonzero(keep))
   return out
 
@@ -177,15 +194,17 @@ def needed_key_blocks(q_idx_T: np.ndarray, kv_idx_S: np.ndarray, window: int, bl
 def block_sparse_flash(q_BTNH, k_BSKH, v_BSKH, q_idx_T: np.ndarray, kv_idx_S: np.ndarray, q_seg_BT, kv_seg_BS,
                        opts: AttentionOptions, block_q: int = 512, block_kv: int = 512, sinks_N=None) -> jax.Array:
   """`flash` per block of queries over only the key blocks it can see (`needed_key_blocks`): causal attention
-  computes about half of the [T, S] blocks, a sliding window about window / S of them. The indices are static
-  numpy arrays (a cache-less forward: slot order, or the load-balanced order of models/load_balance.py); a traced
-  window (gemma3 under scan) skips by causality only and still masks by its value."""
+  computes about half of the [T, S] blocks, a sliding window about window / S of them, chunked attention about
+  chunk / S. The indices are static numpy arrays (a cache-less forward: slot order, or the load-balanced order of
+  models/load_balance.py); a traced window (gemma3 under scan) or chunk skips by causality only and still masks by
+  its value."""
   B, T = q_BTNH.shape[:2]
   S = k_BSKH.shape[1]
   bq, bk = min(block_q, T), min(block_kv, S)
-  window = opts.window if isinstance(opts.window, (int, np.integer)) else 0
+  window = opts.window if _static(opts.window) else 0
+  chunk = opts.chunk if _static(opts.chunk) else 0
   outs = []
-  for i, js in enumerate(needed_key_blocks(q_idx_T, kv_idx_S, window, bq, bk)):
+  for i, js in enumerate(needed_key_blocks(q_idx_T, kv_idx_S, window, bq, bk, chunk)):
     js = js if len(js) else np.arange(-(-S // bk))  # no visible key (not a self-attention): softmax over all, as flash
     runs = np.split(js, np.flatnonzero(np.diff(js) != 1) + 1)  # consecutive key blocks -> one slice
     spans = [(int(r[0]) * bk, min((int(r[-1]) + 1) * bk, S)) for r in runs]
@@ -211,7 +230,7 @@ def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg
   if opts.float32_qk_product:
     q_BTNH, k_BSKH = q_BTNH.astype(jnp.float32), k_BSKH.astype(jnp.float32)
     v_BSKH = v_BSKH.astype(jnp.float32)
-  mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, k_BSKH.shape[1]), kv_seg_BS, opts.window)
+  mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, k_BSKH.shape[1]), kv_seg_BS, opts.window, opts.chunk)
   return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None], scale=opts.query_scale)
 
 
