@@ -2,7 +2,12 @@
 
 Frequency i (of H/2) is 1 / timescale_i with
 timescale_i = min_timescale * (max_timescale / min_timescale) ** (2i / H);
-the llama3.1 variant rescales low frequencies as in Meta's / HF's code.
+the llama3.1 variant rescales low frequencies as in Meta's / HF's code (factors from the config keys
+rope_llama31_*: Llama 3.1 8 / 1 / 4 / 8192, Llama 3.2 1B/3B factor 32, Llama 4 Scout 16 / 1 / 1 / 8192).
+
+Two pairings of the H dimensions: rotate-half (x[i], x[i + H/2]) as HF llama, or interleaved (x[2i], x[2i+1]) as
+Meta's complex-number form (DeepSeek, HF Llama 4). `rotate_qk` rotates queries and keys together and leaves them
+as they are for a NoPE layer (inv_freq None).
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ def default_inv_freq(head_dim: int, min_timescale: float, max_timescale: float) 
 
 def llama31_inv_freq(inv_freq: jax.Array, factor: float, low_freq_factor: float, high_freq_factor: float,
                      original_max_position: int) -> jax.Array:
-  """llama3.1 scaling: long wavelengths / factor, short kept, smooth in between."""
+  """llama3.1 scaling: long wavelengths / factor, short kept, smooth in between (no in-between band when
+  low_freq_factor == high_freq_factor, as Llama 4 Scout)."""
   low_freq_wavelen = original_max_position / low_freq_factor
   high_freq_wavelen = original_max_position / high_freq_factor
   wavelen = 2 * math.pi / inv_freq
-  smooth = (original_max_position / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+  band = high_freq_factor - low_freq_factor
+  smooth = (original_max_position / wavelen - low_freq_factor) / (band if band else 1.0)
   smoothed = (1 - smooth) * inv_freq / factor + smooth * inv_freq
   return jnp.where(wavelen < high_freq_wavelen, inv_freq,
                    jnp.where(wavelen > low_freq_wavelen, inv_freq / factor, smoothed))
@@ -106,3 +113,12 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: jax.Array, 
   if scale != 1.0:
     out = out * scale
   return out.astype(x_BTNH.dtype)
+
+
+def rotate_qk(q_BTNH: jax.Array, k_BTKH: jax.Array, positions_BT: jax.Array, inv_freq: jax.Array | None, *,
+              interleave: bool = False, scale: float = 1.0) -> tuple[jax.Array, jax.Array]:
+  """Queries and keys rotated by `apply_rope`; unchanged when inv_freq is None (a NoPE layer, Llama 4)."""
+  if inv_freq is None:
+    return q_BTNH, k_BTKH
+  kw = dict(interleave=interleave, scale=scale)
+  return apply_rope(q_BTNH, positions_BT, inv_freq, **kw), apply_rope(k_BTKH, positions_BT, inv_freq, **kw)

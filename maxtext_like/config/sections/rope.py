@@ -16,6 +16,11 @@ class RopeSection(Section):
   nope_layer_interval: int = F('If positive, every N-th layer will NOT use RoPE (Llama4).')
   rope_type: Literal['default', 'llama3.1', 'yarn'] = F('The type of RoPE to use.')
   rope_use_scale: bool = F('Apply RoPE scaling for Llama3.1 style.')
+  rope_llama31_factor: PosFloat = F('llama3.1 RoPE scaling: long wavelengths are divided by this (HF rope_scaling factor).')
+  rope_llama31_low_freq_factor: PosFloat = F('llama3.1 RoPE scaling: wavelengths above original/low are fully scaled.')
+  rope_llama31_high_freq_factor: PosFloat = F('llama3.1 RoPE scaling: wavelengths below original/high are kept.')
+  rope_llama31_original_max_position: PosInt = F(
+      'llama3.1 RoPE scaling: the pre-training context length (original_max_position_embeddings).')
   rope_min_timescale: int = F('The minimum timescale for RoPE.')
   rope_max_timescale: int = F('The maximum timescale for RoPE.')
   rope_linear_scaling_factor: float = F("Linear scaling factor for 'default' RoPE implementation.")
