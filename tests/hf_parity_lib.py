@@ -13,7 +13,7 @@ from flax import nnx
 from maxtext_like.inference.engine import generate_ids
 from maxtext_like.inference.sampling import SamplingOptions
 from maxtext_like.models import ModelSpec, build_model
-from maxtext_like.models.gemma import state_dict_to_params  # generic: any family's registered mapping
+from maxtext_like.models.hf_registry import state_dict_to_params  # generic: any family's registered mapping
 
 jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 

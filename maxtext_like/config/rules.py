@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from maxtext_like.config.errors import Problem
+from maxtext_like.models import registry
 
 Rule = Callable[..., Iterator[Problem]]
 RULES: list[Rule] = []
@@ -58,9 +59,6 @@ def experts_per_token(v, d):
     yield Problem("num_experts_per_tok", f"must not exceed num_experts ({v['num_experts']})", v["num_experts_per_tok"])
 
 
-# Decoder blocks whose layers are mixtures of experts (the MaxText families; unbuilt ones are refused elsewhere).
-MOE_DECODER_BLOCKS = frozenset({"mixtral", "qwen3_moe", "deepseek", "llama4", "gpt_oss", "qwen3_next", "qwen3_custom_moe",
-                                "qwen3_5", "gemma4", "deepseek4"})
 _MOE_DEFAULTS = {"num_experts": 1, "num_experts_per_tok": 1, "load_balance_loss_weight": 0.0, "shared_experts": 0,
                  "routed_bias": False, "n_routing_groups": -1, "first_num_dense_layers": 0,
                  "mlp_bias": False}
@@ -68,12 +66,14 @@ _MOE_DEFAULTS = {"num_experts": 1, "num_experts_per_tok": 1, "load_balance_loss_
 
 @rule
 def moe_keys_need_moe_block(v, d):
-  if v["decoder_block"] in MOE_DECODER_BLOCKS:
+  """MoE keys apply to families declared `moe=True` (models/registry.py); an unbuilt family is refused elsewhere."""
+  moe_blocks = registry.moe_decoder_blocks()
+  if v["decoder_block"] in moe_blocks or v["decoder_block"] not in registry.built_decoder_blocks():
     return
   for key, default in _MOE_DEFAULTS.items():
     if v[key] != default:
       yield Problem(key, f"is a mixture-of-experts setting, but decoder_block={v['decoder_block']!r} has no MoE layers",
-                    v[key], allowed=f"{default!r}, or a MoE decoder_block ({', '.join(sorted(MOE_DECODER_BLOCKS))})")
+                    v[key], allowed=f"{default!r}, or a MoE decoder_block ({', '.join(sorted(moe_blocks))})")
 
 
 @rule
@@ -99,10 +99,11 @@ def moe_routing_groups(v, d, sources=None):
     yield Problem("routed_score_func", "unknown scoring function", v["routed_score_func"], allowed="'', 'softmax', 'sigmoid'")
   if v["interleave_moe_layer_step"] < 1:
     yield Problem("interleave_moe_layer_step", "must be >= 1", v["interleave_moe_layer_step"])
-  elif v["interleave_moe_layer_step"] > 1 and v["scan_layers"] and \
-      not (sources or {}).get("interleave_moe_layer_step", "").startswith("preset "):  # unbuilt families' presets
-    yield Problem("interleave_moe_layer_step", "mixes dense and MoE layers, which the scanned layout (one stacked layer) "
-                  "cannot hold yet", v["interleave_moe_layer_step"], allowed="1, or set scan_layers=false")
+  elif v["scan_layers"] and (v["base_num_decoder_layers"] - v["first_num_dense_layers"]) % v["interleave_moe_layer_step"]:
+    yield Problem("interleave_moe_layer_step", "the scanned layout scans units of this many layers (dense ones, then a "
+                  f"MoE one), which must divide the {v['base_num_decoder_layers'] - v['first_num_dense_layers']} layers "
+                  "after first_num_dense_layers", v["interleave_moe_layer_step"],
+                  allowed="a divisor of that count, or set scan_layers=false")
   if v["first_num_dense_layers"] > v["base_num_decoder_layers"]:
     yield Problem("first_num_dense_layers", f"exceeds base_num_decoder_layers ({v['base_num_decoder_layers']})",
                   v["first_num_dense_layers"])
@@ -337,7 +338,7 @@ def pipeline_microbatches_fit_stages(v, d, num_stages=None):
 @rule
 def pipeline_blocks_supported(v, d):
   """Pipelined layers must be one stack of dense layers (MoE auxiliary losses and several stacks are not built)."""
-  if (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1) and v["decoder_block"] in MOE_DECODER_BLOCKS:
+  if (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1) and v["decoder_block"] in registry.moe_decoder_blocks():
     yield Problem("ici_pipeline_parallelism", f"pipeline parallelism is not supported yet for mixture-of-experts "
                   f"decoder_block={v['decoder_block']!r}", v["ici_pipeline_parallelism"], allowed="1")
 

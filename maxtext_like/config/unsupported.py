@@ -7,19 +7,18 @@ itself), so preset-supplied values are exempt; CLI and environment values are no
 
 from __future__ import annotations
 
+from maxtext_like.models import choices, registry
+
 # key -> the values that are supported (None: only the default). Keys absent from both maps are fully supported.
 PARTIAL: dict[str, frozenset] = {
     "attention": frozenset({"autoselected", "dot_product", "flash"}),
     "dataset_type": frozenset({"embedded", "synthetic", "hf", "grain", "tfds"}),
     "grain_file_type": frozenset({"arrayrecord", "parquet"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
-    "rope_type": frozenset({"default", "llama3.1", "yarn"}),
-    "attention_type": frozenset({"global", "mla"}),
-    "remat_policy": frozenset({"none", "full", "minimal", "save_dot_with_context_except_mlp", "save_dot_except_mlpwi", "save_dot_except_mlp",
-                               "save_qkv_proj", "qkv_proj_offloaded", "minimal_offloaded", "custom", "save_out_proj"}),
+    "rope_type": frozenset(choices.ROPE_TYPES),
+    "attention_type": frozenset(choices.ATTENTION_TYPES),
     "profiler": frozenset({"", "xplane"}),
-    "decoder_block": frozenset({"gemma", "gemma2", "gemma3", "llama2", "mistral", "qwen2", "qwen3", "gpt3", "olmo3", "mixtral",
-                                "qwen3_moe", "deepseek", "gpt_oss"}),
+    "decoder_block": registry.built_decoder_blocks(),  # one module per family in models/families/
 }
 
 UNSUPPORTED: frozenset[str] = frozenset({

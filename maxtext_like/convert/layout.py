@@ -24,18 +24,30 @@ def flat_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
   return {".".join(str(k) for k in path): tuple(v.shape) for path, v in nnx.to_flat_state(state)}
 
 
+def _cycles(spec: ModelSpec) -> dict[str, int]:
+  from maxtext_like.models.decoder import layer_stacks
+  return {st.name: st.cycle for st in layer_stacks(spec)}
+
+
 def stacked_key(spec: ModelSpec, path: str) -> tuple[str, int | None]:
-  """(key in the checkpoint's flat state, layer index or None) for a dotted unscanned path."""
+  """(key in the checkpoint's flat state, index along the scan axis or None) for a dotted unscanned path.
+
+  A stack of period c (`LayerStack.cycle`) is scanned in units of c layers: layer i is sublayer i % c of unit i // c.
+  """
   m = LAYER.fullmatch(path)
   if spec.scan_layers and m:
-    return f"decoder.{m.group(1)}.{m.group(3)}", int(m.group(2))
+    name, i, rest = m.group(1), int(m.group(2)), m.group(3)
+    c = _cycles(spec).get(name, 1)
+    if c > 1:
+      return f"decoder.{name}.sublayers.{i % c}.{rest}", i // c
+    return f"decoder.{name}.{rest}", i
   return path, None
 
 
 def stack_size(spec: ModelSpec, key: str) -> int:
-  """Number of layers of the stack holding `key` (a stacked_key result, e.g. 'decoder.moe_layers.mlp.wo')."""
+  """Length of the scan axis of `key` (a stacked_key result, e.g. 'decoder.moe_layers.mlp.wo'): layers, or units."""
   from maxtext_like.models.decoder import layer_stacks
-  return {f"decoder.{name}": n for name, n, _ in layer_stacks(spec)}[".".join(key.split(".")[:2])]
+  return {f"decoder.{st.name}": st.num_layers // st.cycle for st in layer_stacks(spec)}[".".join(key.split(".")[:2])]
 
 
 _SLICE = re.compile(r"(.+)\[(\d+)\]")
@@ -62,9 +74,11 @@ def iter_unscanned(spec: ModelSpec, state: nnx.State):
   for path, var in nnx.to_flat_state(state):
     name = ".".join(str(k) for k in path)
     value = np.asarray(jax.device_get(var[...] if hasattr(var, "__getitem__") else var))
-    stack = re.fullmatch(r"decoder\.(\w*layers)\.(.+)", name)
+    stack = re.fullmatch(r"decoder\.(\w*layers)\.(?:sublayers\.(\d+)\.)?(.+)", name)
     if spec.scan_layers and stack:
-      for i in range(value.shape[spec.param_scan_axis]):
-        yield f"decoder.{stack.group(1)}.{i}.{stack.group(2)}", np.take(value, i, axis=spec.param_scan_axis)
+      c = _cycles(spec).get(stack.group(1), 1)
+      j = int(stack.group(2) or 0)
+      for u in range(value.shape[spec.param_scan_axis]):
+        yield f"decoder.{stack.group(1)}.{u * c + j}.{stack.group(3)}", np.take(value, u, axis=spec.param_scan_axis)
     else:
       yield name, value

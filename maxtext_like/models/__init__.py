@@ -16,7 +16,7 @@ Lower-case h is H / 2 (rotary frequency pairs).
 Entry points:
 
   spec = ModelSpec(vocab_size=128, emb_dim=64, ...)
-  model = build_model(spec, nnx.Rngs(0))         # registry by spec.decoder_block
+  model = build_model(spec, nnx.Rngs(0))         # spec.decoder_block names a family (models/families/)
   logits_BTV = model(tokens_BT, positions_BT, segment_ids_BT, deterministic=True)
   logits_BTV, cache = model.prefill(prompt_BT, max_length=64)
   logits_B1V, cache = model.decode_step(next_B1, cache)
@@ -27,24 +27,23 @@ Sharding: parameters carry logical axis names ('vocab', 'embed', 'mlp',
 mapping to a mesh and for activation constraints.
 """
 
-from maxtext_like.models import llama2  # noqa: F401  (registers 'llama2', 'mistral')
-from maxtext_like.models import gemma, gemma2, gemma3  # noqa: F401  (register 'gemma', 'gemma2', 'gemma3')
-from maxtext_like.models import qwen2, qwen3  # noqa: F401  (register 'qwen2', 'qwen3')
-from maxtext_like.models import mixtral, qwen3_moe  # noqa: F401  (register 'mixtral', 'qwen3_moe')
-from maxtext_like.models import gpt3, olmo  # noqa: F401  (register 'gpt3', 'olmo3')
-from maxtext_like.models import deepseek  # noqa: F401  (registers 'deepseek')
-from maxtext_like.models import gpt_oss  # noqa: F401  (registers 'gpt_oss')
-from maxtext_like.models.kv_cache import KVCache
-from maxtext_like.models.registry import DECODER_BLOCKS, register_decoder_block
-from maxtext_like.models.spec import ModelSpec
-from maxtext_like.models.transformer import Transformer, build_model, count_params
+import importlib
 
-__all__ = [
-    "DECODER_BLOCKS",
-    "KVCache",
-    "ModelSpec",
-    "Transformer",
-    "build_model",
-    "count_params",
-    "register_decoder_block",
-]
+# Imported on first use (PEP 562), so `maxtext_like.models.registry` stays importable without JAX (config validation).
+_LAZY = {
+    "KVCache": "maxtext_like.models.kv_cache",
+    "ModelSpec": "maxtext_like.models.spec",
+    "Transformer": "maxtext_like.models.transformer",
+    "build_model": "maxtext_like.models.transformer",
+    "count_params": "maxtext_like.models.transformer",
+    "Family": "maxtext_like.models.family",
+    "get_family": "maxtext_like.models.registry",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module 'maxtext_like.models' has no attribute {name!r}")

@@ -21,7 +21,9 @@ class Attention(nnx.Module):
   """Kernels: query [D,N,H], key/value [D,K,H], out [N,H,D]; optional biases [N,H]/[K,H] (attention_bias)
   and per-head RMSNorm scales query_norm/key_norm [H] (use_qk_norm)."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, out_bias: bool = False, qk_norm_offset: float = 0.0):
+    """out_bias: a learned bias on the output projection too (gpt-oss); qk_norm_offset: the QK-norms compute
+    x * (offset + w) (Gemma's 1)."""
     D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
     self.spec = spec
     dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
@@ -32,10 +34,9 @@ class Attention(nnx.Module):
     self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
     if spec.use_qk_norm:
       norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
-                  rngs=rngs, scale_offset=spec.family_trait("norm_scale_offset", 0.0))
+                  rngs=rngs, scale_offset=qk_norm_offset)
       self.query_norm = RMSNorm(H, **norm)
       self.key_norm = RMSNorm(H, **norm)
-    out_bias = spec.attention_bias and spec.family_trait("attention_out_bias", False)  # gpt-oss biases o_proj too
     self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dict(dense, use_bias=out_bias))
     if spec.attention_sink:  # gpt-oss: one learned sink logit per query head
       self.sinks = nnx.Param(jnp.zeros((N,), spec.weight_dtype), out_sharding=("heads",), eager_sharding=False)

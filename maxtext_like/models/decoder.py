@@ -5,9 +5,16 @@ axis `param_scan_axis` (logical name 'layers') and runs it under
 `jax.lax.scan`; False keeps L separate layers (decoder.layers.0, ...) and a
 Python loop. Both wrap each layer in `remat.maybe_remat` when training.
 
-Layers form one stack `layers` unless the block has a `layer_stacks(spec)` trait: then several stacks (each
-its own scan), run in order, e.g. deepseek's `dense_layers` (first_num_dense_layers) then `moe_layers`. KV
-caches stay one [L, ...] array; stack j reads its slice.
+The family (`family.Family`, typed fields) says how layers are grouped: `Family.stacks(spec)` gives one or more
+`LayerStack`s, each its own scan, run in order (e.g. deepseek's `dense_layers` then `moe_layers`). A stack with
+`cycle` = c > 1 holds layers that differ with period c (MoE every c-th layer, NoPE every 4th): the loop layout
+builds layer i with `layer_index=i`; the scanned layout scans units of c layers (`LayerCycle`, parameters
+`decoder.<stack>.sublayers.<j>.*`, sublayer j built with `layer_index=j`), so stacks must start at a multiple of c.
+KV caches stay one [L, ...] array; stack j reads its slice.
+
+Auxiliary outputs (MoE load-balance losses, routed-bias updates) are returned, not side channels:
+`Decoder.__call__` gives `(logits_BTV, kv, aux)` with aux = {'lb_loss': scalar summed over layers,
+'bias_delta': {'/'-joined param path: delta shaped like the param}}.
 """
 
 from __future__ import annotations
@@ -18,10 +25,10 @@ from flax import nnx
 
 from maxtext_like.models import moe as moe_lib
 from maxtext_like.models.embeddings import Embed
+from maxtext_like.models.family import Family, LayerStack, family_of
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.registry import get_decoder_block
 from maxtext_like.models.remat import maybe_remat
 from maxtext_like.models.sharding import ACT_BTV, constrain
 from maxtext_like.models.spec import ModelSpec
@@ -29,22 +36,53 @@ from maxtext_like.models.spec import ModelSpec
 LAYERS_AXIS_NAME = "layers"
 
 
-def layer_stacks(spec: ModelSpec) -> tuple[tuple[str, int, tuple], ...]:
-  """(attribute name, number of layers, block keyword arguments as items) per stack, in run order."""
-  fn = spec.family_trait("layer_stacks")
-  if fn is None:
-    return (("layers", spec.num_decoder_layers, ()),)
-  return tuple((name, n, tuple(sorted(kw.items()))) for name, n, kw in fn(spec) if n > 0)
+def layer_stacks(spec: ModelSpec) -> tuple[LayerStack, ...]:
+  """The family's layer stacks, in run order."""
+  return family_of(spec).stacks(spec)
 
 
-def stacked_layers(block_cls: type, spec: ModelSpec, rngs: nnx.Rngs, num_layers: int | None = None,
-                   **block_kwargs) -> nnx.Module:
-  """One `block_cls` whose params have an extra axis `param_scan_axis` of size L (default num_decoder_layers)."""
+class LayerCycle(nnx.Module):
+  """`cycle` consecutive layers that differ by position, scanned as one unit (sublayer j: `layer_index=j`)."""
 
-  @nnx.split_rngs(splits=spec.num_decoder_layers if num_layers is None else num_layers)
+  def __init__(self, family: Family, spec: ModelSpec, cycle: int, *, rngs: nnx.Rngs, **block_kwargs):
+    self.sublayers = nnx.List([family.block(spec, rngs=rngs, layer_index=j, **block_kwargs) for j in range(cycle)])
+    self.index_at_call = family.layer_index_at_call
+
+  def __call__(self, x_BTD, positions_BT, segment_ids_BT, *, dropout_key=None, cache: LayerKV | None = None,
+               layer_index=None):
+    """cache holds this unit's c layers: k/v [c, B, S, K, H]; layer_index is the unit's index."""
+    ks, vs = [], []
+    c = len(self.sublayers)
+    for j, layer in enumerate(self.sublayers):
+      key = None if dropout_key is None else jax.random.fold_in(dropout_key, j)
+      kv = None if cache is None else LayerKV(cache.k_BSKH[j], cache.v_BSKH[j], cache.index_B, cache.segment_ids_BS)
+      extra = {"layer_index": layer_index * c + j} if self.index_at_call else {}
+      x_BTD, kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=kv, **extra)
+      if kv is not None:
+        ks.append(kv.k_BSKH)
+        vs.append(kv.v_BSKH)
+    if cache is None:
+      return x_BTD, None
+    return x_BTD, LayerKV(jnp.stack(ks), jnp.stack(vs), cache.index_B, cache.segment_ids_BS)
+
+
+def _unit_builder(family: Family, spec: ModelSpec, st: LayerStack):
+  """(number of scanned units, constructor of one unit) for a stack in the scanned layout."""
+  if st.cycle == 1:
+    return st.num_layers, lambda rngs: family.block(spec, rngs=rngs, **st.block_kwargs)
+  if st.num_layers % st.cycle:
+    raise ValueError(f"decoder_block={spec.decoder_block!r}: the scanned layout groups the {st.num_layers} layers of "
+                     f"stack {st.name!r} in units of {st.cycle}, which must divide them; set scan_layers=false")
+  return st.num_layers // st.cycle, lambda rngs: LayerCycle(family, spec, st.cycle, rngs=rngs, **st.block_kwargs)
+
+
+def stacked_layers(make, num_layers: int, spec: ModelSpec, rngs: nnx.Rngs) -> nnx.Module:
+  """One module from `make(rngs)` whose params have an extra axis `param_scan_axis` of size num_layers."""
+
+  @nnx.split_rngs(splits=num_layers)
   @nnx.vmap(in_axes=(0,), out_axes=spec.param_scan_axis, transform_metadata={nnx.PARTITION_NAME: LAYERS_AXIS_NAME})
   def create(rngs: nnx.Rngs):
-    return block_cls(spec, rngs=rngs, **block_kwargs)
+    return make(rngs)
 
   return create(rngs.fork())
 
@@ -54,26 +92,24 @@ class Decoder(nnx.Module):
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     self.spec = spec
-    block_cls = get_decoder_block(spec.decoder_block)
-    self.stacks = layer_stacks(spec)
-    # Loop layout: a block with `init_takes_layer_index = True` is built with `layer_index=` (its global index), so
-    # its layers may differ (e.g. MoE every k-th layer, interleave_moe_layer_step).
-    by_index = not spec.scan_layers and spec.family_trait("init_takes_layer_index", False)
+    family = family_of(spec)
+    self.stacks = family.stacks(spec)
+    self.index_at_call = family.layer_index_at_call
     offset = 0
-    for name, n, kw in self.stacks:
+    for st in self.stacks:
       if spec.scan_layers:
-        setattr(self, name, stacked_layers(block_cls, spec, rngs, n, **dict(kw)))
+        n, make = _unit_builder(family, spec, st)
+        setattr(self, st.name, stacked_layers(make, n, spec, rngs))
       else:
-        setattr(self, name, nnx.List([block_cls(spec, rngs=rngs, **dict(kw), **({"layer_index": offset + j} if by_index
-                                                                                 else {})) for j in range(n)]))
-      offset += n
-    make_final_norm = spec.family_trait("make_final_norm")  # a family's own final norm (gpt3: LayerNorm)
-    if make_final_norm is not None:
-      self.decoder_norm = make_final_norm(spec, rngs)
+        index = (lambda j: {"layer_index": offset + j}) if st.cycle > 1 else (lambda j: {})  # noqa: B023
+        setattr(self, st.name, nnx.List([family.block(spec, rngs=rngs, **st.block_kwargs, **index(j))
+                                         for j in range(st.num_layers)]))
+      offset += st.num_layers
+    if family.final_norm is not None:
+      self.decoder_norm = family.final_norm(spec, rngs)
     else:
       self.decoder_norm = RMSNorm(spec.emb_dim, epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype,
-                                  weight_dtype=spec.weight_dtype, rngs=rngs,
-                                  scale_offset=spec.family_trait("norm_scale_offset", 0.0))
+                                  weight_dtype=spec.weight_dtype, rngs=rngs, scale_offset=family.norm_scale_offset)
     self.dropout = nnx.Dropout(spec.dropout_rate)
     if not spec.logits_via_embedding:
       self.logits_dense = DenseGeneral(
@@ -84,29 +120,29 @@ class Decoder(nnx.Module):
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                embedder: Embed, dropout_key: jax.Array | None = None,
                cache: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None):
-    """Returns (logits_BTV, (k_LBSKH, v_LBSKH) or None).
+    """Returns (logits_BTV, (k_LBSKH, v_LBSKH) or None, aux) (aux: see the module docstring).
 
     `cache` is (k_LBSKH, v_LBSKH, index_B, segment_ids_BS) with segment ids
     already covering this call's tokens.
     """
     layer_key, final_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
-    run = self._run_scanned if self.spec.scan_layers else self._run_looped
+    aux = moe_lib.empty_aux()
     if self.spec.pipeline is not None and cache is None:  # pipeline parallelism over 'stage' (models/pipeline.py)
       from maxtext_like.models.pipeline import run_pipelined
       x_BTD, kv = run_pipelined(self, x_BTD, positions_BT, segment_ids_BT, layer_key), None
-    elif len(self.stacks) == 1:
-      x_BTD, kv = run(getattr(self, self.stacks[0][0]), 0, x_BTD, positions_BT, segment_ids_BT, layer_key, cache)
     else:
       offset, kvs = 0, []
-      for name, n, _ in self.stacks:
+      for st in self.stacks:
+        n = st.num_layers
         sub = None if cache is None else (cache[0][offset:offset + n], cache[1][offset:offset + n], *cache[2:])
-        x_BTD, kv = run(getattr(self, name), offset, x_BTD, positions_BT, segment_ids_BT, layer_key, sub)
+        run = self._run_scanned if self.spec.scan_layers else self._run_looped
+        x_BTD, kv = run(st, offset, x_BTD, positions_BT, segment_ids_BT, layer_key, sub, aux)
         kvs.append(kv)
         offset += n
-      kv = None if cache is None else tuple(jnp.concatenate(parts) for parts in zip(*kvs))
+      kv = None if cache is None else (kvs[0] if len(kvs) == 1 else tuple(jnp.concatenate(p) for p in zip(*kvs)))
     y_BTD = self.decoder_norm(x_BTD)
     y_BTD = self.dropout(y_BTD, deterministic=final_key is None, rngs=final_key)
-    return self.logits(y_BTD, embedder), kv
+    return self.logits(y_BTD, embedder), kv, aux
 
   def logits(self, y_BTD: jax.Array, embedder: Embed) -> jax.Array:
     spec = self.spec
@@ -121,13 +157,12 @@ class Decoder(nnx.Module):
       logits_BTV = logits_BTV.astype(jnp.float32)
     return constrain(logits_BTV, ACT_BTV)
 
-  def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool, index: int | None = None):
-    """Pure (layer_state, x, k, v, key, i) -> (x, k, v), rematted when training.
+  def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool, takes_index: bool,
+                index: int | None = None):
+    """Pure (layer_state, x, k, v, key, i) -> (x, k, v, aux), rematted when training.
 
-    Blocks with `takes_layer_index = True` get `layer_index=`: the static `index` when given (loop), else
-    the traced i (scan).
+    With `takes_index` the layer gets `layer_index=`: the static `index` when given (loop), else the traced i (scan).
     """
-    takes_index = self.spec.family_trait("takes_layer_index", False)
 
     def apply(state, x_BTD, k_BSKH, v_BSKH, key, i):
       layer = nnx.merge(graphdef, state)
@@ -139,39 +174,44 @@ class Decoder(nnx.Module):
 
     return apply if cache is not None else maybe_remat(apply, self.spec, prevent_cse=not in_scan)
 
-  def _stack_name(self, layers) -> str:
-    return next(name for name, _, _ in self.stacks if getattr(self, name) is layers)
-
-  def _run_looped(self, layers, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache):
+  def _run_looped(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
     ks, vs = [], []
-    for j, layer in enumerate(layers):
+    for j, layer in enumerate(getattr(self, st.name)):
       i = offset + j
       graphdef, state = nnx.split(layer)
-      fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False, index=i)
+      fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False,
+                          takes_index=self.index_at_call, index=i)
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
       k, v = (None, None) if cache is None else (cache[0][j], cache[1][j])
-      x_BTD, k, v, aux = fn(state, x_BTD, k, v, key, i)
-      moe_lib.record_aux(aux, ("decoder", self._stack_name(layers), j))
+      x_BTD, k, v, layer_aux = fn(state, x_BTD, k, v, key, i)
+      moe_lib.add_aux(aux, layer_aux, ("decoder", st.name, j))
       ks.append(k)
       vs.append(v)
     return x_BTD, None if cache is None else (jnp.stack(ks), jnp.stack(vs))
 
-  def _run_scanned(self, layers, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache):
-    axis = self.spec.param_scan_axis
-    graphdef, state = nnx.split(layers)
+  def _run_scanned(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
+    axis, c = self.spec.param_scan_axis, st.cycle
+    graphdef, state = nnx.split(getattr(self, st.name))
     state_L = jax.tree.map(lambda a: jnp.moveaxis(a, axis, 0), state)
-    fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=True)
+    fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=True,
+                        takes_index=self.index_at_call or c > 1)
 
     def body(x_BTD, xs):
       layer_state, i, k_BSKH, v_BSKH = xs
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      x_BTD, k_BSKH, v_BSKH, aux = fn(layer_state, x_BTD, k_BSKH, v_BSKH, key, i)
-      return x_BTD, (k_BSKH, v_BSKH, aux)
+      x_BTD, k_BSKH, v_BSKH, layer_aux = fn(layer_state, x_BTD, k_BSKH, v_BSKH, key, i)
+      return x_BTD, (k_BSKH, v_BSKH, layer_aux)
 
+    n = st.num_layers // c  # scanned units (layers, or cycles of c layers)
     k_LBSKH, v_LBSKH = (None, None) if cache is None else cache[:2]
-    n = jax.tree.leaves(state_L)[0].shape[0]
-    xs = (state_L, offset + jnp.arange(n), k_LBSKH, v_LBSKH)
-    x_BTD, (k_LBSKH, v_LBSKH, aux) = jax.lax.scan(body, x_BTD, xs)
-    aux = {p: jnp.moveaxis(a, 0, axis) if a.ndim > axis else a for p, a in aux.items()}  # laid out like the params
-    moe_lib.record_aux(aux, ("decoder", self._stack_name(layers)))
-    return x_BTD, None if cache is None else (k_LBSKH, v_LBSKH)
+    if cache is not None and c > 1:  # [L, ...] -> [units, c, ...]
+      k_LBSKH, v_LBSKH = (a.reshape(n, c, *a.shape[1:]) for a in (k_LBSKH, v_LBSKH))
+    xs = (state_L, offset // c + jnp.arange(n), k_LBSKH, v_LBSKH)
+    x_BTD, (k_LBSKH, v_LBSKH, layer_aux) = jax.lax.scan(body, x_BTD, xs)
+    layer_aux = {p: jnp.moveaxis(a, 0, axis) if a.ndim > axis else a for p, a in layer_aux.items()}  # as the params
+    moe_lib.add_aux(aux, layer_aux, ("decoder", st.name))
+    if cache is None:
+      return x_BTD, None
+    if c > 1:
+      k_LBSKH, v_LBSKH = (a.reshape(n * c, *a.shape[2:]) for a in (k_LBSKH, v_LBSKH))
+    return x_BTD, (k_LBSKH, v_LBSKH)

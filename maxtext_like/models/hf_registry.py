@@ -1,9 +1,8 @@
 """Hugging Face <-> maxtext_like mapping protocol, one `HFMapping` per family, keyed by `decoder_block`.
 
-A family module (the one that registers the decoder block) also owns how its weights and config look in
-Hugging Face `transformers`. It subclasses `HFMapping` and registers it for its decoder blocks:
+A family module (models/families/) also owns how its weights and config look in Hugging Face `transformers`.
+It subclasses `HFMapping` and names an instance in its Family record (`FAMILY = Family(..., hf=LlamaHF())`):
 
-  @register_hf_mapping("llama2", "mistral")
   class LlamaHF(HFMapping):
     architectures = ("LlamaForCausalLM", "MistralForCausalLM")
     def model_keys_from_hf(self, hf_config): ...
@@ -58,7 +57,7 @@ Conventions (read these before writing a mapping)
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -72,10 +71,10 @@ class HFConfigError(ValueError):
 
 class HFMapping(abc.ABC):
   """Base class of a family's HF mapping; see the module docstring for the contract. The four methods below are
-  abstract: `register_hf_mapping` instantiates the class, so a family missing one fails when it is imported."""
+  abstract: the family module instantiates the class, so a family missing one fails when it is imported."""
 
   architectures: tuple[str, ...] = ()
-  decoder_blocks: tuple[str, ...] = ()  # filled in by register_hf_mapping
+  decoder_blocks: tuple[str, ...] = ()  # filled in by the Family that holds it
 
   @abc.abstractmethod
   def model_keys_from_hf(self, hf_config: dict) -> dict[str, Any]:
@@ -99,40 +98,46 @@ class HFMapping(abc.ABC):
       yield from self.to_hf(spec, path, array)
 
 
-HF_MAPPINGS: dict[str, HFMapping] = {}
-
-
-def register_hf_mapping(*decoder_blocks: str) -> Callable[[type], type]:
-  """Class decorator: `@register_hf_mapping('llama2', 'mistral')` registers an instance for those blocks."""
-
-  def register(cls: type) -> type:
-    inst = cls()
-    inst.decoder_blocks = tuple(decoder_blocks)
-    for name in decoder_blocks:
-      if name in HF_MAPPINGS and type(HF_MAPPINGS[name]) is not cls:
-        raise ValueError(f"HF mapping for {name!r} already registered to {type(HF_MAPPINGS[name]).__name__}")
-      HF_MAPPINGS[name] = inst
-    return cls
-
-  return register
+def hf_mappings() -> dict[str, HFMapping]:
+  """decoder_block -> its family's mapping, for every family that has one."""
+  from maxtext_like.models.registry import all_families
+  return {name: f.hf for f in all_families() if f.hf is not None for name in f.names}
 
 
 def get_hf_mapping(decoder_block: str) -> HFMapping:
-  import maxtext_like.models  # noqa: F401  (family modules register on import)
+  from maxtext_like.models.registry import ModelSpecError, get_family
   try:
-    return HF_MAPPINGS[decoder_block]
-  except KeyError:
+    mapping = get_family(decoder_block).hf
+  except ModelSpecError:
+    mapping = None
+  if mapping is None:
     raise HFConfigError(f"decoder_block {decoder_block!r} has no Hugging Face mapping; "
-                        f"families with one: {sorted(HF_MAPPINGS)}") from None
+                        f"families with one: {sorted(hf_mappings())}") from None
+  return mapping
 
 
 def mapping_for_architecture(architecture: str) -> HFMapping:
-  import maxtext_like.models  # noqa: F401
-  for m in HF_MAPPINGS.values():
+  mappings = hf_mappings().values()
+  for m in mappings:
     if architecture in m.architectures:
       return m
-  known = sorted({a for m in HF_MAPPINGS.values() for a in m.architectures})
+  known = sorted({a for m in mappings for a in m.architectures})
   raise HFConfigError(f"Hugging Face architecture {architecture!r} is not supported; supported: {known}")
+
+
+def state_dict_to_params(spec: ModelSpec, state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Our loop-layout flat params ('decoder.layers.0....') from an HF state_dict, via the family's mapping."""
+  mapping = get_hf_mapping(spec.decoder_block)
+  out: dict[str, np.ndarray] = {}
+  for name, array in state_dict.items():
+    produced = mapping.to_ours(spec, name, np.asarray(array))
+    if produced is None:
+      raise KeyError(f"unexpected HF tensor {name!r}")
+    for path, value in produced:
+      if path in out:
+        raise KeyError(f"{path!r} produced twice")
+      out[path] = value
+  return out
 
 
 # ---- helpers shared by families whose attention/MLP use torch Linear layouts --------------------------------

@@ -1,8 +1,9 @@
 """Mixture-of-experts feed-forward layer (`MoeBlock`), its routing, dispatch modes and auxiliary outputs.
 
 Reusable by any family: a decoder block builds `MoeBlock(spec, rngs=rngs)` where it would build an `MlpBlock`
-(`spec.moe` is a `MoeSpec`; its fields are MaxText's config keys of the same names), lists "moe" in its
-`reads_spec_fields`, and uses `is_moe_layer(spec, i)` if some layers stay dense.
+(`spec.moe` is a `MoeSpec`; its fields are MaxText's config keys of the same names), its Family declares
+`moe=True, spec_fields=("moe",)`, and `is_moe_layer(spec, i)` tells which layers stay dense
+(`moe_block.moe_decoder_layer` is the ready-made llama-style block).
 
 Shape letters (besides the package's B, T, D, F): E experts, A experts per token (num_experts_per_tok),
 C expert capacity (tokens per expert and sequence), M tokens flattened (B * T), R = M * A routed token copies.
@@ -43,11 +44,9 @@ Auxiliary outputs, sown as `nnx.Intermediate` and collected by the decoder (`pop
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
-import threading
 from typing import Any
 
 import jax
@@ -124,15 +123,10 @@ def _problems(m: MoeSpec):
     yield "routed_bias_update_rate needs routed_bias=true"
 
 
-def is_moe_layer(spec: ModelSpec, layer_index: int | None) -> bool:
+def is_moe_layer(spec: ModelSpec, layer_index: int) -> bool:
   """Layer i is MoE iff i >= first_num_dense_layers and (i + 1) % interleave_moe_layer_step == 0
-  (MaxText/llama4 and HF decoder_sparse_step semantics). None (a scanned, homogeneous layer) is MoE."""
+  (MaxText/llama4 and HF decoder_sparse_step semantics)."""
   m = spec.moe
-  if layer_index is None:
-    if m.first_num_dense_layers or m.interleave_moe_layer_step > 1:
-      raise ValueError("first_num_dense_layers > 0 / interleave_moe_layer_step > 1 mix dense and MoE layers, which "
-                       "the scanned layout (one stacked layer) cannot hold yet: set scan_layers=false")
-    return True
   return layer_index >= m.first_num_dense_layers and (layer_index + 1) % m.interleave_moe_layer_step == 0
 
 
@@ -172,7 +166,11 @@ def _expert_kernel(rngs, shape, dtype, axes, scale):
 class MoeBlock(nnx.Module):
   """Routed experts (+ shared experts); `__call__(x_BTD, dropout_key=None) -> y_BTD`. See the module docstring."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, topk_softmax_router: bool = False,
+               glu_alpha: float | None = None):
+    """topk_softmax_router (gpt-oss): logits = x W + gate.bias, weights = softmax over the top-k logits.
+    glu_alpha (gpt-oss experts): min(h0, L) * sigmoid(alpha min(h0, L)) * (clip(h1, -L, L) + 1) with
+    L = mlp_activations_limit (> 0; no clamp otherwise)."""
     m: MoeSpec = spec.moe
     if m is None:
       raise ValueError(f"decoder_block={spec.decoder_block!r} builds MoE layers but spec.moe is None")
@@ -191,11 +189,7 @@ class MoeBlock(nnx.Module):
       for name in (("wi_0", "wi_1") if len(self.activations) == 2 else ("wi",)):
         setattr(self, f"{name}_bias", param(rngs, nnx.initializers.zeros, (E, F), spec.weight_dtype, ("exp", "mlp")))
       self.wo_bias = param(rngs, nnx.initializers.zeros, (E, D), spec.weight_dtype, ("exp", "embed_no_exp"))
-    # gpt-oss router (family trait `topk_softmax_router`): logits = x W + gate.bias, weights = softmax over the top-k
-    # logits; its experts' GLU (trait `moe_glu_alpha`): min(h0, L) * sigmoid(alpha min(h0, L)) * (clip(h1, -L, L) + 1)
-    # with L = mlp_activations_limit (> 0; no clamp otherwise).
-    self.topk_softmax_router = bool(spec.family_trait("topk_softmax_router", False))
-    self.glu_alpha = spec.family_trait("moe_glu_alpha", None)
+    self.topk_softmax_router, self.glu_alpha = topk_softmax_router, glu_alpha
     self.activations_limit = spec.mlp_activations_limit
     if m.shared_experts > 0:
       self.shared_experts = MlpBlock(spec.replace(mlp_dim=m.shared_experts * F), rngs=rngs)
@@ -418,40 +412,22 @@ def pop_layer_aux(layer: nnx.Module) -> dict[tuple, jax.Array]:
   return out
 
 
-@dataclasses.dataclass
-class _Collector(threading.local):
-  active: list | None = None
+def empty_aux() -> dict[str, Any]:
+  """The decoder's auxiliary outputs before any layer: {'lb_loss': scalar (summed over layers), 'bias_delta':
+  {'/'-joined param path: delta shaped like the param}, 'has_lb_loss': whether any layer produced a load-balance
+  loss (static)}."""
+  return {"lb_loss": jnp.float32(0), "bias_delta": {}, "has_lb_loss": False}
 
 
-_COLLECTOR = _Collector()
-
-
-@contextlib.contextmanager
-def collect_aux():
-  """Within this context the decoder records its MoE outputs; yields a dict filled on exit of the forward pass:
-  {'lb_loss': scalar (summed over layers), 'bias_delta': {'/'-joined param path: delta shaped like the param},
-  'has_lb_loss': whether any layer produced a load-balance loss (static)}."""
-  prev = _COLLECTOR.active
-  sink: dict[str, Any] = {"lb_loss": jnp.float32(0), "bias_delta": {}, "has_lb_loss": False}
-  _COLLECTOR.active = [sink]
-  try:
-    yield sink
-  finally:
-    _COLLECTOR.active = prev
-
-
-def record_aux(layer_aux: dict[tuple, jax.Array], param_prefix: tuple) -> None:
-  """Called by the decoder with one layer's (or the scanned stack's, leaves already laid out like the params)
-  outputs; `param_prefix` is the layer's path in the model (e.g. ('decoder', 'layers', 3))."""
-  if _COLLECTOR.active is None:
-    return
-  sink = _COLLECTOR.active[0]
+def add_aux(aux: dict[str, Any], layer_aux: dict[tuple, jax.Array], param_prefix: tuple) -> None:
+  """Adds one layer's (or a scanned stack's, leaves already laid out like the params) outputs to `aux`;
+  `param_prefix` is the layer's path in the model (e.g. ('decoder', 'layers', 3))."""
   for path, value in layer_aux.items():
     if path[-1] == "lb_loss":
-      sink["lb_loss"] = sink["lb_loss"] + jnp.sum(value)
-      sink["has_lb_loss"] = True
+      aux["lb_loss"] = aux["lb_loss"] + jnp.sum(value)
+      aux["has_lb_loss"] = True
     elif path[-1] == "bias_delta":
-      sink["bias_delta"][param_key(param_prefix + path[:-1] + ("bias",))] = value
+      aux["bias_delta"][param_key(param_prefix + path[:-1] + ("bias",))] = value
 
 
 def param_key(path) -> str:

@@ -35,6 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from maxtext_like.models import moe as moe_lib
 from maxtext_like.models import sharding as sharding_lib
+from maxtext_like.models.family import family_of
 from maxtext_like.models.remat import maybe_remat
 from maxtext_like.models.sharding import ACT_BTD
 
@@ -132,7 +133,7 @@ def _stacked_layer_state(decoder):
   if len(decoder.stacks) != 1:
     raise NotImplementedError("pipeline parallelism with several layer stacks (e.g. deepseek's dense + MoE layers) "
                               "is not supported yet")
-  layers = getattr(decoder, decoder.stacks[0][0])
+  layers = getattr(decoder, decoder.stacks[0].name)
   if spec.scan_layers:
     graphdef, state = nnx.split(layers)
     names = _layer_names(state, spec.param_scan_axis)
@@ -160,7 +161,7 @@ def run_pipelined(decoder, x_BTD: jax.Array, positions_BT: jax.Array, segment_id
   w_RSP = jax.tree.map(lambda a: a.reshape(R, S, P, *a.shape[1:]), state_L)
   leaves, treedef = jax.tree.flatten(w_RSP)
   w_RSP = treedef.unflatten([_constrain_weights_RSP(a, n, p.fsdp_ag_once) for a, n in zip(leaves, names)])
-  takes_index = spec.family_trait("takes_layer_index", False)
+  takes_index = family_of(spec).layer_index_at_call
 
   def layer_apply(w, x_bTD, pos_bT, seg_bT, key, i):
     layer = nnx.merge(graphdef, w)

@@ -13,40 +13,8 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-ATTENTION_KERNELS = ("dot_product", "flash", "autoselected", "cudnn_flash_jax")
-ROPE_TYPES = ("default", "llama3.1", "yarn")
-ATTENTION_TYPES = ("global", "mla")
-ACTIVATIONS = ("linear", "silu", "swish", "gelu", "gelu_exact", "relu", "tanh", "sigmoid")
-MATMUL_PRECISIONS = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
-REMAT_POLICIES = (
-    "none",
-    "full",
-    "minimal",
-    "minimal_with_context",
-    "save_dot_with_context_except_mlp",
-    "save_dot_except_mlpwi",
-    "save_dot_except_mlp",
-    "save_qkv_proj",
-    "qkv_proj_offloaded",
-    "custom",
-    "minimal_offloaded",
-    "save_out_proj",
-)
-# Names tagged with `jax.ad_checkpoint.checkpoint_name` inside a decoder layer.
-REMAT_NAMES = (
-    "decoder_layer_input",
-    "context",
-    "mlpwi",
-    "mlpwi_0",
-    "mlpwi_1",
-    "mlpwo",
-    "query_proj",
-    "key_proj",
-    "value_proj",
-    "qkv_proj",
-    "out_proj",
-)
-REMAT_LOCATIONS = ("remat", "device", "offload")
+from maxtext_like.models.choices import (ACTIVATIONS, ATTENTION_KERNELS, ATTENTION_TYPES, MATMUL_PRECISIONS, REMAT_LOCATIONS,  # noqa: F401
+                                          REMAT_NAMES, REMAT_POLICIES, ROPE_TYPES)
 
 
 def _default_remat_locations() -> dict[str, str]:
@@ -163,12 +131,6 @@ class ModelSpec:
     """Query heads per kv head (G in the shape vocabulary)."""
     return self.num_query_heads // self.num_kv_heads
 
-  def family_trait(self, name: str, default: Any = None) -> Any:
-    """A fixed quirk of this spec's family: class attribute `name` of its decoder block, e.g.
-    `norm_scale_offset` (Gemma norms multiply by 1 + w) or `scale_embedding` (x * sqrt(D))."""
-    from maxtext_like.models.registry import get_decoder_block  # lazy: blocks import this module
-    return getattr(get_decoder_block(self.decoder_block), name, default)
-
   def token_slots(self, length: int) -> np.ndarray:
     """Original index of each position of a training sequence of `length` tokens (identity unless reordered)."""
     from maxtext_like.models import load_balance
@@ -178,15 +140,18 @@ class ModelSpec:
     return dataclasses.replace(self, **changes)
 
 
-# Fields only some decoder blocks read (listed in the block's `reads_spec_fields`), with their inert defaults.
+# Fields only some families read (listed in their Family's `spec_fields`), with their inert defaults.
 FAMILY_FIELDS = {"use_post_attn_norm": False, "use_post_ffw_norm": False, "local_rope_max_timescale": -1,
                  "global_rope_max_timescale": -1, "fused_qkv": False, "attention_type": "global", "attention_sink": False,
                  "mlp_activations_limit": -1.0, "moe": None}
 
 
-def _registered_block(name: str):
-  from maxtext_like.models.registry import DECODER_BLOCKS  # lazy: blocks import this module
-  return DECODER_BLOCKS.get(name)
+def _family_spec_fields(name: str) -> tuple[str, ...] | None:
+  from maxtext_like.models.registry import ModelSpecError, get_family  # lazy: families import this module
+  try:
+    return get_family(name).spec_fields
+  except ModelSpecError:
+    return None  # reported when the model is built
 
 
 def _problems(s: ModelSpec):
@@ -230,9 +195,9 @@ def _problems(s: ModelSpec):
     yield f"sliding_window_size={s.sliding_window_size} must be >= 0"
   if not 0.0 <= s.dropout_rate < 1.0:
     yield f"dropout_rate={s.dropout_rate} must be in [0, 1)"
-  block = _registered_block(s.decoder_block)
-  for name, default in FAMILY_FIELDS.items():  # nothing silently ignored: only blocks that read them accept them
-    if block is not None and getattr(s, name) != default and name not in getattr(block, "reads_spec_fields", ()):
+  fields = _family_spec_fields(s.decoder_block)
+  for name, default in FAMILY_FIELDS.items():  # nothing silently ignored: only families that read them accept them
+    if fields is not None and getattr(s, name) != default and name not in fields:
       yield f"{name}={getattr(s, name)!r} is not used by decoder_block={s.decoder_block!r}"
   if s.query_pre_attn_scalar is not None and s.query_pre_attn_scalar <= 0:
     yield f"query_pre_attn_scalar={s.query_pre_attn_scalar} must be > 0 or None"

@@ -10,7 +10,7 @@ from maxtext_like.models import kv_cache as kv_cache_lib
 from maxtext_like.models.decoder import Decoder
 from maxtext_like.models.embeddings import Embed
 from maxtext_like.models.kv_cache import KVCache
-from maxtext_like.models.registry import get_decoder_block
+from maxtext_like.models.family import family_of
 from maxtext_like.models.spec import ModelSpec
 
 
@@ -24,6 +24,7 @@ class Transformer(nnx.Module):
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     self.spec = spec
+    self.scale_embedding = family_of(spec).scale_embedding  # Gemma: x * sqrt(D)
     self.token_embedder = Embed(spec.vocab_size, spec.emb_dim, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                                 precision=spec.matmul_precision, rngs=rngs, use_iota=spec.use_iota_embed)
     if spec.trainable_position_size > 0:  # learned absolute positions (gpt3); MaxText: decoder.position_embedder
@@ -36,8 +37,9 @@ class Transformer(nnx.Module):
 
   def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None, *, deterministic: bool = True,
-               cache: KVCache | None = None):
-    """logits_BTV, or (logits_BTV, new_cache) when `cache` is given.
+               cache: KVCache | None = None, return_aux: bool = False):
+    """logits_BTV, or (logits_BTV, new_cache) when `cache` is given; with `return_aux` one more element, the
+    decoder's auxiliary outputs (MoE load-balance loss and routed-bias updates, see decoder.py).
 
     positions default to 0..T-1 (with a cache: the row's next slots);
     segment ids default to 1 (one unpadded sequence per row). Tokens attend
@@ -55,7 +57,7 @@ class Transformer(nnx.Module):
     embed_key, decoder_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
 
     x_BTD = self.token_embedder(tokens_BT)
-    if self.spec.family_trait("scale_embedding", False):  # Gemma: x * sqrt(D), in the activation dtype
+    if self.scale_embedding:  # in the activation dtype
       x_BTD = x_BTD * jnp.asarray(self.spec.emb_dim ** 0.5, x_BTD.dtype)
     if self.spec.trainable_position_size > 0:
       x_BTD = x_BTD + self.position_embedder(positions_BT)
@@ -65,11 +67,11 @@ class Transformer(nnx.Module):
       new_segment_ids_BS = kv_cache_lib.write_rows(cache.segment_ids_BS, segment_ids_BT.astype(jnp.int32),
                                                    cache.index_B)
       layer_cache = (cache.k_LBSKH, cache.v_LBSKH, cache.index_B, new_segment_ids_BS)
-    logits_BTV, kv = self.decoder(x_BTD, positions_BT, segment_ids_BT, embedder=self.token_embedder,
-                                  dropout_key=decoder_key, cache=layer_cache)
-    if cache is None:
-      return logits_BTV
-    return logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, *kv)
+    logits_BTV, kv, aux = self.decoder(x_BTD, positions_BT, segment_ids_BT, embedder=self.token_embedder,
+                                       dropout_key=decoder_key, cache=layer_cache)
+    out = (logits_BTV,) if cache is None else (logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, *kv))
+    out += (aux,) if return_aux else ()
+    return out[0] if len(out) == 1 else out
 
   def init_cache(self, batch_size: int, max_length: int | None = None, dtype=None) -> KVCache:
     """Empty cache; max_length defaults to spec.max_target_length, dtype to spec.dtype.
@@ -77,11 +79,11 @@ class Transformer(nnx.Module):
     A block holding P attention layers (`kv_caches_per_layer = P`, gemma2's [local, global] pair) gets
     P * head_dim per cache entry and splits it (see gemma2.py).
     """
-    s = self.spec
-    per_layer = s.family_trait("kv_caches_per_layer", 1)
+    s, family = self.spec, family_of(self.spec)
+    per_layer = family.kv_caches_per_layer
     K, Hk, Hv = s.num_kv_heads, s.head_dim * per_layer, s.head_dim * per_layer
-    if s.family_trait("kv_cache_dims") is not None:  # a family whose caches are not [K, H] (MLA: models/mla.py)
-      K, Hk, Hv = s.family_trait("kv_cache_dims")(s)
+    if family.kv_cache_dims is not None:  # a family whose caches are not [K, H] (MLA: models/mla.py)
+      K, Hk, Hv = family.kv_cache_dims(s)
     return KVCache.zeros(s.num_decoder_layers, batch_size, max_length or s.max_target_length, K, Hk,
                          dtype or s.dtype, v_head_dim=Hv)
 
@@ -98,8 +100,8 @@ class Transformer(nnx.Module):
 
 
 def build_model(spec: ModelSpec, rngs: nnx.Rngs) -> Transformer:
-  """The model for spec.decoder_block (ValueError naming the allowed blocks)."""
-  get_decoder_block(spec.decoder_block)
+  """The model for spec.decoder_block (ModelSpecError naming the built blocks)."""
+  family_of(spec)
   return Transformer(spec, rngs=rngs)
 
 

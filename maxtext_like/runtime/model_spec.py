@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from maxtext_like.config import Config
 from maxtext_like.models import ModelSpec
+from maxtext_like.models.choices import REMAT_NAMES
 from maxtext_like.models.moe import MoeSpec
 from maxtext_like.models.pipeline import PipelineSpec
 
@@ -67,8 +68,7 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       scan_layers=cfg.mesh.scan_layers,
       param_scan_axis=cfg.mesh.param_scan_axis,
       remat_policy=remat.remat_policy,
-      remat_locations={k: getattr(remat, k) for k in ("decoder_layer_input", "context", "mlpwi", "mlpwi_0", "mlpwi_1", "mlpwo",
-                                                        "query_proj", "key_proj", "value_proj", "qkv_proj", "out_proj")},
+      remat_locations={k: getattr(remat, k) for k in REMAT_NAMES},
       attention=a.attention,
       flash_block_q=a.sa_block_q,
       flash_block_size=a.sa_block_kv,
@@ -103,10 +103,9 @@ def pipeline_spec(cfg: Config, plan) -> PipelineSpec | None:
 
 
 def moe_spec(cfg: Config) -> MoeSpec | None:
-  """The MoE section as a MoeSpec for blocks that read it ("moe" in the block's `reads_spec_fields`), else None."""
-  from maxtext_like.models.registry import DECODER_BLOCKS
-  block = DECODER_BLOCKS.get(cfg.model.decoder_block)
-  if block is None or "moe" not in getattr(block, "reads_spec_fields", ()):
+  """The MoE section as a MoeSpec for families declared `moe=True` (models/registry.py), else None."""
+  from maxtext_like.models import registry
+  if cfg.model.decoder_block not in registry.moe_decoder_blocks():
     return None
   e = cfg.moe
   return MoeSpec(

@@ -50,8 +50,8 @@ def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, m
   # In the activations' layout (the loaded batch is split by rows only): targets then meet the logits where they
   # are, instead of an all-to-all of the [B, T, V] logits when the sequence is split.
   batch = {k: constrain(v, ACT_BT) for k, v in batch.items()}
-  with moe_lib.collect_aux() as moe_aux:
-    logits = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"], deterministic=deterministic)
+  logits, moe_aux = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"],
+                          deterministic=deterministic, return_aux=True)
   total, count = cross_entropy(logits, batch["targets"], batch["targets_segmentation"] != 0, z_loss)
   if moe_aux["has_lb_loss"]:
     total = total + moe_aux["lb_loss"] * count

@@ -14,7 +14,7 @@ from maxtext_like.api import count_params, load_config
 from maxtext_like.config import paths
 from maxtext_like.convert import layout
 from maxtext_like.models import ModelSpec
-from maxtext_like.models.hf_registry import HF_MAPPINGS, get_hf_mapping
+from maxtext_like.models.hf_registry import get_hf_mapping, hf_mappings
 from maxtext_like.runtime.model_spec import model_spec
 from hf_parity_lib import hf_param_count
 
@@ -51,7 +51,7 @@ def test_param_count_matches_transformers(name):
     assert ours == PUBLISHED[name]
 
 
-@pytest.mark.parametrize("block", sorted(b for b in HF_MAPPINGS if b in FAMILIES))  # others: tests/moe, tests/mla, ...
+@pytest.mark.parametrize("block", sorted(b for b in hf_mappings() if b in FAMILIES))  # others: tests/moe, tests/mla, ...
 def test_mapping_round_trips_and_keys(block):
   spec = ModelSpec(decoder_block=block, emb_dim=48, num_query_heads=6, num_kv_heads=2, head_dim=16, mlp_dim=96,
                    vocab_size=64, attention_bias=block == "qwen2", use_qk_norm=block == "qwen3",

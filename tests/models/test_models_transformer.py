@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from maxtext_like.models import DECODER_BLOCKS, build_model
+from maxtext_like.models import build_model, registry
 from models_testlib import TINY, build, jit, jit_forward
 
 
@@ -79,7 +79,7 @@ def test_final_logits_soft_cap():
 
 
 def test_registry():
-  assert {"llama2", "mistral"} <= set(DECODER_BLOCKS)
+  assert {"llama2", "mistral"} <= registry.built_decoder_blocks()
   with pytest.raises(ValueError, match=r"decoder_block 'no_such_block' is not built.*llama2.*mistral"):
     build_model(TINY.replace(decoder_block="no_such_block"), nnx.Rngs(0))
   mistral = build(TINY.replace(decoder_block="mistral", sliding_window_size=4))

@@ -11,7 +11,7 @@ import torch
 from flax import nnx
 
 from maxtext_like.models import ModelSpec, build_model
-from maxtext_like.models.gemma import state_dict_to_params  # noqa: F401  (generic: any family's mapping)
+from maxtext_like.models.hf_registry import state_dict_to_params  # noqa: F401  (generic: any family's mapping)
 
 from hf_parity_lib import hf_logits, hf_model_for, jit, our_logits, our_model, tokens  # noqa: F401  (re-exported)
 

@@ -24,7 +24,7 @@ def problems(*argv):
     ([*MIXTRAL, "routed_bias_update_rate=0.001"], "routed_bias_update_rate", "needs routed_bias=true"),
     ([*MIXTRAL, "routed_score_func=relu"], "routed_score_func", "unknown scoring function"),
     ([*MIXTRAL, "first_num_dense_layers=99"], "first_num_dense_layers", "exceeds base_num_decoder_layers"),
-    ([*MIXTRAL, "interleave_moe_layer_step=2"], "interleave_moe_layer_step", "set scan_layers=false"),
+    ([*MIXTRAL, "base_num_decoder_layers=4", "interleave_moe_layer_step=3"], "interleave_moe_layer_step", "set scan_layers=false"),
     ([*MIXTRAL, "use_ring_of_experts=true"], "use_ring_of_experts", "not supported yet"),
 ])
 def test_moe_rule_fires(argv, key, fragment):

@@ -10,7 +10,7 @@ class RematSection(Section):
 
   section_name = "remat"
 
-  remat_policy: Literal['none', 'full', 'minimal', 'save_dot_with_context_except_mlp', 'save_dot_except_mlpwi', 'save_dot_except_mlp', 'save_qkv_proj', 'qkv_proj_offloaded', 'custom', 'minimal_offloaded', 'save_out_proj'] = F("The rematerialization policy, trading off speed and memory. maxtext_like adds 'none' (no rematerialisation).")
+  remat_policy: Literal['none', 'full', 'minimal', 'minimal_with_context', 'save_dot_with_context_except_mlp', 'save_dot_except_mlpwi', 'save_dot_except_mlp', 'save_qkv_proj', 'qkv_proj_offloaded', 'custom', 'minimal_offloaded', 'save_out_proj'] = F("The rematerialization policy, trading off speed and memory. maxtext_like adds 'none' (no rematerialisation).")
   remat_policy_for_vit: str = F("Remat policy for multimodal model's vision encoder.")
   decoder_layer_input: Literal['remat', 'device', 'offload'] = F("Remat policy for the decoder layer's input.")
   context: Literal['remat', 'device', 'offload'] = F('Remat policy for the attention context.')

@@ -37,13 +37,13 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import attention_kernels
+from maxtext_like.models import attention_kernels, blocks
 from maxtext_like.models.attention import Attention
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping, register_hf_mapping
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError, HFMapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral, activation
 from maxtext_like.models.norms import LayerNorm
-from maxtext_like.models.registry import register_decoder_block
 from maxtext_like.models.sharding import ACT_BSKH, ACT_BTD, ACT_BTF, ACT_BTNH, constrain
 from maxtext_like.models.spec import ModelSpec
 
@@ -104,12 +104,8 @@ class Gpt3Mlp(nnx.Module):
     return constrain(checkpoint_name(self.wo(h_BTF), "mlpwo"), ACT_BTD)
 
 
-@register_decoder_block("gpt3")
 class Gpt3DecoderLayer(nnx.Module):
   """x + attn(LayerNorm(x)), then + mlp(.) with the MLP's own LayerNorm; dropout on the MLP branch."""
-
-  reads_spec_fields = ("fused_qkv",)
-  make_final_norm = staticmethod(layer_norm)  # decoder_norm is a LayerNorm with bias
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     problems = []
@@ -129,14 +125,14 @@ class Gpt3DecoderLayer(nnx.Module):
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
-    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    x_BTD = blocks.layer_input(x_BTD)
     attn_BTD, cache = self.self_attention(self.pre_self_attention_norm(x_BTD), positions_BT, segment_ids_BT,
                                           cache=cache)
     x_BTD = x_BTD + attn_BTD
-    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    mlp_key, out_key = blocks.branch_keys(dropout_key)
     mlp_BTD = self.mlp(x_BTD, dropout_key=mlp_key)
-    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
-    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+    mlp_BTD = blocks.drop(self.dropout, mlp_BTD, out_key)
+    return blocks.layer_output(x_BTD + mlp_BTD), cache
 
 
 # ---- Hugging Face mapping (GPT2LMHeadModel) -----------------------------------------------------------------
@@ -171,7 +167,6 @@ def _reshaped(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
   return array.reshape(shape) if array.size == int(np.prod(shape)) else array
 
 
-@register_hf_mapping("gpt3")
 class Gpt3HF(HFMapping):
   architectures = ("GPT2LMHeadModel",)
 
@@ -308,3 +303,7 @@ class Gpt3HF(HFMapping):
                np.concatenate([group[p] for p in _QKV], axis=-1))
     if pending:
       raise KeyError(f"incomplete query/key/value groups: {sorted(pending)}")
+
+
+FAMILY = Family(names=("gpt3",), block=Gpt3DecoderLayer, hf=Gpt3HF(), spec_fields=("fused_qkv",),
+                final_norm=layer_norm)  # decoder_norm is a LayerNorm with bias

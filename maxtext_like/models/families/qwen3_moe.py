@@ -8,27 +8,24 @@ Hugging Face `Qwen3MoeForCausalLM` (save_pretrained layout of transformers 5.23)
   model.layers.i.mlp.experts.e.down_proj.weight     ....mlp.wo[e] = W.T                        [F, D]
 F is HF's `moe_intermediate_size` (our base_moe_mlp_dim); HF's dense `intermediate_size` (our base_mlp_dim) sizes the
 dense layers of `decoder_sparse_step` = k > 1 (our interleave_moe_layer_step: layer i sparse iff (i + 1) % k == 0,
-loop layout only), whose MLPs map as llama's `mlp.gate_proj/up_proj/down_proj`; `mlp_only_layers` is refused.
+a stack of period k), whose MLPs map as llama's `mlp.gate_proj/up_proj/down_proj`; `mlp_only_layers` is refused.
 """
 
 from __future__ import annotations
 
 import re
 
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
-from maxtext_like.models.mixtral import MoeDecoderLayer, MoeHFMixin
-from maxtext_like.models.qwen3 import Qwen3HF
-from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.moe_block import MoeHFMixin, moe_decoder_layer, moe_layer_stacks
+from maxtext_like.models.families.qwen3 import Qwen3HF
 from maxtext_like.models.spec import ModelSpec
-
-register_decoder_block("qwen3_moe")(MoeDecoderLayer)
 
 _HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
 _HF_GATE = re.compile(r"model\.layers\.(\d+)\.mlp\.gate\.weight")
 _EXPERT_HF = {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
 
 
-@register_hf_mapping("qwen3_moe")
 class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
   architectures = ("Qwen3MoeForCausalLM",)
   expert_re, gate_re, expert_names, moe_prefix = _HF_EXPERT, _HF_GATE, _EXPERT_HF, "mlp"
@@ -45,7 +42,7 @@ class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
       problems.append("mlp_only_layers (dense layers at listed indices) is not supported; decoder_sparse_step is")
     step = int(hf.get("decoder_sparse_step", 1) or 1)
     if step != 1:
-      keys["interleave_moe_layer_step"] = step  # layer i sparse iff (i + 1) % step == 0; needs scan_layers=false
+      keys["interleave_moe_layer_step"] = step  # layer i sparse iff (i + 1) % step == 0
     return problems
 
   def hf_config_from(self, spec: ModelSpec) -> dict:
@@ -61,3 +58,7 @@ class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
                 "decoder_sparse_step": m.interleave_moe_layer_step, "mlp_only_layers": [], "output_router_logits": False,
                 "router_aux_loss_coef": m.load_balance_loss_weight})
     return cfg
+
+
+FAMILY = Family(names=("qwen3_moe",), block=moe_decoder_layer, hf=Qwen3MoeHF(), moe=True, spec_fields=("moe",),
+                layer_stacks=moe_layer_stacks)

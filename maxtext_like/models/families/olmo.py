@@ -36,17 +36,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import rope
+from maxtext_like.models import blocks, rope
 from maxtext_like.models.attention import Attention
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
 from maxtext_like.models.kv_cache import LayerKV
-from maxtext_like.models.llama2 import LlamaHF, _to_hf_kind, _to_ours_kind
+from maxtext_like.models.families.llama import LlamaHF, _to_hf_kind, _to_ours_kind
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.registry import register_decoder_block
-from maxtext_like.models.sharding import ACT_BTD, constrain
 from maxtext_like.models.spec import ModelSpec
 
 ATTENTION_PATTERN = 4  # layers per sliding, sliding, sliding, full cycle
@@ -104,11 +102,8 @@ class OlmoAttention(Attention):
     return q_BTNH, k_BTKH, v_BTKH
 
 
-@register_decoder_block("olmo3")
 class OlmoDecoderLayer(nnx.Module):
   """x + norm(attn(x)), then + norm(mlp(.)); sliding window unless (layer_index + 1) % 4 == 0."""
-
-  takes_layer_index = True
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     if spec.rope_type == "yarn" and spec.rope_interleave:
@@ -125,7 +120,7 @@ class OlmoDecoderLayer(nnx.Module):
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                layer_index: jax.Array | int, dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
-    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    x_BTD = blocks.layer_input(x_BTD)
     spec = self.self_attention.spec
     is_global = is_global_layer(layer_index) if self.window else True
     if isinstance(is_global, bool):
@@ -138,10 +133,10 @@ class OlmoDecoderLayer(nnx.Module):
     attn_BTD, cache = self.self_attention(x_BTD, positions_BT, segment_ids_BT, cache=cache, window=window,
                                           inv_freq=inv_freq, query_scale=query_scale)
     x_BTD = x_BTD + self.post_self_attention_norm(attn_BTD)
-    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    mlp_key, out_key = blocks.branch_keys(dropout_key)
     mlp_BTD = self.post_ffw_norm(self.mlp(x_BTD, dropout_key=mlp_key))
-    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
-    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+    mlp_BTD = blocks.drop(self.dropout, mlp_BTD, out_key)
+    return blocks.layer_output(x_BTD + mlp_BTD), cache
 
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
@@ -166,7 +161,6 @@ _GLOBAL_TABLE = (
 )
 
 
-@register_hf_mapping("olmo3")
 class OlmoHF(LlamaHF):
   """Olmo3ForCausalLM (sliding window on 3 of 4 layers) and Olmo2ForCausalLM (no window)."""
 
@@ -278,3 +272,6 @@ class OlmoHF(LlamaHF):
       if name == ours:
         return [(prefix + hf_suffix, _to_hf_kind(kind, array))]
     raise KeyError(our_path)
+
+
+FAMILY = Family(names=("olmo3",), block=OlmoDecoderLayer, hf=OlmoHF(), layer_index_at_call=True)

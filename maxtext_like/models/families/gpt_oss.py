@@ -40,17 +40,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import rope
+from maxtext_like.models import blocks, rope
 from maxtext_like.models.attention import Attention
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
 from maxtext_like.models.kv_cache import LayerKV
-from maxtext_like.models.llama2 import LlamaHF
+from maxtext_like.models.families.llama import LlamaHF
 from maxtext_like.models.moe import MoeBlock
 from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.registry import register_decoder_block
-from maxtext_like.models.sharding import ACT_BTD, constrain
 from maxtext_like.models.spec import ModelSpec
 
 SWIGLU_ALPHA = 1.702  # HF GptOssConfig.swiglu_alpha; MaxText hard-codes it too
@@ -65,15 +63,8 @@ def layer_types(num_layers: int) -> list[str]:
   return ["sliding_attention" if is_sliding_layer(i) else "full_attention" for i in range(num_layers)]
 
 
-@register_decoder_block("gpt_oss")
 class GptOssDecoderLayer(nnx.Module):
   """Pre-norm attention (sinks, biases, sliding window on even layers) + MoE with clamped-GLU experts."""
-
-  takes_layer_index = True
-  attention_out_bias = True  # HF attention_bias also biases o_proj
-  topk_softmax_router = True  # moe.MoeBlock: gate.bias in the logits, weights = softmax over the top-k logits
-  moe_glu_alpha = SWIGLU_ALPHA  # moe.MoeBlock: clamped GLU g * sigmoid(alpha g) * (u + 1)
-  reads_spec_fields = ("moe", "attention_sink", "mlp_activations_limit")
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     m = spec.moe
@@ -86,14 +77,14 @@ class GptOssDecoderLayer(nnx.Module):
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs)
     self.pre_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.self_attention = Attention(spec, rngs=rngs)
+    self.self_attention = Attention(spec, rngs=rngs, out_bias=spec.attention_bias)  # HF's attention_bias biases o_proj too
     # YaRN's attention factor on cos/sin (both q and k) == queries scaled by its square
     s = rope.rope_scale_from_spec(spec)
     if s != 1.0:
       base = spec.head_dim ** -0.5 if spec.query_pre_attn_scalar is None else spec.query_pre_attn_scalar ** -0.5
       self.self_attention.options = dataclasses.replace(self.self_attention.options, query_scale=base * s * s)
     self.post_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.mlp = MoeBlock(spec, rngs=rngs)
+    self.mlp = MoeBlock(spec, rngs=rngs, topk_softmax_router=True, glu_alpha=SWIGLU_ALPHA)
     self.dropout = nnx.Dropout(spec.dropout_rate)
     self.window = spec.sliding_window_size
 
@@ -102,15 +93,15 @@ class GptOssDecoderLayer(nnx.Module):
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
     sliding = is_sliding_layer(layer_index)
     window = (self.window if sliding else 0) if isinstance(sliding, bool) else jnp.where(sliding, self.window, 0)
-    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    x_BTD = blocks.layer_input(x_BTD)
     h_BTD = self.pre_self_attention_layer_norm(x_BTD)
     attn_BTD, cache = self.self_attention(h_BTD, positions_BT, segment_ids_BT, cache=cache, window=window)
     x_BTD = x_BTD + attn_BTD
     h_BTD = self.post_self_attention_layer_norm(x_BTD)
-    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    mlp_key, out_key = blocks.branch_keys(dropout_key)
     mlp_BTD = self.mlp(h_BTD, dropout_key=mlp_key)
-    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
-    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+    mlp_BTD = blocks.drop(self.dropout, mlp_BTD, out_key)
+    return blocks.layer_output(x_BTD + mlp_BTD), cache
 
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
@@ -127,7 +118,6 @@ _FUSED = {"mlp.experts.gate_up_proj": ("mlp.wi_0", "mlp.wi_1"),
           "mlp.experts.gate_up_proj_bias": ("mlp.wi_0_bias", "mlp.wi_1_bias")}
 
 
-@register_hf_mapping("gpt_oss")
 class GptOssHF(LlamaHF):
   architectures = ("GptOssForCausalLM",)
   qkv_bias = True
@@ -261,3 +251,7 @@ class GptOssHF(LlamaHF):
         yield f"model.layers.{i}.mlp.experts.gate_up_proj{bias or ''}", fused
     if pending:
       raise KeyError(f"incomplete wi_0/wi_1 pairs: {sorted(pending)}")
+
+
+FAMILY = Family(names=("gpt_oss",), block=GptOssDecoderLayer, hf=GptOssHF(), moe=True, layer_index_at_call=True,
+                spec_fields=("moe", "attention_sink", "mlp_activations_limit"))

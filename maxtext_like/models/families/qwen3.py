@@ -1,7 +1,7 @@
 """Qwen3 dense (decoder_block 'qwen3'): the llama block with QK-norm (`use_qk_norm`): an RMSNorm over
 head_dim of every query and key head, before RoPE; small models tie the output logits to the embedding.
 
-Hugging Face `Qwen3ForCausalLM` maps as llama (see llama2.py) plus
+Hugging Face `Qwen3ForCausalLM` maps as llama (see llama.py) plus
   model.layers.i.self_attn.q_norm.weight   ....self_attention.query_norm.scale  [H]
   model.layers.i.self_attn.k_norm.weight   ....self_attention.key_norm.scale    [H]
 Qwen3's optional sliding window and `attention_bias=true` (which also biases o_proj) are not supported.
@@ -9,15 +9,12 @@ Qwen3's optional sliding window and `attention_bias=true` (which also biases o_p
 
 from __future__ import annotations
 
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
-from maxtext_like.models.llama2 import LlamaDecoderLayer, LlamaHF
-from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.families.llama import LlamaDecoderLayer, LlamaHF
 from maxtext_like.models.spec import ModelSpec
 
-register_decoder_block("qwen3")(LlamaDecoderLayer)
 
-
-@register_hf_mapping("qwen3")
 class Qwen3HF(LlamaHF):
   architectures = ("Qwen3ForCausalLM",)
 
@@ -36,3 +33,6 @@ class Qwen3HF(LlamaHF):
     return {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", **self._common_config(spec),
             "attention_bias": False, "use_sliding_window": False, "sliding_window": None,
             "max_window_layers": spec.num_decoder_layers}
+
+
+FAMILY = Family(names=("qwen3",), block=LlamaDecoderLayer, hf=Qwen3HF())

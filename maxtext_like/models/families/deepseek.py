@@ -33,14 +33,10 @@ from flax import nnx
 
 from maxtext_like.models import mla
 from maxtext_like.models.attention import Attention
-from maxtext_like.models.decoder import layer_stacks
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel, register_hf_mapping
-from maxtext_like.models.llama2 import LlamaDecoderLayer, rope_theta_and_scaling
-from maxtext_like.models.mixtral import moe_layer_stacks
-from maxtext_like.models.mlp import MlpBlock
-from maxtext_like.models.moe import MoeBlock
-from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
+from maxtext_like.models.families.llama import LlamaDecoderLayer, rope_theta_and_scaling
+from maxtext_like.models.moe_block import moe_decoder_layer, moe_layer_stacks
 from maxtext_like.models.spec import ModelSpec
 
 
@@ -50,28 +46,15 @@ def _cache_dims(spec: ModelSpec) -> tuple[int, int, int]:
   return spec.num_kv_heads, spec.head_dim, spec.head_dim
 
 
-@register_decoder_block("deepseek")
-class DeepseekDecoderLayer(LlamaDecoderLayer):
-  """x + attn(norm(x)) (MLA), then + mlp(norm(.)) with a dense MLP (moe=False) or routed + shared experts."""
-
-  reads_spec_fields = ("attention_type", "moe")
-  layer_stacks = staticmethod(moe_layer_stacks)
-  kv_cache_dims = staticmethod(_cache_dims)
-
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True):  # noqa: super().__init__ not called
-    norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
-                rngs=rngs)
-    self.pre_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.self_attention = mla.MLA(spec, rngs=rngs) if spec.attention_type == "mla" else Attention(spec, rngs=rngs)
-    self.post_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    if moe:
-      m = spec.moe
-      if m.routed_score_func != "sigmoid" and m.n_routing_groups > 0:  # V2 group_limited_greedy
-        spec = spec.replace(moe=m.replace(routing_group_score="max"))
-      self.mlp = MoeBlock(spec, rngs=rngs)
-    else:
-      self.mlp = MlpBlock(spec, rngs=rngs)
-    self.dropout = nnx.Dropout(spec.dropout_rate)
+def deepseek_decoder_layer(spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True) -> LlamaDecoderLayer:
+  """The llama block with MLA (attention_type='mla') and a dense MLP (moe=False) or routed + shared experts."""
+  attention = (lambda r: mla.MLA(spec, rngs=r)) if spec.attention_type == "mla" else None
+  if not moe:
+    return LlamaDecoderLayer(spec, rngs=rngs, attention=attention)
+  m = spec.moe
+  if m.routed_score_func != "sigmoid" and m.n_routing_groups > 0:  # V2 group_limited_greedy
+    spec = spec.replace(moe=m.replace(routing_group_score="max"))
+  return moe_decoder_layer(spec, rngs=rngs, attention=attention)
 
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
@@ -111,7 +94,8 @@ _OUR_EXPERT = re.compile(r"mlp\.(wi_0|wi_1|wo)")
 
 def _our_layer(spec: ModelSpec, i: int) -> str:
   offset = 0
-  for name, n, _ in layer_stacks(spec):
+  for st in FAMILY.stacks(spec):
+    name, n = st.name, st.num_layers
     if i < offset + n:
       return f"decoder.{name}.{i - offset}"
     offset += n
@@ -120,7 +104,8 @@ def _our_layer(spec: ModelSpec, i: int) -> str:
 
 def _hf_layer(spec: ModelSpec, stack: str, j: int) -> int:
   offset = 0
-  for name, n, _ in layer_stacks(spec):
+  for st in FAMILY.stacks(spec):
+    name, n = st.name, st.num_layers
     if name == stack:
       return offset + j
     offset += n
@@ -155,7 +140,6 @@ def _get(hf: dict, key: str, default=None):
   return hf[key] if hf.get(key) is not None else default
 
 
-@register_hf_mapping("deepseek")
 class DeepseekHF(HFMapping):
   """DeepseekV2ForCausalLM (softmax routing, greedy or group-limited greedy) and DeepseekV3ForCausalLM."""
 
@@ -312,3 +296,10 @@ class DeepseekHF(HFMapping):
       if our_path == ours:
         return [(name, _to_hf_kind(kind, array))]
     raise KeyError(our_path)
+
+
+FAMILY = Family(names=("deepseek",), block=deepseek_decoder_layer, hf=DeepseekHF(), moe=True,
+                spec_fields=("attention_type", "moe"), layer_stacks=moe_layer_stacks, kv_cache_dims=_cache_dims)
+
+
+

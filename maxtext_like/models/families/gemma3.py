@@ -29,11 +29,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from maxtext_like.models import rope
-from maxtext_like.models.gemma import GemmaHF, GemmaSublayer
-from maxtext_like.models.gemma2 import Gemma2HF
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
+from maxtext_like.models.families.gemma import GemmaHF, GemmaSublayer
+from maxtext_like.models.families.gemma2 import Gemma2HF
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
 from maxtext_like.models.kv_cache import LayerKV
-from maxtext_like.models.registry import register_decoder_block
 from maxtext_like.models.spec import ModelSpec
 
 ATTENTION_PATTERN = 6  # layers per local...local, global cycle
@@ -54,15 +54,8 @@ def global_inv_freq(spec: ModelSpec) -> jax.Array:
   return rope.inv_freq_from_spec(spec.replace(rope_max_timescale=base))
 
 
-@register_decoder_block("gemma3")
 class Gemma3DecoderLayer(GemmaSublayer):
   """GemmaSublayer with QK-norm whose attention type (local or global) follows its layer index."""
-
-  norm_scale_offset = 1.0
-  scale_embedding = True
-  takes_layer_index = True
-  reads_spec_fields = ("use_post_attn_norm", "use_post_ffw_norm", "local_rope_max_timescale",
-                       "global_rope_max_timescale")
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     super().__init__(spec.replace(use_qk_norm=True), rngs=rngs)
@@ -83,7 +76,6 @@ class Gemma3DecoderLayer(GemmaSublayer):
                             inv_freq=inv_freq, window=window)
 
 
-@register_hf_mapping("gemma3")
 class Gemma3HF(Gemma2HF):
   architectures = ("Gemma3ForCausalLM",)
   model_type = "gemma3_text"
@@ -145,3 +137,8 @@ class Gemma3HF(Gemma2HF):
         attn_logit_softcapping=None,
     )
     return c
+
+
+FAMILY = Family(names=("gemma3",), block=Gemma3DecoderLayer, hf=Gemma3HF(), scale_embedding=True, norm_scale_offset=1.0,
+                layer_index_at_call=True, spec_fields=("use_post_attn_norm", "use_post_ffw_norm", "local_rope_max_timescale",
+                                                       "global_rope_max_timescale"))

@@ -1,21 +1,18 @@
 """Qwen2 / Qwen2.5 (decoder_block 'qwen2'): the llama block with learned q/k/v biases (`attention_bias`).
 
-Hugging Face `Qwen2ForCausalLM` maps as llama (see llama2.py) plus
+Hugging Face `Qwen2ForCausalLM` maps as llama (see llama.py) plus
   model.layers.i.self_attn.{q,k,v}_proj.bias   ....self_attention.{query,key,value}.bias  [N*H] -> [N, H]
 Qwen2's optional per-layer sliding window (`use_sliding_window`) is not supported.
 """
 
 from __future__ import annotations
 
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
-from maxtext_like.models.llama2 import LlamaDecoderLayer, LlamaHF
-from maxtext_like.models.registry import register_decoder_block
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.families.llama import LlamaDecoderLayer, LlamaHF
 from maxtext_like.models.spec import ModelSpec
 
-register_decoder_block("qwen2")(LlamaDecoderLayer)
 
-
-@register_hf_mapping("qwen2")
 class Qwen2HF(LlamaHF):
   architectures = ("Qwen2ForCausalLM",)
   qkv_bias = True
@@ -32,3 +29,6 @@ class Qwen2HF(LlamaHF):
       raise HFConfigError("Qwen2ForCausalLM always has q/k/v biases: set attention_bias=true")
     return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **self._common_config(spec),
             "use_sliding_window": False, "sliding_window": None, "max_window_layers": spec.num_decoder_layers}
+
+
+FAMILY = Family(names=("qwen2",), block=LlamaDecoderLayer, hf=Qwen2HF())

@@ -25,48 +25,51 @@ and qwen3.py reuse it with q/k/v biases and QK-norm.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import jax
 import numpy as np
 from flax import nnx
-from jax.ad_checkpoint import checkpoint_name
 
+from maxtext_like.models import blocks
 from maxtext_like.models.attention import Attention
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel, register_hf_mapping
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.registry import register_decoder_block
-from maxtext_like.models.sharding import ACT_BTD, constrain
 from maxtext_like.models.spec import ModelSpec
 
 
-@register_decoder_block("llama2", "mistral")
 class LlamaDecoderLayer(nnx.Module):
-  """x + attn(norm(x)), then + mlp(norm(.)); dropout on the MLP branch."""
+  """x + attn(norm(x)), then + mlp(norm(.)); dropout on the MLP branch.
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+  Other families compose it: `attention=` and `mlp=` are constructors `(rngs) -> module` replacing the default
+  Attention / MlpBlock (MLA, a MoeBlock), called in parameter order.
+  """
+
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, attention: Callable[[nnx.Rngs], nnx.Module] | None = None,
+               mlp: Callable[[nnx.Rngs], nnx.Module] | None = None):
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs)
     self.pre_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.self_attention = Attention(spec, rngs=rngs)
+    self.self_attention = attention(rngs) if attention is not None else Attention(spec, rngs=rngs)
     self.post_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.mlp = MlpBlock(spec, rngs=rngs)
+    self.mlp = mlp(rngs) if mlp is not None else MlpBlock(spec, rngs=rngs)
     self.dropout = nnx.Dropout(spec.dropout_rate)
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
     """Dropout is active iff dropout_key is given. Returns (y_BTD, cache)."""
-    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    x_BTD = blocks.layer_input(x_BTD)
     h_BTD = self.pre_self_attention_layer_norm(x_BTD)
     attn_BTD, cache = self.self_attention(h_BTD, positions_BT, segment_ids_BT, cache=cache)
     x_BTD = x_BTD + attn_BTD
     h_BTD = self.post_self_attention_layer_norm(x_BTD)
-    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
-    mlp_BTD = self.mlp(h_BTD, dropout_key=mlp_key)
-    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
-    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
+    mlp_key, out_key = blocks.branch_keys(dropout_key)
+    mlp_BTD = blocks.drop(self.dropout, self.mlp(h_BTD, dropout_key=mlp_key), out_key)
+    return blocks.layer_output(x_BTD + mlp_BTD), cache
 
 
 # ---- Hugging Face mapping (see hf_registry for the protocol) ------------------------------------------------
@@ -144,7 +147,6 @@ def rope_theta_and_scaling(hf: dict) -> tuple[float, dict]:
   return float(theta), ({} if kind in (None, "default") else dict(scaling, rope_type=kind))
 
 
-@register_hf_mapping("llama2", "mistral")
 class LlamaHF(HFMapping):
   """LlamaForCausalLM (llama2/3/3.1/3.3, incl. llama3 rope scaling) and MistralForCausalLM (sliding window)."""
 
@@ -271,3 +273,6 @@ class LlamaHF(HFMapping):
       if our_path == ours:
         return [(name, _to_hf_kind(kind, array))]
     raise KeyError(our_path)
+
+
+FAMILY = Family(names=("llama2", "mistral"), block=LlamaDecoderLayer, hf=LlamaHF())

@@ -25,23 +25,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from maxtext_like.models.gemma import GemmaHF, GemmaSublayer
-from maxtext_like.models.hf_registry import HFConfigError, register_hf_mapping
+from maxtext_like.models import blocks
+from maxtext_like.models.families.gemma import GemmaHF, GemmaSublayer
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError
 from maxtext_like.models.kv_cache import LayerKV
-from maxtext_like.models.registry import register_decoder_block
 from maxtext_like.models.spec import ModelSpec
 
 SUBLAYERS = ("local_layer", "global_layer")
 
 
-@register_decoder_block("gemma2")
 class Gemma2DecoderLayer(nnx.Module):
   """local_layer (sliding window) then global_layer; each a GemmaSublayer with its own parameters."""
-
-  norm_scale_offset = 1.0
-  scale_embedding = True
-  kv_caches_per_layer = 2
-  reads_spec_fields = ("use_post_attn_norm", "use_post_ffw_norm")
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     self.head_dim = spec.head_dim
@@ -51,7 +46,7 @@ class Gemma2DecoderLayer(nnx.Module):
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
-    keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    keys = blocks.branch_keys(dropout_key)
     H = self.head_dim
     caches = (None, None)
     if cache is not None:
@@ -66,7 +61,6 @@ class Gemma2DecoderLayer(nnx.Module):
     return x_BTD, cache
 
 
-@register_hf_mapping("gemma2")
 class Gemma2HF(GemmaHF):
   architectures = ("Gemma2ForCausalLM",)
   model_type = "gemma2"
@@ -116,3 +110,7 @@ class Gemma2HF(GemmaHF):
         layer_types=["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(2 * spec.num_decoder_layers)],
     )
     return c
+
+
+FAMILY = Family(names=("gemma2",), block=Gemma2DecoderLayer, hf=Gemma2HF(), scale_embedding=True, norm_scale_offset=1.0,
+                kv_caches_per_layer=2, spec_fields=("use_post_attn_norm", "use_post_ffw_norm"))

@@ -29,18 +29,15 @@ from __future__ import annotations
 import re
 
 import jax
-import numpy as np
 from flax import nnx
-from jax.ad_checkpoint import checkpoint_name
 
+from maxtext_like.models import blocks
 from maxtext_like.models.attention import Attention
-from maxtext_like.models.hf_registry import (HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel,
-                                             register_hf_mapping)
+from maxtext_like.models.family import Family
+from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
-from maxtext_like.models.registry import register_decoder_block
-from maxtext_like.models.sharding import ACT_BTD, constrain
 from maxtext_like.models.spec import ModelSpec
 
 
@@ -54,7 +51,7 @@ class GemmaSublayer(nnx.Module):
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs, scale_offset=1.0)
     self.pre_self_attention_norm = RMSNorm(D, **norm)
-    self.self_attention = Attention(spec, rngs=rngs)
+    self.self_attention = Attention(spec, rngs=rngs, qk_norm_offset=1.0)
     if spec.use_post_attn_norm:
       self.post_self_attention_norm = RMSNorm(D, **norm)
     self.pre_ffw_norm = RMSNorm(D, **norm)
@@ -68,7 +65,7 @@ class GemmaSublayer(nnx.Module):
                inv_freq: jax.Array | None = None,
                window: jax.Array | int | None = None) -> tuple[jax.Array, LayerKV | None]:
     """Dropout is active iff dropout_key is given; inv_freq/window override the attention's (gemma3)."""
-    x_BTD = constrain(checkpoint_name(x_BTD, "decoder_layer_input"), ACT_BTD)
+    x_BTD = blocks.layer_input(x_BTD)
     h_BTD = self.pre_self_attention_norm(x_BTD)
     attn_BTD, cache = self.self_attention(h_BTD, positions_BT, segment_ids_BT, cache=cache, inv_freq=inv_freq,
                                           window=window)
@@ -76,21 +73,12 @@ class GemmaSublayer(nnx.Module):
       attn_BTD = self.post_self_attention_norm(attn_BTD)
     x_BTD = x_BTD + attn_BTD
     h_BTD = self.pre_ffw_norm(x_BTD)
-    mlp_key, out_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+    mlp_key, out_key = blocks.branch_keys(dropout_key)
     mlp_BTD = self.mlp(h_BTD, dropout_key=mlp_key)
     if hasattr(self, "post_ffw_norm"):
       mlp_BTD = self.post_ffw_norm(mlp_BTD)
-    mlp_BTD = self.dropout(mlp_BTD, deterministic=out_key is None, rngs=out_key)
-    return constrain(x_BTD + mlp_BTD, ACT_BTD), cache
-
-
-@register_decoder_block("gemma")
-class GemmaDecoderLayer(GemmaSublayer):
-  """Gemma 1: the sublayer without post norms; family traits read by the decoder and transformer."""
-
-  norm_scale_offset = 1.0  # every RMSNorm of the model (incl. decoder_norm) computes x * (1 + w)
-  scale_embedding = True  # embeddings * sqrt(emb_dim)
-  reads_spec_fields = ("use_post_attn_norm", "use_post_ffw_norm")
+    mlp_BTD = blocks.drop(self.dropout, mlp_BTD, out_key)
+    return blocks.layer_output(x_BTD + mlp_BTD), cache
 
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
@@ -98,7 +86,6 @@ class GemmaDecoderLayer(GemmaSublayer):
 _LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight")
 
 
-@register_hf_mapping("gemma")
 class GemmaHF(HFMapping):
   """GemmaForCausalLM; gemma2/gemma3 subclass it (more norms, layer grouping, config fields)."""
 
@@ -220,17 +207,5 @@ class GemmaHF(HFMapping):
     }
 
 
-def state_dict_to_params(spec: ModelSpec, state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Our loop-layout flat params ('decoder.layers.0....') from an HF state_dict, via the family's mapping."""
-  from maxtext_like.models.hf_registry import get_hf_mapping
-  mapping = get_hf_mapping(spec.decoder_block)
-  out: dict[str, np.ndarray] = {}
-  for name, array in state_dict.items():
-    produced = mapping.to_ours(spec, name, np.asarray(array))
-    if produced is None:
-      raise KeyError(f"unexpected HF tensor {name!r}")
-    for path, value in produced:
-      if path in out:
-        raise KeyError(f"{path!r} produced twice")
-      out[path] = value
-  return out
+FAMILY = Family(names=("gemma",), block=GemmaSublayer, hf=GemmaHF(), scale_embedding=True, norm_scale_offset=1.0,
+                spec_fields=("use_post_attn_norm", "use_post_ffw_norm"))
