@@ -19,12 +19,16 @@ from maxtext_like.runtime.model_spec import model_spec
 
 LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
            "original_max_position_embeddings": 8192}
+LLAMA32 = dict(LLAMA31, factor=32.0)  # Llama 3.2 1B/3B
 
 # name -> (config class, architecture, config kwargs, scan_layers, check generation)
 CASES = {
     "llama2_gqa3": (transformers.LlamaConfig, "LlamaForCausalLM", {}, False, True),
     "llama3.1_rope": (transformers.LlamaConfig, "LlamaForCausalLM",
                       dict(rope_theta=500000.0, rope_scaling=LLAMA31, max_position_embeddings=131072), True, False),
+    "llama3.2_rope32_tied": (transformers.LlamaConfig, "LlamaForCausalLM",
+                             dict(rope_theta=500000.0, rope_scaling=LLAMA32, max_position_embeddings=131072,
+                                  tie_word_embeddings=True), False, False),
     "mistral_window": (transformers.MistralConfig, "MistralForCausalLM", dict(sliding_window=7), True, True),
     "qwen2_bias": (transformers.Qwen2Config, "Qwen2ForCausalLM", dict(rope_theta=1e6), False, False),
     "qwen3_tied": (transformers.Qwen3Config, "Qwen3ForCausalLM", dict(tie_word_embeddings=True), True, True),
@@ -51,7 +55,7 @@ def test_hf_to_ours(name, tmp_path):
     assert our_greedy(loaded.model, prompts, 20) == hf_greedy(hf, prompts, 20)
 
 
-@pytest.mark.parametrize("name", ["mistral_window", "qwen2_bias", "qwen3_tied"])
+@pytest.mark.parametrize("name", ["mistral_window", "qwen2_bias", "qwen3_tied", "llama3.2_rope32_tied"])
 def test_ours_to_hf(name, tmp_path):
   import orbax.checkpoint as ocp
   config_cls, arch, kw, scan, _ = CASES[name]

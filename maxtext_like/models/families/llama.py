@@ -98,8 +98,10 @@ _GLOBAL_TABLE = (
 )
 _HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
 _OUR_LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
-# MaxText hardcodes these for rope_type=llama3.1 (ModelSpec.rope_llama31_* defaults).
-_LLAMA31 = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+# HF llama3 rope_scaling field -> our config key (rope_type=llama3.1)
+LLAMA3_ROPE_KEYS = {"factor": "rope_llama31_factor", "low_freq_factor": "rope_llama31_low_freq_factor",
+                    "high_freq_factor": "rope_llama31_high_freq_factor",
+                    "original_max_position_embeddings": "rope_llama31_original_max_position"}
 
 
 def _to_ours_kind(spec: ModelSpec, kind: str, w: np.ndarray) -> np.ndarray:
@@ -147,6 +149,24 @@ def rope_theta_and_scaling(hf: dict) -> tuple[float, dict]:
   return float(theta), ({} if kind in (None, "default") else dict(scaling, rope_type=kind))
 
 
+def llama3_rope_keys(scaling: dict) -> tuple[dict, list[str]]:
+  """(config keys, problems) of an HF llama3 rope_scaling dict: rope_type llama3.1 and its four rope_llama31_* keys."""
+  missing = [k for k in LLAMA3_ROPE_KEYS if scaling.get(k) is None]
+  if missing:
+    return {}, [f"rope_scaling of type llama3 lacks {missing}"]
+  keys = {ours: float(scaling[hf]) for hf, ours in LLAMA3_ROPE_KEYS.items()}
+  keys["rope_llama31_original_max_position"] = int(scaling["original_max_position_embeddings"])
+  return {"rope_type": "llama3.1", "rope_use_scale": True, **keys}, []
+
+
+def llama3_rope_parameters(spec: ModelSpec) -> dict:
+  """HF rope_parameters of a spec: llama3 with the spec's rope_llama31_* values, or default."""
+  if spec.rope_type == "llama3.1" and spec.rope_use_scale:
+    return {"rope_type": "llama3", "rope_theta": float(spec.rope_max_timescale),
+            **{hf: getattr(spec, ours) for hf, ours in LLAMA3_ROPE_KEYS.items()}}
+  return {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)}
+
+
 class LlamaHF(HFMapping):
   """LlamaForCausalLM (llama2/3/3.1/3.3, incl. llama3 rope scaling) and MistralForCausalLM (sliding window)."""
 
@@ -181,10 +201,9 @@ class LlamaHF(HFMapping):
     theta, scaling = rope_theta_and_scaling(hf)
     keys["rope_max_timescale"] = int(theta) if float(theta).is_integer() else theta
     if scaling.get("rope_type") == "llama3":
-      wrong = {k: scaling.get(k) for k, v in _LLAMA31.items() if float(scaling.get(k, -1)) != v}
-      if wrong:
-        problems.append(f"rope_scaling {wrong} differs from the llama3.1 values maxtext_like supports {_LLAMA31}")
-      keys["rope_type"] = "llama3.1"
+      rope_keys, rope_problems = llama3_rope_keys(scaling)
+      keys.update(rope_keys)
+      problems += rope_problems
     elif scaling:
       problems.append(f"rope_scaling type {scaling.get('rope_type')!r} is not supported (only llama3)")
     if hf.get("hidden_act", "silu") not in ("silu", "swish"):
@@ -221,13 +240,9 @@ class LlamaHF(HFMapping):
   def _common_config(self, spec: ModelSpec) -> dict:
     if spec.mlp_activations not in (("silu", "linear"), ("swish", "linear")):
       raise HFConfigError(f"mlp_activations={list(spec.mlp_activations)} has no Hugging Face llama counterpart")
-    rope = {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)}
+    rope = llama3_rope_parameters(spec)
     max_pos = max(spec.max_target_length, 2048)
-    if spec.rope_type == "llama3.1" and spec.rope_use_scale:
-      rope = {"rope_type": "llama3", "rope_theta": float(spec.rope_max_timescale), "factor": spec.rope_llama31_factor,
-              "low_freq_factor": spec.rope_llama31_low_freq_factor,
-              "high_freq_factor": spec.rope_llama31_high_freq_factor,
-              "original_max_position_embeddings": spec.rope_llama31_original_max_position}
+    if rope["rope_type"] == "llama3":
       max_pos = int(spec.rope_llama31_original_max_position * spec.rope_llama31_factor)
     return {
         "hidden_size": spec.emb_dim,
