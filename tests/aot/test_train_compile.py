@@ -44,6 +44,7 @@ def test_saved_executable_runs_only_on_matching_topology(tmp_path):
     load_compiled(path, 4)
 
 
+@pytest.mark.slow
 def test_cli_fakes_the_target_device_count(tmp_path):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   out = subprocess.run([sys.executable, "-m", "maxtext_like.train_compile", "base.yml", *TINY, "compile_topology_num_devices=16",

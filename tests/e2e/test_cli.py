@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess training jobs; deselect with -m 'not slow'
+
 ROOT = Path(__file__).parents[2]
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
         "base_mlp_dim=128", "base_num_decoder_layers=2", "max_target_length=64", "max_prefill_predict_length=16",
