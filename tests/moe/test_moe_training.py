@@ -62,7 +62,8 @@ def test_train_step_lb_loss_bias_update_eval_and_accumulation(moe_cfg):
   + `moe_lb_loss`; the bias moves by exactly +-rate; 4 micro-batches give the big batch's loss and gradient norm
   (load-balance weight tiny: its batch-level nonlinearity stays below the tolerance; bias deltas are averaged)."""
   aux = ["load_balance_loss_weight=1e-3", "routed_bias=true", "routed_bias_update_rate=0.001", "ici_fsdp_parallelism=1",
-         "learning_rate=0.0"]
+         "learning_rate=0.0", "num_experts_per_tok=3", "max_target_length=17"]  # mean load 68*3/8 is not a whole count:
+  # no expert sits exactly at the mean, so every routed bias moves (sign(mean - load) != 0)
   out = {}
   for name, argv in {"big": ["per_device_batch_size=4"],
                      "acc": ["per_device_batch_size=1", "gradient_accumulation_steps=4"]}.items():
