@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -104,6 +105,18 @@ def activation_sharding(mesh: Mesh, rules: LogicalRules):
       yield
   finally:
     _ACTIVE.mesh, _ACTIVE.rules = prev
+
+
+def under_activation_sharding(fn, mesh: Mesh, rules: LogicalRules):
+  """`fn` that enters `activation_sharding(mesh, rules)` itself when traced: a jitted step built from it keeps its
+  activation constraints whoever calls it (no context for the caller to forget)."""
+
+  @functools.wraps(fn)
+  def wrapped(*args, **kwargs):
+    with activation_sharding(mesh, rules):
+      return fn(*args, **kwargs)
+
+  return wrapped
 
 
 def active_pspec(logical_axes: Sequence[str | None]) -> tuple[Mesh, PartitionSpec] | None:

@@ -71,8 +71,7 @@ def compile_train_step(cfg: Config, devices: list | None = None):
   batch = {k: jax.ShapeDtypeStruct((trainer.plan.global_batch_size_to_load, seq), jnp.int32, sharding=trainer.batch_sharding)
            for k in BATCH_KEYS}
   t = time.perf_counter()
-  from maxtext_like.models.sharding import activation_sharding
-  with jax.set_mesh(trainer.mesh), activation_sharding(trainer.mesh, trainer.rules):
+  with jax.set_mesh(trainer.mesh):
     compiled = trainer.train_step.lower(trainer.layout.abstract, batch).compile()
   seconds = time.perf_counter() - t
   mem = compiled.memory_analysis()

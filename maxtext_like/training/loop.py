@@ -19,7 +19,7 @@ from flax import nnx
 from maxtext_like.config import Config
 from maxtext_like.config.resolve import Plan, resolve
 from maxtext_like.models import build_model
-from maxtext_like.models.sharding import activation_sharding
+from maxtext_like.models.sharding import under_activation_sharding
 from maxtext_like.runtime import checkpoints as reading
 from maxtext_like.training import checkpointing as ckpt
 from maxtext_like.training.data_source import make_iterator
@@ -113,7 +113,9 @@ class Trainer:
                        deterministic=not (cfg.training.enable_dropout and cfg.training.dropout_rate > 0),
                        rows_to_train_on=self.plan.global_batch_size_to_train_on
                        if self.plan.global_batch_size_to_load != self.plan.global_batch_size_to_train_on else 0)
-    step_fn = make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts, self.layout.compute_shardings)
+    # The steps enter the activation-sharding context themselves (constraints never depend on the caller).
+    step_fn = under_activation_sharding(make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts,
+                                                        self.layout.compute_shardings), self.mesh, self.rules)
     self.train_step = jax.jit(step_fn, in_shardings=(self.layout.shardings, self.batch_sharding),
                               out_shardings=(self.layout.shardings, None), donate_argnums=0)
     if cfg.aot.compiled_trainstep_file and with_io:
@@ -121,7 +123,8 @@ class Trainer:
       if not os.path.isfile(cfg.aot.compiled_trainstep_file):
         raise FileNotFoundError(f"compiled_trainstep_file {cfg.aot.compiled_trainstep_file} does not exist (write it with train_compile)")
       self.train_step = load_compiled(cfg.aot.compiled_trainstep_file, len(self.devices))
-    self.eval_step = jax.jit(make_eval_step(self.layout.graphdef, cfg.model.z_loss_multiplier),
+    self.eval_step = jax.jit(under_activation_sharding(make_eval_step(self.layout.graphdef, cfg.model.z_loss_multiplier),
+                                                       self.mesh, self.rules),
                              in_shardings=(self.layout.shardings, self.batch_sharding))
     self.run_dir = os.path.join(cfg.run.base_output_directory, cfg.derived.run_name)
     self.mngr = None
@@ -205,7 +208,7 @@ class Trainer:
     pending = None  # (step, metrics) of the previous step, checked one step late so dispatch stays asynchronous
     last_log_t, last_log_step = time.perf_counter(), start
     try:
-      with jax.set_mesh(self.mesh), activation_sharding(self.mesh, self.rules):
+      with jax.set_mesh(self.mesh):
         for step in range(start, self.steps):
           self._profile_hook(step, start, state)
           batch = to_global(next(self.data), self.batch_sharding)

@@ -171,3 +171,15 @@ def test_indivisible_sharding_is_a_config_error(tiny_cfg):
   from maxtext_like.config import ConfigError
   with pytest.raises(ConfigError, match=r"cannot split 8 ways"):
     Trainer(tiny_cfg(*COMMON, "ici_fsdp_parallelism=1", "ici_tensor_parallelism=8"))  # 4 query heads, 2 kv heads
+
+
+def test_step_enters_the_sharding_context_itself(tiny_cfg):
+  """The jitted step carries its activation constraints whether or not the caller entered a context."""
+  tr = Trainer(tiny_cfg(*COMMON, "ici_fsdp_parallelism=4", "ici_tensor_parallelism=2"))
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=tr.batch_sharding)
+           for k, v in next(tr.data).items()}
+  with jax.set_mesh(tr.mesh):
+    bare = tr.train_step.lower(tr.layout.abstract, batch).as_text()
+  with jax.set_mesh(tr.mesh), activation_sharding(tr.mesh, tr.rules):
+    inside = tr.train_step.lower(tr.layout.abstract, batch).as_text()
+  assert bare.count("sharding_constraint") > 10 and bare == inside
