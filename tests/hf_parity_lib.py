@@ -20,18 +20,18 @@ jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_lev
 
 def our_model(spec: ModelSpec, hf, *, scan_layers: bool = False):
   """Our model with hf's weights (via the family's HF mapping), in the loop or scanned layout."""
+  from maxtext_like.convert import layout
   spec = spec.replace(scan_layers=scan_layers)
   flat = state_dict_to_params(spec, {k: v.detach().numpy() for k, v in hf.state_dict().items()})
   model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
   graphdef, state = nnx.split(model)
-  L = spec.num_decoder_layers
   used = set()
+  by_layer = sorted(flat, key=lambda p: [int(t) if t.isdigit() else t for t in p.split(".")])
 
   def fill(path, leaf):
     key = ".".join(str(p) for p in path)
-    if spec.scan_layers and key.startswith("decoder.layers."):
-      rest = key[len("decoder.layers."):]
-      names = [f"decoder.layers.{i}.{rest}" for i in range(L)]
+    if spec.scan_layers and key.startswith("decoder.") and "layers." in key:  # any stack, units of its cycle
+      names = [n for n in by_layer if layout.stacked_key(spec, n)[0] == key]
       value = np.stack([flat[n] for n in names], axis=spec.param_scan_axis)
     else:
       names = [key]

@@ -47,11 +47,11 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "normalize_embedding_logits", "mhc_expansion_rate", "sinkhorn_iterations", "engram_layers", "engram_num_heads",
     "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
     # attention
-    "share_kv_projections", "global_num_kv_heads", "chunk_attn_window_size",
+    "share_kv_projections", "global_num_kv_heads",
     "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
     "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
     "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "use_indexer", "indexer_head_dim", "indexer_n_heads",
-    "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor", "temperature_tuning",
+    "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor",
     "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
     "sa_block_kv_dkv_compute", "sa_block_q_dq", "sa_block_kv_dq", "sa_use_fused_bwd_kernel", "sa_q_layout",
     "sa_k_layout", "sa_v_layout", "use_max_logit_estimate", "cost_estimate_flops_fwd", "cost_estimate_flops_bwd",
@@ -114,7 +114,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # optimizer
     "use_tunix_gradient_accumulation",
     # rope
-    "use_untrainable_positional_embedding", "nope_layer_interval",
+    "use_untrainable_positional_embedding",
     "global_rope_proportion",
     "local_rope_proportion",
     # inference

@@ -12,7 +12,7 @@ from jax.ad_checkpoint import checkpoint_name
 from maxtext_like.models import attention_kernels, context_attention, rope
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
-from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.norms import RMSNorm, rms_normalize
 from maxtext_like.models.sharding import ACT_BSKH, ACT_BSKH_ATTEND, ACT_BTD, ACT_BTNH, constrain
 from maxtext_like.models.spec import ModelSpec
 
@@ -21,9 +21,16 @@ class Attention(nnx.Module):
   """Kernels: query [D,N,H], key/value [D,K,H], out [N,H,D]; optional biases [N,H]/[K,H] (attention_bias)
   and per-head RMSNorm scales query_norm/key_norm [H] (use_qk_norm)."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, out_bias: bool = False, qk_norm_offset: float = 0.0):
+  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, out_bias: bool = False, qk_norm_offset: float = 0.0,
+               nope: bool = False, rope_interleave: bool = False, qk_l2_norm: bool = False, chunk: int = 0,
+               temperature_tuning: tuple[float, float] | None = None):
     """out_bias: a learned bias on the output projection too (gpt-oss); qk_norm_offset: the QK-norms compute
-    x * (offset + w) (Gemma's 1)."""
+    x * (offset + w) (Gemma's 1). Llama 4: `nope` skips RoPE in this layer; `rope_interleave` rotates adjacent
+    pairs (x[2i], x[2i+1]) instead of halves; `qk_l2_norm` divides each query and key head by its RMS
+    (no learned scale, eps normalization_layer_epsilon) after RoPE; `chunk` > 0 is chunked attention (a query sees
+    the keys of its own chunk of that many positions, `AttentionOptions.chunk`); `temperature_tuning` =
+    (floor_scale, attn_scale) multiplies the queries at position p by
+    1 + attn_scale * log(1 + floor((p + 1) / floor_scale))."""
     D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
     self.spec = spec
     dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
@@ -47,7 +54,11 @@ class Attention(nnx.Module):
         float32_logits=spec.float32_logits,
         precision=spec.matmul_precision,
         query_scale=None if spec.query_pre_attn_scalar is None else spec.query_pre_attn_scalar ** -0.5,
+        chunk=chunk,
     )
+    if nope:
+      self.use_rope = False
+    self.rope_interleave, self.qk_l2_norm, self.temperature_tuning = rope_interleave, qk_l2_norm, temperature_tuning
 
   use_rope = True  # False: a family with absolute position embeddings (gpt3)
 
@@ -74,8 +85,12 @@ class Attention(nnx.Module):
     q_BTNH, k_BTKH, v_BTKH = self.project(x_BTD)
     if self.use_rope:
       inv_freq = rope.inv_freq_from_spec(self.spec) if inv_freq is None else inv_freq
-      q_BTNH = rope.apply_rope(q_BTNH, positions_BT, inv_freq)
-      k_BTKH = rope.apply_rope(k_BTKH, positions_BT, inv_freq)
+      q_BTNH, k_BTKH = rope.rotate_qk(q_BTNH, k_BTKH, positions_BT, inv_freq, interleave=self.rope_interleave)
+    if self.qk_l2_norm:
+      eps = self.spec.normalization_layer_epsilon
+      q_BTNH, k_BTKH = rms_normalize(q_BTNH, eps), rms_normalize(k_BTKH, eps)
+    if self.temperature_tuning is not None:
+      q_BTNH = (q_BTNH * temperature_scale(positions_BT, *self.temperature_tuning)).astype(q_BTNH.dtype)
 
     opts = dataclasses.replace(self.options, **{k: v for k, v in (("window", window), ("query_scale", query_scale))
                                                 if v is not None})
@@ -92,3 +107,10 @@ class Attention(nnx.Module):
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache
+
+
+def temperature_scale(positions_BT: jax.Array, floor_scale: float, attn_scale: float) -> jax.Array:
+  """[B, T, 1, 1] query factors of attention temperature tuning (Llama 4 NoPE layers, arXiv 2501.19399):
+  1 + attn_scale * log(1 + floor((p + 1) / floor_scale)); 1 for positions below floor_scale - 1."""
+  p = positions_BT.astype(jnp.float32)
+  return (jnp.log1p(jnp.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0)[:, :, None, None]

@@ -18,6 +18,9 @@ Parameters (logical axes in brackets):
 gpt-oss (family traits of its block, models/gpt_oss.py): `topk_softmax_router` makes gate.bias a plain router bias
 (logits = x W + b, weights = softmax over the top-k logits) and `moe_glu_alpha` the clamped GLU
 min(h0, L) * sigmoid(alpha * min(h0, L)) * (clip(h1, -L, L) + 1), L = mlp_activations_limit.
+Llama 4 (constructor arguments of its block, models/families/llama4.py): `sigmoid_topk_router` chooses the top-k
+*logits* and weights them by their sigmoid (no renormalisation), and `weights_on_inputs` multiplies each routed
+token copy by its weight *before* the expert (y = sum_a expert_a(w_a x)) instead of the expert's output.
 'exp' maps to the mesh axis 'expert' (logical_axis_rules), so ici/dcn_expert_parallelism shard the experts;
 'embed_no_exp' is 'embed' without 'expert' (the rule table resolves 'embed' first, which would take 'expert').
 
@@ -167,10 +170,12 @@ class MoeBlock(nnx.Module):
   """Routed experts (+ shared experts); `__call__(x_BTD, dropout_key=None) -> y_BTD`. See the module docstring."""
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, topk_softmax_router: bool = False,
-               glu_alpha: float | None = None):
+               glu_alpha: float | None = None, sigmoid_topk_router: bool = False, weights_on_inputs: bool = False):
     """topk_softmax_router (gpt-oss): logits = x W + gate.bias, weights = softmax over the top-k logits.
     glu_alpha (gpt-oss experts): min(h0, L) * sigmoid(alpha min(h0, L)) * (clip(h1, -L, L) + 1) with
-    L = mlp_activations_limit (> 0; no clamp otherwise)."""
+    L = mlp_activations_limit (> 0; no clamp otherwise).
+    sigmoid_topk_router (Llama 4): experts = top-k logits, weights = sigmoid of those logits.
+    weights_on_inputs (Llama 4): each expert gets its token scaled by the routing weight; outputs are summed."""
     m: MoeSpec = spec.moe
     if m is None:
       raise ValueError(f"decoder_block={spec.decoder_block!r} builds MoE layers but spec.moe is None")
@@ -190,6 +195,7 @@ class MoeBlock(nnx.Module):
         setattr(self, f"{name}_bias", param(rngs, nnx.initializers.zeros, (E, F), spec.weight_dtype, ("exp", "mlp")))
       self.wo_bias = param(rngs, nnx.initializers.zeros, (E, D), spec.weight_dtype, ("exp", "embed_no_exp"))
     self.topk_softmax_router, self.glu_alpha = topk_softmax_router, glu_alpha
+    self.sigmoid_topk_router, self.weights_on_inputs = sigmoid_topk_router, weights_on_inputs
     self.activations_limit = spec.mlp_activations_limit
     if m.shared_experts > 0:
       self.shared_experts = MlpBlock(spec.replace(mlp_dim=m.shared_experts * F), rngs=rngs)
@@ -212,6 +218,9 @@ class MoeBlock(nnx.Module):
         logits_BTE = logits_BTE + self.gate.bias[...].astype(jnp.float32)
       top_BTA, experts_BTA = jax.lax.top_k(logits_BTE, m.num_experts_per_tok)
       return jax.nn.softmax(logits_BTE, -1), experts_BTA, jax.nn.softmax(top_BTA, -1) * m.routed_scaling_factor
+    if self.sigmoid_topk_router:  # top-k of the logits themselves: no ties where the sigmoid saturates
+      top_BTA, experts_BTA = jax.lax.top_k(logits_BTE, m.num_experts_per_tok)
+      return jax.nn.sigmoid(logits_BTE), experts_BTA, jax.nn.sigmoid(top_BTA) * m.routed_scaling_factor
     probs_BTE = jax.nn.sigmoid(logits_BTE) if m.routed_score_func == "sigmoid" else jax.nn.softmax(logits_BTE, -1)
     select_BTE = probs_BTE
     if m.routed_bias:
@@ -309,10 +318,14 @@ class MoeBlock(nnx.Module):
     experts_R = experts_BTA.reshape(-1)
     order_R = jnp.argsort(experts_R, stable=True)
     x_RD = jnp.take(x_MD, order_R // A, axis=0)
+    weights_MA = weights_BTA.reshape(B * T, A)
+    if self.weights_on_inputs:  # each copy scaled by its weight before the expert; outputs summed with weight 1
+      x_RD = x_RD * jnp.take(weights_MA.reshape(-1), order_R)[:, None].astype(x_RD.dtype)
+      weights_MA = jnp.ones_like(weights_MA)
     group_sizes_E = jnp.bincount(experts_R, length=E).astype(jnp.int32)
     y_RD = self._ragged_ffn(x_RD, group_sizes_E)
     y_MAD = jnp.zeros_like(y_RD).at[order_R].set(y_RD).reshape(B * T, A, D)
-    return self._combine("mad,ma->md", y_MAD, weights_BTA.reshape(B * T, A)).reshape(B, T, D)
+    return self._combine("mad,ma->md", y_MAD, weights_MA).reshape(B, T, D)
 
   def capacity(self, T: int) -> int:
     m = self.m
@@ -333,6 +346,8 @@ class MoeBlock(nnx.Module):
     dispatch_BTAEC = onehot_BTAE.astype(jnp.float32)[..., None] * slot_BTAC[..., None, :]
     dispatch_BTEC = jnp.sum(dispatch_BTAEC, axis=2)
     combine_BTEC = jnp.einsum("btaec,bta->btec", dispatch_BTAEC, weights_BTA.astype(jnp.float32))
+    if self.weights_on_inputs:  # tokens enter their experts scaled by the weight; outputs return with weight 1
+      dispatch_BTEC, combine_BTEC = combine_BTEC, dispatch_BTEC
     x_BECD = jnp.einsum("btec,btd->becd", dispatch_BTEC.astype(self.dtype), x_BTD.astype(self.dtype))
     x_BECD = constrain(x_BECD, ACT_BECD)
     y_BECD = constrain(self._dense_ffn(x_BECD), ACT_BECD)
@@ -388,11 +403,16 @@ def load_balance_loss(probs_BTE: jax.Array, experts_BTA: jax.Array, num_experts:
 
 
 def dense_reference(block: MoeBlock, x_BTD: jax.Array) -> jax.Array:
-  """Every expert on every token, weighted by the routing weights (zero for unchosen experts); no dropping."""
+  """Every expert on every token, weighted by the routing weights (zero for unchosen experts); no dropping.
+  With weights_on_inputs each expert gets w * x instead (unchosen experts get 0 and are masked out)."""
   _, experts_BTA, weights_BTA = block.route(x_BTD)
+  chosen_BTE = jnp.sum(jax.nn.one_hot(experts_BTA, block.m.num_experts), axis=2)
   w_BTE = jnp.sum(jax.nn.one_hot(experts_BTA, block.m.num_experts) * weights_BTA[..., None], axis=2)
   B, T, D = x_BTD.shape
   x_BECD = jnp.broadcast_to(x_BTD.astype(block.dtype)[:, None], (B, block.m.num_experts, T, D))
+  if block.weights_on_inputs:
+    x_BECD = x_BECD * jnp.swapaxes(w_BTE, 1, 2)[..., None].astype(block.dtype)
+    w_BTE = chosen_BTE
   y_BETD = block._dense_ffn(x_BECD)
   y = jnp.einsum("betd,bte->btd", y_BETD.astype(jnp.float32), w_BTE.astype(jnp.float32)).astype(block.dtype)
   if hasattr(block, "shared_experts"):

@@ -14,6 +14,12 @@ from flax import nnx
 from maxtext_like.models.linears import param
 
 
+def rms_normalize(x: jax.Array, epsilon: float) -> jax.Array:
+  """x / sqrt(mean(x^2) + eps) over the last axis, in float32, without a scale (Llama 4's QK "L2" norm)."""
+  x32 = x.astype(jnp.float32)
+  return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + epsilon)).astype(x.dtype)
+
+
 class RMSNorm(nnx.Module):
   """y = x / sqrt(mean(x^2) + eps) * scale, reduced in float32."""
 

@@ -62,6 +62,10 @@ class ModelSpec:
   mla_naive_kvcache: bool = True  # False: cache the kv latent + rotated k_rope, absorb wkv_b when decoding
   attention_sink: bool = False  # learned per-head logit added to the softmax denominator (gpt_oss)
   mlp_activations_limit: float = -1.0  # > 0: gpt-oss clamped SwiGLU (see models/gpt_oss.py)
+  # Llama 4 (models/families/llama4.py)
+  chunk_attn_window_size: int = 0  # > 0: RoPE layers attend within chunks of this many positions
+  nope_layer_interval: int = -1  # > 0: layer i skips RoPE (NoPE) iff (i + 1) % nope_layer_interval == 0
+  temperature_tuning: bool = False  # NoPE layers scale queries by position (attention temperature tuning)
   # RoPE
   rope_type: str = "default"
   rope_max_timescale: int = 10_000
@@ -143,7 +147,8 @@ class ModelSpec:
 # Fields only some families read (listed in their Family's `spec_fields`), with their inert defaults.
 FAMILY_FIELDS = {"use_post_attn_norm": False, "use_post_ffw_norm": False, "local_rope_max_timescale": -1,
                  "global_rope_max_timescale": -1, "fused_qkv": False, "attention_type": "global", "attention_sink": False,
-                 "mlp_activations_limit": -1.0, "moe": None}
+                 "mlp_activations_limit": -1.0, "moe": None, "chunk_attn_window_size": 0, "nope_layer_interval": -1,
+                 "temperature_tuning": False}
 
 
 def _family_spec_fields(name: str) -> tuple[str, ...] | None:

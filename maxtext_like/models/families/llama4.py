@@ -1,0 +1,209 @@
+"""Llama 4 text (decoder_block 'llama4'; presets llama4-17b-16e Scout, llama4-17b-128e Maverick), as transformers'
+`Llama4ForCausalLM`. The llama pre-norm layout (`LlamaDecoderLayer`), every layer built with its index:
+
+- RoPE layers (all but every `nope_layer_interval`-th: layer i is NoPE iff (i + 1) % interval == 0):
+  Meta's interleaved RoPE (pairs (x[2i], x[2i+1]), llama3.1 frequency scaling from rope_llama31_*), then with
+  `use_qk_norm` each query and key head divided by its RMS (no learned scale, eps normalization_layer_epsilon),
+  and chunked attention: a query sees the keys of its own chunk of `chunk_attn_window_size` positions.
+- NoPE layers: no RoPE, no QK norm, global causal attention; with `temperature_tuning` the queries at position p
+  are multiplied by 1 + 0.1 * log(1 + floor((p + 1) / 8192)) (HF attn_scale / floor_scale; MaxText hard-codes both).
+  HF counts p from the cache length (arange), we from `positions` (equal unless sequences are packed).
+- Feed-forward: MoE iff (i + 1) % interleave_moe_layer_step == 0, else a dense MLP of mlp_dim (HF
+  intermediate_size_mlp). The MoE routes by the top-k router logits, weighted by their sigmoid, and the weight
+  multiplies the expert's *input*; one shared expert (an MLP of base_moe_mlp_dim) is always added.
+Layers repeat with period lcm(nope_layer_interval, interleave_moe_layer_step): one stack of that cycle, so the
+scanned layout scans units of that many layers.
+
+Hugging Face `Llama4ForCausalLM` (save_pretrained layout of transformers 5.24) maps as llama (families/llama.py:
+embed, norms, q/k/v/o kernels, lm_head; no q/k permutation, RoPE is interleaved here) plus, per layer i:
+  model.layers.i.feed_forward.{gate,up,down}_proj.weight    decoder.layers.i.mlp.wi_0 / wi_1 / wo .kernel = W.T
+  model.layers.i.feed_forward.router.weight [E, D]          ....mlp.gate.kernel = W.T                    [D, E]
+  model.layers.i.feed_forward.experts.gate_up_proj [E, D, 2F]  ....mlp.wi_0 = [..., :F], mlp.wi_1 = [..., F:]
+  model.layers.i.feed_forward.experts.down_proj [E, F, D]   ....mlp.wo (same layout)
+  model.layers.i.feed_forward.shared_expert.{gate,up,down}_proj.weight  ....mlp.shared_experts.wi_0 / wi_1 / wo
+HF's intermediate_size is our base_moe_mlp_dim (experts and shared expert), intermediate_size_mlp our base_mlp_dim.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+from flax import nnx
+
+from maxtext_like.models.attention import Attention
+from maxtext_like.models.family import Family, stack
+from maxtext_like.models.families.llama import LlamaDecoderLayer, LlamaHF
+from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.mlp import MlpBlock
+from maxtext_like.models.moe import MoeBlock
+from maxtext_like.models.registry import ModelSpecError
+from maxtext_like.models.spec import ModelSpec
+
+# (floor_scale, attn_scale) of attention temperature tuning: HF's defaults, hard-coded by MaxText (no config keys).
+TEMPERATURE_TUNING = (8192.0, 0.1)
+
+
+def is_nope_layer(spec: ModelSpec, i: int) -> bool:
+  return spec.nope_layer_interval > 0 and (i + 1) % spec.nope_layer_interval == 0
+
+
+def is_moe_layer(spec: ModelSpec, i: int) -> bool:
+  return (i + 1) % spec.moe.interleave_moe_layer_step == 0
+
+
+def cycle(spec: ModelSpec) -> int:
+  """The period with which layers repeat (NoPE and MoE placement)."""
+  return math.lcm(max(spec.nope_layer_interval, 1), spec.moe.interleave_moe_layer_step)
+
+
+def llama4_layer(spec: ModelSpec, *, rngs: nnx.Rngs, layer_index: int = 0) -> LlamaDecoderLayer:
+  """Layer `layer_index` (its index modulo `cycle(spec)` is what matters; 0 when all layers are alike)."""
+  nope = is_nope_layer(spec, layer_index)
+  attn_spec = spec.replace(use_qk_norm=False)  # Llama 4's QK norm has no weights: qk_l2_norm below
+
+  def attention(r):
+    return Attention(attn_spec, rngs=r, nope=nope, rope_interleave=True, qk_l2_norm=spec.use_qk_norm and not nope,
+                     chunk=0 if nope else spec.chunk_attn_window_size,
+                     temperature_tuning=TEMPERATURE_TUNING if nope and spec.temperature_tuning else None)
+
+  if is_moe_layer(spec, layer_index):
+    mlp = lambda r: MoeBlock(spec, rngs=r, sigmoid_topk_router=True, weights_on_inputs=True)  # noqa: E731
+  else:
+    mlp = lambda r: MlpBlock(spec, rngs=r)  # noqa: E731
+  return LlamaDecoderLayer(spec, rngs=rngs, attention=attention, mlp=mlp)
+
+
+def layer_stacks(spec: ModelSpec):
+  m = spec.moe
+  if m is None:
+    raise ModelSpecError("decoder_block='llama4' needs spec.moe (a MoeSpec)")
+  unused = {k: v for k, v in (("first_num_dense_layers", m.first_num_dense_layers), ("norm_topk_prob", m.norm_topk_prob),
+                              ("routed_bias", m.routed_bias), ("n_routing_groups", max(m.n_routing_groups, 0)))
+            if v}
+  if unused or m.routed_score_func not in ("", "sigmoid"):
+    raise ModelSpecError(f"llama4 routes by sigmoid of the top-k logits; {unused or m.routed_score_func!r} "
+                         "is not used by decoder_block='llama4'")
+  return [stack("layers", spec.num_decoder_layers, cycle=cycle(spec))]
+
+
+# ---- Hugging Face mapping ----------------------------------------------------------------------------------
+
+_HF_FF = re.compile(r"model\.layers\.(\d+)\.feed_forward\.(.+)")
+_OUR_MLP = re.compile(r"decoder\.layers\.(\d+)\.mlp\.(.+)")
+# HF name under feed_forward -> our name under mlp, for tensors that are torch Linear weights (transposed)
+_LINEAR = {"gate_proj.weight": "wi_0.kernel", "up_proj.weight": "wi_1.kernel", "down_proj.weight": "wo.kernel",
+           "shared_expert.gate_proj.weight": "shared_experts.wi_0.kernel",
+           "shared_expert.up_proj.weight": "shared_experts.wi_1.kernel",
+           "shared_expert.down_proj.weight": "shared_experts.wo.kernel", "router.weight": "gate.kernel"}
+
+
+class Llama4HF(LlamaHF):
+  """Llama4ForCausalLM (model_type llama4_text): the text model of Llama 4 Scout / Maverick."""
+
+  architectures = ("Llama4ForCausalLM",)
+
+  def decoder_block_for(self, hf: dict) -> str:
+    return "llama4"
+
+  def family_keys(self, hf: dict, keys: dict) -> list[str]:
+    problems = []
+    L = int(hf["num_hidden_layers"])
+    keys["base_mlp_dim"] = int(hf.get("intermediate_size_mlp", 16384))
+    keys["base_moe_mlp_dim"] = int(hf["intermediate_size"])
+    keys["num_experts"] = int(hf.get("num_local_experts", 16))
+    keys["num_experts_per_tok"] = int(hf.get("num_experts_per_tok", 1))
+    keys["shared_experts"] = 1
+    step = int(hf.get("interleave_moe_layer_step", 1) or 1)
+    keys["interleave_moe_layer_step"] = step
+    if hf.get("moe_layers") is not None and list(hf["moe_layers"]) != list(range(step - 1, L, step)):
+      problems.append(f"moe_layers={hf['moe_layers']} is not every {step}-th layer (interleave_moe_layer_step)")
+    interval = int(hf.get("no_rope_layer_interval", 4) or 0)
+    rope_layers = list(hf.get("no_rope_layers") or [int((i + 1) % interval != 0) for i in range(L)])[:L]
+    if all(rope_layers):
+      keys["nope_layer_interval"] = -1
+    elif interval > 0 and rope_layers == [int((i + 1) % interval != 0) for i in range(L)]:
+      keys["nope_layer_interval"] = interval
+    else:
+      problems.append(f"no_rope_layers={rope_layers} is not every {interval}-th layer (nope_layer_interval)")
+    chunk = hf.get("attention_chunk_size")
+    keys["chunk_attn_window_size"] = int(chunk or 0)
+    if hf.get("layer_types") is not None:
+      want = ["chunked_attention" if r and chunk else "full_attention" for r in rope_layers]
+      if list(hf["layer_types"])[:L] != want:
+        problems.append(f"layer_types={hf['layer_types']} differs from RoPE layers chunked, NoPE layers full")
+    keys["use_qk_norm"] = bool(hf.get("use_qk_norm", True))
+    keys["temperature_tuning"] = bool(hf.get("attn_temperature_tuning", True))
+    tuning = (float(hf.get("floor_scale", 8192)), float(hf.get("attn_scale", 0.1)))
+    if keys["temperature_tuning"] and tuning != TEMPERATURE_TUNING:
+      problems.append(f"(floor_scale, attn_scale)={tuning} of attn_temperature_tuning: only {TEMPERATURE_TUNING}")
+    return problems
+
+  def hf_config_from(self, spec: ModelSpec) -> dict:
+    m = spec.moe
+    if m is None or m.shared_experts != 1 or m.routed_scaling_factor != 1.0:
+      raise HFConfigError("Llama4ForCausalLM has exactly one shared expert and no routed scaling")
+    L = spec.num_decoder_layers
+    cfg = {"architectures": ["Llama4ForCausalLM"], "model_type": "llama4_text", **self._common_config(spec)}
+    cfg.update({
+        "intermediate_size": m.mlp_dim, "intermediate_size_mlp": spec.mlp_dim,
+        "num_local_experts": m.num_experts, "num_experts_per_tok": m.num_experts_per_tok,
+        "interleave_moe_layer_step": m.interleave_moe_layer_step,
+        "moe_layers": [i for i in range(L) if is_moe_layer(spec, i)],
+        "no_rope_layer_interval": spec.nope_layer_interval if spec.nope_layer_interval > 0 else 4,  # HF: list wins
+        "no_rope_layers": [int(not is_nope_layer(spec, i)) for i in range(L)],
+        "attention_chunk_size": spec.chunk_attn_window_size or None,
+        "use_qk_norm": spec.use_qk_norm, "attn_temperature_tuning": spec.temperature_tuning,
+        "floor_scale": int(TEMPERATURE_TUNING[0]), "attn_scale": TEMPERATURE_TUNING[1],
+        "attention_bias": False, "router_jitter_noise": 0.0, "output_router_logits": False,
+        "router_aux_loss_coef": m.load_balance_loss_weight,
+    })
+    return cfg
+
+  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
+    m = _HF_FF.fullmatch(hf_name)
+    if not m:
+      return super().to_ours(spec, hf_name, array)
+    p, name = f"decoder.layers.{m.group(1)}.mlp.", m.group(2)
+    if name in _LINEAR:
+      return [(p + _LINEAR[name], np.ascontiguousarray(array.T))]
+    if name == "experts.gate_up_proj":
+      F = array.shape[-1] // 2
+      return [(p + "wi_0", np.ascontiguousarray(array[..., :F])), (p + "wi_1", np.ascontiguousarray(array[..., F:]))]
+    if name == "experts.down_proj":
+      return [(p + "wo", array)]
+    return None
+
+  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
+    m = _OUR_MLP.fullmatch(our_path)
+    if not m:
+      return super().to_hf(spec, our_path, array)
+    p, name = f"model.layers.{m.group(1)}.feed_forward.", m.group(2)
+    for hf, ours in _LINEAR.items():
+      if name == ours:
+        return [(p + hf, np.ascontiguousarray(array.T))]
+    if name == "wo":
+      return [(p + "experts.down_proj", array)]
+    raise KeyError(f"{our_path}: Llama 4 fuses the experts' wi_0/wi_1 into gate_up_proj; convert them with to_hf_many")
+
+  def to_hf_many(self, spec: ModelSpec, items):
+    """The experts' wi_0 / wi_1 of one layer are concatenated into gate_up_proj [E, D, 2F]."""
+    pending: dict[str, dict[str, np.ndarray]] = {}
+    for path, array in items:
+      m = re.fullmatch(r"decoder\.layers\.(\d+)\.mlp\.(wi_0|wi_1)", path)
+      if not m:
+        yield from self.to_hf(spec, path, array)
+        continue
+      group = pending.setdefault(m.group(1), {})
+      group[m.group(2)] = array
+      if len(group) == 2:
+        del pending[m.group(1)]
+        yield (f"model.layers.{m.group(1)}.feed_forward.experts.gate_up_proj",
+               np.concatenate([group["wi_0"], group["wi_1"]], axis=-1))
+    if pending:
+      raise KeyError(f"incomplete expert wi_0/wi_1 pairs in layers {sorted(pending)}")
+
+
+FAMILY = Family(names=("llama4",), block=llama4_layer, hf=Llama4HF(), moe=True, layer_stacks=layer_stacks,
+                spec_fields=("moe", "chunk_attn_window_size", "nope_layer_interval", "temperature_tuning"))
