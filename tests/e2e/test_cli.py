@@ -74,6 +74,6 @@ def test_mismatched_checkpoint_exits_2_and_keeps_it(trained):
 
 
 def test_preset_of_a_family_not_built_exits_2(tmp_path):
-  out = run("train", "model_name=llama4-17b-16e", "run_name=x", cwd=tmp_path)
+  out = run("train", "model_name=qwen3-next-80b-a3b", "run_name=x", cwd=tmp_path)
   assert out.returncode == 2, out.stderr[-2000:]
   assert "is not built" in out.stderr and "Traceback" not in out.stderr
