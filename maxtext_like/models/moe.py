@@ -15,8 +15,8 @@ Parameters (logical axes in brackets):
   wo          [E, F, D]     ('exp', 'mlp', 'embed_no_exp')
   shared_experts.*          an MlpBlock of hidden size shared_experts * F (DeepSeek), only if shared_experts > 0
   wi_0_bias, wi_1_bias [E, F], wo_bias [E, D]  ('exp', ...)  expert biases, only with mlp_bias (gpt-oss)
-gpt-oss (family traits of its block, models/gpt_oss.py): `topk_softmax_router` makes gate.bias a plain router bias
-(logits = x W + b, weights = softmax over the top-k logits) and `moe_glu_alpha` the clamped GLU
+gpt-oss (constructor arguments of its block, models/families/gpt_oss.py): `topk_softmax_router` makes gate.bias a plain router bias
+(logits = x W + b, weights = softmax over the top-k logits) and `glu_alpha` the clamped GLU
 min(h0, L) * sigmoid(alpha * min(h0, L)) * (clip(h1, -L, L) + 1), L = mlp_activations_limit.
 Llama 4 (constructor arguments of its block, models/families/llama4.py): `sigmoid_topk_router` chooses the top-k
 *logits* and weights them by their sigmoid (no renormalisation), and `weights_on_inputs` multiplies each routed
