@@ -74,7 +74,7 @@ def layer_tokens_per_s(mode: str, steps, warmup) -> tuple[float, float]:
 
   moe = MoeSpec(num_experts=8, num_experts_per_tok=2, mlp_dim=512, norm_topk_prob=True,
                 sparse_matmul=mode != "capacity", capacity_factor=1.25 if mode == "capacity" else -1.0)
-  blk = MoeBlock(ModelSpec(decoder_block="mixtral", emb_dim=256, moe=moe), rngs=nnx.Rngs(0))
+  blk = MoeBlock(ModelSpec(decoder_block="mixtral", emb_dim=256, moe=moe).mlp_spec, moe, rngs=nnx.Rngs(0))
   graphdef, params = nnx.split(blk)
   x = jax.random.normal(jax.random.key(0), (4, 256, 256))
 

@@ -14,17 +14,18 @@ from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm, rms_normalize
 from maxtext_like.models.sharding import ACT_BSKH, ACT_BSKH_ATTEND, ACT_BTD, ACT_BTNH, constrain
-from maxtext_like.models.spec import ModelSpec
+from maxtext_like.models.layer_specs import AttentionSpec
 
 
 class Attention(nnx.Module):
-  """Kernels: query [D,N,H], key/value [D,K,H], out [N,H,D]; optional biases [N,H]/[K,H] (attention_bias)
-  and per-head RMSNorm scales query_norm/key_norm [H] (use_qk_norm)."""
+  """Kernels: query [D,N,H], key/value [D,K,H] (or one qkv_proj [D,3,N,H] with fused_qkv), out [N,H,D];
+  optional biases [N,H]/[K,H] (attention_bias) and per-head RMSNorm scales query_norm/key_norm [H] (use_qk_norm)."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, out_bias: bool = False, qk_norm_offset: float = 0.0,
+  def __init__(self, spec: AttentionSpec, *, rngs: nnx.Rngs, out_bias: bool = False, qk_norm_offset: float = 0.0,
                nope: bool = False, rope_interleave: bool = False, qk_l2_norm: bool = False, chunk: int = 0,
                temperature_tuning: tuple[float, float] | None = None):
-    """out_bias: a learned bias on the output projection too (gpt-oss); qk_norm_offset: the QK-norms compute
+    """out_bias: a learned bias on the output projection too (gpt-oss, gpt3); `nope` also serves families with
+    absolute position embeddings (gpt3); qk_norm_offset: the QK-norms compute
     x * (offset + w) (Gemma's 1). Llama 4: `nope` skips RoPE in this layer; `rope_interleave` rotates adjacent
     pairs (x[2i], x[2i+1]) instead of halves; `qk_l2_norm` divides each query and key head by its RMS
     (no learned scale, eps normalization_layer_epsilon) after RoPE; `chunk` > 0 is chunked attention (a query sees
@@ -36,9 +37,14 @@ class Attention(nnx.Module):
     dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
                  init_scale=spec.dense_init_scale, rngs=rngs)
     qkv = dict(dense, use_bias=spec.attention_bias)
-    self.query = DenseGeneral((D,), (N, H), ("embed", "heads", "kv"), **qkv)
-    self.key = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
-    self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
+    if spec.fused_qkv:  # one projection for q, k and v (needs K == N)
+      if K != N:
+        raise ValueError(f"fused_qkv needs num_kv_heads == num_query_heads, got {K} and {N}")
+      self.qkv_proj = DenseGeneral((D,), (3, N, H), ("embed", None, "heads", "kv"), **qkv)
+    else:
+      self.query = DenseGeneral((D,), (N, H), ("embed", "heads", "kv"), **qkv)
+      self.key = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
+      self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **qkv)
     if spec.use_qk_norm:
       norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                   rngs=rngs, scale_offset=qk_norm_offset)
@@ -60,14 +66,18 @@ class Attention(nnx.Module):
       self.use_rope = False
     self.rope_interleave, self.qk_l2_norm, self.temperature_tuning = rope_interleave, qk_l2_norm, temperature_tuning
 
-  use_rope = True  # False: a family with absolute position embeddings (gpt3)
+  use_rope = True  # False: a NoPE layer (constructor argument `nope`)
 
   def project(self, x_BTD: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """q_BTNH, k_BTKH, v_BTKH before RoPE (with per-head QK-norm); families override it (gpt3's fused qkv,
-    olmo's QK-norm over all heads)."""
-    q_BTNH = constrain(checkpoint_name(self.query(x_BTD), "query_proj"), ACT_BTNH)
-    k_BTKH = constrain(checkpoint_name(self.key(x_BTD), "key_proj"), ACT_BSKH)
-    v_BTKH = constrain(checkpoint_name(self.value(x_BTD), "value_proj"), ACT_BSKH)
+    """q_BTNH, k_BTKH, v_BTKH before RoPE (with per-head QK-norm); olmo overrides it (QK-norm over all heads)."""
+    if self.spec.fused_qkv:
+      qkv_BT3NH = checkpoint_name(self.qkv_proj(x_BTD), "qkv_proj")
+      q_BTNH, k_BTKH, v_BTKH = qkv_BT3NH[:, :, 0], qkv_BT3NH[:, :, 1], qkv_BT3NH[:, :, 2]
+    else:
+      q_BTNH = checkpoint_name(self.query(x_BTD), "query_proj")
+      k_BTKH = checkpoint_name(self.key(x_BTD), "key_proj")
+      v_BTKH = checkpoint_name(self.value(x_BTD), "value_proj")
+    q_BTNH, k_BTKH, v_BTKH = constrain(q_BTNH, ACT_BTNH), constrain(k_BTKH, ACT_BSKH), constrain(v_BTKH, ACT_BSKH)
     if self.spec.use_qk_norm:
       q_BTNH, k_BTKH = self.query_norm(q_BTNH), self.key_norm(k_BTKH)
     return q_BTNH, k_BTKH, v_BTKH
@@ -84,7 +94,7 @@ class Attention(nnx.Module):
     """
     q_BTNH, k_BTKH, v_BTKH = self.project(x_BTD)
     if self.use_rope:
-      inv_freq = rope.inv_freq_from_spec(self.spec) if inv_freq is None else inv_freq
+      inv_freq = rope.inv_freq_from_spec(self.spec.rope) if inv_freq is None else inv_freq
       q_BTNH, k_BTKH = rope.rotate_qk(q_BTNH, k_BTKH, positions_BT, inv_freq, interleave=self.rope_interleave)
     if self.qk_l2_norm:
       eps = self.spec.normalization_layer_epsilon

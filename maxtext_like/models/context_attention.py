@@ -66,7 +66,7 @@ def sequence_shards(q_shape, kv_shape, spec):
   """(mesh, q PartitionSpec, kv PartitionSpec, mesh axes of the query sequence) when attention should run per
   sequence shard, else None."""
   found = active_pspec(ACT_BTNH)
-  if found is None or spec.pipeline is not None:
+  if found is None or spec.pipelined:
     return None
   mesh, q_spec = found
   kv_spec = active_pspec(ACT_BSKH_ATTEND)[1]

@@ -172,7 +172,7 @@ class Decoder(nnx.Module):
       aux = moe_lib.pop_layer_aux(layer)  # MoE losses / bias updates sown by the layer ({} for dense layers)
       return (y_BTD, None, None, aux) if layer_kv is None else (y_BTD, layer_kv.k_BSKH, layer_kv.v_BSKH, aux)
 
-    return apply if cache is not None else maybe_remat(apply, self.spec, prevent_cse=not in_scan)
+    return apply if cache is not None else maybe_remat(apply, self.spec.remat_spec, prevent_cse=not in_scan)
 
   def _run_looped(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
     ks, vs = [], []

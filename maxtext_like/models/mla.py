@@ -31,17 +31,17 @@ from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm
 from maxtext_like.models.sharding import ACT_BTD, ACT_BTNH, constrain
-from maxtext_like.models.spec import ModelSpec
+from maxtext_like.models.layer_specs import AttentionSpec
 
 
-def softmax_scale(spec: ModelSpec) -> float:
+def softmax_scale(spec: AttentionSpec) -> float:
   scale = (spec.qk_nope_head_dim + spec.qk_rope_head_dim) ** -0.5
-  if spec.rope_type == "yarn":
-    scale *= rope.yarn_get_mscale(spec.rope_factor, spec.mscale) ** 2
+  if spec.rope.rope_type == "yarn":
+    scale *= rope.yarn_get_mscale(spec.rope.rope_factor, spec.rope.mscale) ** 2
   return scale
 
 
-def kv_cache_dims(spec: ModelSpec) -> tuple[int, int, int]:
+def kv_cache_dims(spec: AttentionSpec) -> tuple[int, int, int]:
   """(cache heads, key width, value width) of one MLA layer's cache entry."""
   if spec.mla_naive_kvcache:
     return spec.num_query_heads, spec.qk_nope_head_dim + spec.qk_rope_head_dim, spec.v_head_dim
@@ -53,7 +53,7 @@ class MLA(nnx.Module):
   wkv_b [R,N,Hn+Hv], out [N,Hv,D]. Logical names 'q_lora'/'kv_lora' for Q/R (not in the default rule
   table: replicated)."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+  def __init__(self, spec: AttentionSpec, *, rngs: nnx.Rngs):
     D, N = spec.emb_dim, spec.num_query_heads
     Hn, Hr, Hv, R, Q = (spec.qk_nope_head_dim, spec.qk_rope_head_dim, spec.v_head_dim, spec.kv_lora_rank,
                         spec.q_lora_rank)
@@ -90,8 +90,8 @@ class MLA(nnx.Module):
     else:
       q_BTNQ = self.wq_b(self.q_norm(self.wq_a(x_BTD)))
     q_BTNQ = constrain(checkpoint_name(q_BTNQ, "query_proj"), ACT_BTNH)
-    inv_freq = rope.inv_freq_from_spec(s, s.qk_rope_head_dim)
-    rope_kw = {"interleave": s.rope_interleave, "scale": rope.rope_scale_from_spec(s)}  # MLA: any rope_type
+    inv_freq = rope.inv_freq_from_spec(s.rope, s.qk_rope_head_dim)
+    rope_kw = {"interleave": s.rope.rope_interleave, "scale": rope.rope_scale_from_spec(s.rope)}  # MLA: any rope_type
     q_nope_BTNh = q_BTNQ[..., :Hn]
     q_rope_BTNr = rope.apply_rope(q_BTNQ[..., Hn:], positions_BT, inv_freq, **rope_kw)
 

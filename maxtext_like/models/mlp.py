@@ -8,13 +8,13 @@ from jax.ad_checkpoint import checkpoint_name
 
 from maxtext_like.models.linears import DenseGeneral, activation
 from maxtext_like.models.sharding import ACT_BTD, ACT_BTF, constrain
-from maxtext_like.models.spec import ModelSpec
+from maxtext_like.models.layer_specs import MlpSpec
 
 
 class MlpBlock(nnx.Module):
   """Kernels wi_0, wi_1 (or wi) [D,F] and wo [F,D]."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+  def __init__(self, spec: MlpSpec, *, rngs: nnx.Rngs):
     D, F = spec.emb_dim, spec.mlp_dim
     dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
                  init_scale=spec.dense_init_scale, rngs=rngs)

@@ -1,7 +1,8 @@
 """Mixture-of-experts feed-forward layer (`MoeBlock`), its routing, dispatch modes and auxiliary outputs.
 
-Reusable by any family: a decoder block builds `MoeBlock(spec, rngs=rngs)` where it would build an `MlpBlock`
-(`spec.moe` is a `MoeSpec`; its fields are MaxText's config keys of the same names), its Family declares
+Reusable by any family: a decoder block builds `MoeBlock(spec.mlp_spec, spec.moe, rngs=rngs)` where it would build
+an `MlpBlock(spec.mlp_spec)` (`spec.moe` is a `MoeSpec`; its fields are MaxText's config keys of the same names), its
+Family declares
 `moe=True, spec_fields=("moe",)`, and `is_moe_layer(spec, i)` tells which layers stay dense
 (`moe_block.moe_decoder_layer` is the ready-made llama-style block).
 
@@ -60,6 +61,7 @@ from jax.ad_checkpoint import checkpoint_name
 from maxtext_like.models.linears import activation, kernel_init, matmul_precision, param
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.sharding import ACT_BTD, constrain
+from maxtext_like.models.layer_specs import MlpSpec
 from maxtext_like.models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -147,8 +149,7 @@ def _megablox_notice():
 class Gate(nnx.Module):
   """Router: logits_ME = x_MD @ kernel_DE (+ nothing: the optional bias only shifts expert *selection*)."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
-    m = spec.moe
+  def __init__(self, spec: MlpSpec, m: MoeSpec, *, rngs: nnx.Rngs):
     self.dtype = jnp.float32 if m.float32_gate_logits else spec.dtype
     self.kernel = param(rngs, kernel_init(spec.dense_init_scale, 0, 1), (spec.emb_dim, m.num_experts),
                         spec.weight_dtype, ("embed", None))
@@ -169,20 +170,19 @@ def _expert_kernel(rngs, shape, dtype, axes, scale):
 class MoeBlock(nnx.Module):
   """Routed experts (+ shared experts); `__call__(x_BTD, dropout_key=None) -> y_BTD`. See the module docstring."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs, topk_softmax_router: bool = False,
+  def __init__(self, spec: MlpSpec, m: MoeSpec | None, *, rngs: nnx.Rngs, topk_softmax_router: bool = False,
                glu_alpha: float | None = None, sigmoid_topk_router: bool = False, weights_on_inputs: bool = False):
     """topk_softmax_router (gpt-oss): logits = x W + gate.bias, weights = softmax over the top-k logits.
     glu_alpha (gpt-oss experts): min(h0, L) * sigmoid(alpha min(h0, L)) * (clip(h1, -L, L) + 1) with
     L = mlp_activations_limit (> 0; no clamp otherwise).
     sigmoid_topk_router (Llama 4): experts = top-k logits, weights = sigmoid of those logits.
     weights_on_inputs (Llama 4): each expert gets its token scaled by the routing weight; outputs are summed."""
-    m: MoeSpec = spec.moe
     if m is None:
-      raise ValueError(f"decoder_block={spec.decoder_block!r} builds MoE layers but spec.moe is None")
+      raise ValueError("a MoeBlock needs a MoeSpec (spec.moe is None: the family builds MoE layers without the MoE keys)")
     E, D, F = m.num_experts, spec.emb_dim, m.mlp_dim
     self.m, self.dtype, self.precision = m, spec.dtype, spec.matmul_precision
     self.activations = spec.mlp_activations
-    self.gate = Gate(spec, rngs=rngs)
+    self.gate = Gate(spec, m, rngs=rngs)
     k = dict(dtype=spec.weight_dtype, scale=spec.dense_init_scale)
     if len(self.activations) == 2:
       self.wi_0 = _expert_kernel(rngs, (E, D, F), axes=("exp", "embed_no_exp", "mlp"), **k)

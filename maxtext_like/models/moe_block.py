@@ -41,9 +41,9 @@ def moe_decoder_layer(spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True, laye
                       attention: Callable[[nnx.Rngs], nnx.Module] | None = None, **moe_options) -> LlamaDecoderLayer:
   """The llama block with a MoeBlock (or, for a dense layer, an MlpBlock); `moe_options` go to the MoeBlock."""
   if moe and (layer_index is None or is_moe_layer(spec, layer_index)):
-    mlp = lambda r: MoeBlock(spec, rngs=r, **moe_options)  # noqa: E731
+    mlp = lambda r: MoeBlock(spec.mlp_spec, spec.moe, rngs=r, **moe_options)  # noqa: E731
   else:
-    mlp = lambda r: MlpBlock(spec, rngs=r)  # noqa: E731
+    mlp = lambda r: MlpBlock(spec.mlp_spec, rngs=r)  # noqa: E731
   return LlamaDecoderLayer(spec, rngs=rngs, attention=attention, mlp=mlp)
 
 

@@ -172,7 +172,7 @@ def run_pipelined(decoder, x_BTD: jax.Array, positions_BT: jax.Array, segment_id
     return y_bTD
 
   if p.remat_layers:
-    layer_apply = maybe_remat(layer_apply, spec, prevent_cse=not p.scan_layers_per_stage)
+    layer_apply = maybe_remat(layer_apply, spec.remat_spec, prevent_cse=not p.scan_layers_per_stage)
 
   def one_stage(w_P, x_bTD, pos_bT, seg_bT, r, s, m):
     """Stage s's P layers of repeat r on microbatch m."""
@@ -201,7 +201,7 @@ def run_pipelined(decoder, x_BTD: jax.Array, positions_BT: jax.Array, segment_id
     return jax.vmap(one_stage, spmd_axis_name=spmd)(w_SP, in_SbTD, pos_MbT[m_S], seg_MbT[m_S], r_S, s_S, m_S)
 
   if p.remat_iterations:
-    stage_step = maybe_remat(stage_step, spec, prevent_cse=not p.scan_iterations)
+    stage_step = maybe_remat(stage_step, spec.remat_spec, prevent_cse=not p.scan_iterations)
 
   x_MbTD = x_BTD.reshape(M, b, T, D)
   pos_MbT = positions_BT.reshape(M, b, T)

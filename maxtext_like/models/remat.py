@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 
 import jax
 
-from maxtext_like.models.spec import ModelSpec
+from maxtext_like.models.layer_specs import RematSpec
 
 _QKV = ("query_proj", "value_proj", "key_proj", "qkv_proj")
 _MINIMAL = (*_QKV, "out_proj", "mlpwi_0", "mlpwi_1", "mlpwi", "mlpwo")
@@ -40,7 +40,7 @@ def host_offload_supported(memory_kinds: Iterable[str] | None = None) -> bool:
   return OFFLOAD_MEMORY_KIND in set(memory_kinds)
 
 
-def saved_and_offloaded(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def saved_and_offloaded(spec: RematSpec) -> tuple[tuple[str, ...], tuple[str, ...]]:
   """(names kept on device, names offloaded) for a named or 'custom' policy."""
   if spec.remat_policy == "custom":
     locs = spec.remat_locations
@@ -48,7 +48,7 @@ def saved_and_offloaded(spec: ModelSpec) -> tuple[tuple[str, ...], tuple[str, ..
   return _NAMED_POLICIES[spec.remat_policy]
 
 
-def checkpoint_policy(spec: ModelSpec, memory_kinds: Iterable[str] | None = None) -> Callable | None:
+def checkpoint_policy(spec: RematSpec, memory_kinds: Iterable[str] | None = None) -> Callable | None:
   """The `jax.checkpoint` policy for spec.remat_policy ('full' -> None).
 
   Raises ValueError for 'none' (no checkpointing at all) and when the policy
@@ -75,7 +75,7 @@ def checkpoint_policy(spec: ModelSpec, memory_kinds: Iterable[str] | None = None
   )
 
 
-def maybe_remat(fn: Callable, spec: ModelSpec, *, prevent_cse: bool = True) -> Callable:
+def maybe_remat(fn: Callable, spec: RematSpec, *, prevent_cse: bool = True) -> Callable:
   """`fn` under `jax.checkpoint` with the spec's policy, or `fn` for 'none'.
 
   Use prevent_cse=False inside `lax.scan`, where CSE cannot defeat remat.

@@ -8,6 +8,7 @@ directly. Every default makes a tiny float32 llama, so
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -134,6 +135,27 @@ class ModelSpec:
   def num_query_groups(self) -> int:
     """Query heads per kv head (G in the shape vocabulary)."""
     return self.num_query_heads // self.num_kv_heads
+
+  # The parts each shared layer takes (models/layer_specs.py), built once per spec.
+  @functools.cached_property
+  def attention_spec(self):
+    from maxtext_like.models import layer_specs
+    return layer_specs.attention_spec(self)
+
+  @functools.cached_property
+  def rope_spec(self):
+    from maxtext_like.models import layer_specs
+    return layer_specs.rope_spec(self)
+
+  @functools.cached_property
+  def mlp_spec(self):
+    from maxtext_like.models import layer_specs
+    return layer_specs.mlp_spec(self)
+
+  @functools.cached_property
+  def remat_spec(self):
+    from maxtext_like.models import layer_specs
+    return layer_specs.remat_spec(self)
 
   def token_slots(self, length: int) -> np.ndarray:
     """Original index of each position of a training sequence of `length` tokens (identity unless reordered)."""

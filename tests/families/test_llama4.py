@@ -159,7 +159,8 @@ def test_moe_layer_matches_hf(k, monkeypatch):
                 sparse_matmul=dispatch != "capacity")
     spec = ModelSpec(emb_dim=D, mlp_dim=48, moe=m, decoder_block="llama4")
     monkeypatch.setattr(moe, "GMM_IMPL", "ragged_dot" if dispatch == "ragged_dot" else "blocked")
-    block = nnx.eval_shape(lambda: MoeBlock(spec, rngs=nnx.Rngs(0), sigmoid_topk_router=True, weights_on_inputs=True))
+    block = nnx.eval_shape(lambda: MoeBlock(spec.mlp_spec, m, rngs=nnx.Rngs(0), sigmoid_topk_router=True,
+                                             weights_on_inputs=True))
     ours = {"gate.kernel": w["router.weight"].T, "wi_0": w["experts.gate_up_proj"][..., :F],
             "wi_1": w["experts.gate_up_proj"][..., F:], "wo": w["experts.down_proj"],
             **{f"shared_experts.{o}.kernel": w[f"shared_expert.{h}_proj.weight"].T

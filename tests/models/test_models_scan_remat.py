@@ -78,10 +78,10 @@ def test_policy_saves_exactly_the_named_tensors(policy, capsys):
 def test_offload_policy_errors_without_host_memory():
   spec = LOOP.replace(remat_policy="minimal_offloaded")
   with pytest.raises(ValueError, match="not supported on this backend"):
-    remat.checkpoint_policy(spec, memory_kinds=["device"])
-  assert remat.checkpoint_policy(spec, memory_kinds=["device", "pinned_host"]) is not None
+    remat.checkpoint_policy(spec.remat_spec, memory_kinds=["device"])
+  assert remat.checkpoint_policy(spec.remat_spec, memory_kinds=["device", "pinned_host"]) is not None
   custom = LOOP.replace(remat_policy="custom", remat_locations={"context": "offload", "mlpwo": "device"})
-  assert remat.saved_and_offloaded(custom) == (("decoder_layer_input", "mlpwo"), ("context",))
+  assert remat.saved_and_offloaded(custom.remat_spec) == (("decoder_layer_input", "mlpwo"), ("context",))
 
 
 def test_scan_equals_loop_with_restacked_params():

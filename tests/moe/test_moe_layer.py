@@ -21,7 +21,7 @@ D = 32
 def block(seed=0, **moe):
   m = dict(num_experts=8, num_experts_per_tok=2, mlp_dim=24)
   spec = ModelSpec(decoder_block="mixtral", emb_dim=D, moe=MoeSpec(**{**m, **moe}))
-  return MoeBlock(spec, rngs=nnx.Rngs(seed))
+  return MoeBlock(spec.mlp_spec, spec.moe, rngs=nnx.Rngs(seed))
 
 
 def x_BTD(B=2, T=12, seed=1):

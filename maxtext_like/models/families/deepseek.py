@@ -32,7 +32,6 @@ import numpy as np
 from flax import nnx
 
 from maxtext_like.models import mla
-from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
 from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
 from maxtext_like.models.families.llama import LlamaDecoderLayer, rope_theta_and_scaling
@@ -42,13 +41,13 @@ from maxtext_like.models.spec import ModelSpec
 
 def _cache_dims(spec: ModelSpec) -> tuple[int, int, int]:
   if spec.attention_type == "mla":
-    return mla.kv_cache_dims(spec)
+    return mla.kv_cache_dims(spec.attention_spec)
   return spec.num_kv_heads, spec.head_dim, spec.head_dim
 
 
 def deepseek_decoder_layer(spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True) -> LlamaDecoderLayer:
   """The llama block with MLA (attention_type='mla') and a dense MLP (moe=False) or routed + shared experts."""
-  attention = (lambda r: mla.MLA(spec, rngs=r)) if spec.attention_type == "mla" else None
+  attention = (lambda r: mla.MLA(spec.attention_spec, rngs=r)) if spec.attention_type == "mla" else None
   if not moe:
     return LlamaDecoderLayer(spec, rngs=rngs, attention=attention)
   m = spec.moe

@@ -21,12 +21,11 @@ HF names -> our loop-layout paths (W.T = transposed torch Linear weight):
   model.layers.i.post_attention_layernorm    decoder.layers.i.pre_ffw_norm.scale      (gemma 1)
   model.layers.i.mlp.gate/up/down_proj       ....mlp.wi_0 / wi_1 / wo .kernel = W.T
   model.norm.weight                          decoder.decoder_norm.scale
-gemma2/gemma3 rename the norms (see `GemmaHF.layer_names`).
+gemma2/gemma3 rename the norms (see the `layer_table` of `GemmaHF` and its subclasses).
 """
 
 from __future__ import annotations
 
-import re
 
 import jax
 from flax import nnx
@@ -34,7 +33,8 @@ from flax import nnx
 from maxtext_like.models import blocks
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
+from maxtext_like.models.families.llama import GLOBAL_ROWS, QKVO_ROWS, mlp_rows
+from maxtext_like.models.hf_registry import HFConfigError, Table, TableMapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
@@ -51,11 +51,11 @@ class GemmaSublayer(nnx.Module):
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs, scale_offset=1.0)
     self.pre_self_attention_norm = RMSNorm(D, **norm)
-    self.self_attention = Attention(spec, rngs=rngs, qk_norm_offset=1.0)
+    self.self_attention = Attention(spec.attention_spec, rngs=rngs, qk_norm_offset=1.0)
     if spec.use_post_attn_norm:
       self.post_self_attention_norm = RMSNorm(D, **norm)
     self.pre_ffw_norm = RMSNorm(D, **norm)
-    self.mlp = MlpBlock(spec, rngs=rngs)
+    self.mlp = MlpBlock(spec.mlp_spec, rngs=rngs)
     if spec.use_post_ffw_norm:
       self.post_ffw_norm = RMSNorm(D, **norm)
     self.dropout = nnx.Dropout(spec.dropout_rate)
@@ -83,82 +83,19 @@ class GemmaSublayer(nnx.Module):
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
 
-_LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(.+)\.weight")
+PROJECTION_ROWS = (*QKVO_ROWS, *mlp_rows())  # q/k/v/o and MLP as llama; (1 + w) norms store HF's w (copy)
 
 
-class GemmaHF(HFMapping):
+class GemmaHF(TableMapping):
   """GemmaForCausalLM; gemma2/gemma3 subclass it (more norms, layer grouping, config fields)."""
 
   architectures = ("GemmaForCausalLM",)
   model_type = "gemma"
-  # HF name inside a layer -> our name inside a (sub)layer; projections are handled by `_kernel_shapes`.
-  layer_names = {
-      "input_layernorm": "pre_self_attention_norm.scale",
-      "post_attention_layernorm": "pre_ffw_norm.scale",
-      "self_attn.q_proj": "self_attention.query.kernel",
-      "self_attn.k_proj": "self_attention.key.kernel",
-      "self_attn.v_proj": "self_attention.value.kernel",
-      "self_attn.o_proj": "self_attention.out.kernel",
-      "mlp.gate_proj": "mlp.wi_0.kernel",
-      "mlp.up_proj": "mlp.wi_1.kernel",
-      "mlp.down_proj": "mlp.wo.kernel",
-  }
-
-  # -- layer placement (gemma2 groups HF layers in [local, global] pairs) --
-  def our_layer_prefix(self, spec: ModelSpec, hf_layer: int) -> str:
-    return f"decoder.layers.{hf_layer}."
-
-  def hf_layer_index(self, spec: ModelSpec, our_path: str) -> tuple[int, str]:
-    """(HF layer index, our name inside the sublayer) for a layer path."""
-    m = re.fullmatch(r"decoder\.layers\.(\d+)\.(.+)", our_path)
-    if not m:
-      raise KeyError(our_path)
-    return int(m.group(1)), m.group(2)
-
-  def _kernel_shapes(self, spec: ModelSpec, ours: str):
-    """(in_shape, out_shape) of a projection kernel, None for a norm scale."""
-    D, N, K, H, F = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim, spec.mlp_dim
-    return {
-        "self_attention.query.kernel": ((D,), (N, H)),
-        "self_attention.key.kernel": ((D,), (K, H)),
-        "self_attention.value.kernel": ((D,), (K, H)),
-        "self_attention.out.kernel": ((N, H), (D,)),
-        "mlp.wi_0.kernel": ((D,), (F,)),
-        "mlp.wi_1.kernel": ((D,), (F,)),
-        "mlp.wo.kernel": ((F,), (D,)),
-    }.get(ours)
-
-  def to_ours(self, spec, hf_name, array):
-    if hf_name == "model.embed_tokens.weight":
-      return [("token_embedder.embedding", array)]
-    if hf_name == "model.norm.weight":
-      return [("decoder.decoder_norm.scale", array)]
-    if hf_name == "lm_head.weight" and not spec.logits_via_embedding:
-      return [("decoder.logits_dense.kernel", linear_to_kernel(array, (spec.emb_dim,), (spec.vocab_size,)))]
-    if hf_name == "lm_head.weight" or hf_name.endswith("rotary_emb.inv_freq"):
-      return []  # tied to the embedding / recomputed
-    m = _LAYER_RE.fullmatch(hf_name)
-    if not m or m.group(2) not in self.layer_names:
-      return None
-    ours = self.layer_names[m.group(2)]
-    shapes = self._kernel_shapes(spec, ours)
-    value = array if shapes is None else linear_to_kernel(array, *shapes)
-    return [(self.our_layer_prefix(spec, int(m.group(1))) + ours, value)]
-
-  def to_hf(self, spec, our_path, array):
-    if our_path == "token_embedder.embedding":
-      return [("model.embed_tokens.weight", array)]
-    if our_path == "decoder.decoder_norm.scale":
-      return [("model.norm.weight", array)]
-    if our_path == "decoder.logits_dense.kernel":
-      return [("lm_head.weight", kernel_to_linear(array, 1))]
-    hf_layer, ours = self.hf_layer_index(spec, our_path)
-    inverse = {v: k for k, v in self.layer_names.items()}
-    if ours not in inverse:
-      raise KeyError(our_path)
-    shapes = self._kernel_shapes(spec, ours)
-    value = array if shapes is None else kernel_to_linear(array, len(shapes[0]))
-    return [(f"model.layers.{hf_layer}.{inverse[ours]}.weight", value)]
+  layer_table = Table(PROJECTION_ROWS, (
+      ("input_layernorm.weight", "pre_self_attention_norm.scale", "copy"),
+      ("post_attention_layernorm.weight", "pre_ffw_norm.scale", "copy"),
+  ))
+  global_table = Table(GLOBAL_ROWS)
 
   # -- config --
   def num_hf_layers(self, spec: ModelSpec) -> int:

@@ -32,7 +32,8 @@ from maxtext_like.models import rope
 from maxtext_like.models.families.gemma import GemmaHF, GemmaSublayer
 from maxtext_like.models.families.gemma2 import Gemma2HF
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.families.llama import QK_NORM_ROWS
+from maxtext_like.models.hf_registry import HFConfigError, Table, TableMapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.spec import ModelSpec
 
@@ -59,12 +60,12 @@ class Gemma3DecoderLayer(GemmaSublayer):
 
   def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
     super().__init__(spec.replace(use_qk_norm=True), rngs=rngs)
-    self.window = spec.sliding_window_size
+    self.spec, self.window = spec, spec.sliding_window_size
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                layer_index: jax.Array | int, dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
-    spec = self.self_attention.spec
+    spec = self.spec
     is_global = is_global_layer(layer_index)
     if isinstance(is_global, bool):
       inv_freq = global_inv_freq(spec) if is_global else local_inv_freq(spec)
@@ -79,15 +80,11 @@ class Gemma3DecoderLayer(GemmaSublayer):
 class Gemma3HF(Gemma2HF):
   architectures = ("Gemma3ForCausalLM",)
   model_type = "gemma3_text"
-  layer_names = {
-      **Gemma2HF.layer_names,
-      "self_attn.q_norm": "self_attention.query_norm.scale",
-      "self_attn.k_norm": "self_attention.key_norm.scale",
-  }
+  layer_table = Table(Gemma2HF.layer_table.rows, QK_NORM_ROWS)
 
   # one HF layer per layer, as gemma (1)
-  our_layer_prefix = GemmaHF.our_layer_prefix
-  hf_layer_index = GemmaHF.hf_layer_index
+  our_layer = TableMapping.our_layer
+  hf_layer = TableMapping.hf_layer
   num_hf_layers = GemmaHF.num_hf_layers
 
   def model_keys_from_hf(self, c):

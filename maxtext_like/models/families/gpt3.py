@@ -6,7 +6,7 @@ The block (MaxText's Gpt3DecoderLayer):
   MlpBlock(use_pre_norm=True)) and is non-gated, `mlp_activations: [gelu]` (tanh approximation = HF gelu_new).
 - LayerNorm with scale and bias everywhere (incl. the final `decoder_norm`), float32 reductions; `scale` stores
   the multiplier (init 1) as torch does, where MaxText's Gpt3LayerNorm stores scale - 1 (its checkpoints need +1).
-- Attention: biases on q/k/v and on the output projection; no RoPE (`use_rope = False`): learned absolute
+- Attention: biases on q/k/v and on the output projection; no RoPE (`Attention(nope=True)`): learned absolute
   position embeddings `position_embedder.embedding` [trainable_position_size, D] are added to the token
   embeddings (transformer.py). With `fused_qkv` (every preset) one kernel `qkv_proj` [D, 3, N, H] (+ bias
   [3, N, H]) replaces query/key/value; queries are scaled by head_dim ** -0.5. MHA only with fused_qkv.
@@ -37,51 +37,20 @@ import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models import attention_kernels, blocks
+from maxtext_like.models import blocks
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
 from maxtext_like.models.hf_registry import HFConfigError, HFMapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral, activation
 from maxtext_like.models.norms import LayerNorm
-from maxtext_like.models.sharding import ACT_BSKH, ACT_BTD, ACT_BTF, ACT_BTNH, constrain
+from maxtext_like.models.sharding import ACT_BTD, ACT_BTF, constrain
 from maxtext_like.models.spec import ModelSpec
 
 
 def layer_norm(spec: ModelSpec, rngs: nnx.Rngs) -> LayerNorm:
   return LayerNorm(spec.emb_dim, epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype,
                    weight_dtype=spec.weight_dtype, rngs=rngs)
-
-
-class Gpt3Attention(Attention):
-  """Biased (fused) q/k/v and out projections, no RoPE; the cache and kernels are `Attention`'s."""
-
-  use_rope = False
-
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):  # pylint: disable=super-init-not-called
-    D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
-    self.spec = spec
-    dense = dict(dtype=spec.dtype, weight_dtype=spec.weight_dtype, precision=spec.matmul_precision,
-                 init_scale=spec.dense_init_scale, use_bias=True, rngs=rngs)
-    if spec.fused_qkv:
-      self.qkv_proj = DenseGeneral((D,), (3, N, H), ("embed", None, "heads", "kv"), **dense)
-    else:
-      self.query = DenseGeneral((D,), (N, H), ("embed", "heads", "kv"), **dense)
-      self.key = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **dense)
-      self.value = DenseGeneral((D,), (K, H), ("embed", "kv_heads", "kv"), **dense)
-    self.out = DenseGeneral((N, H), (D,), ("heads", "kv", "embed"), **dense)
-    self.options = attention_kernels.AttentionOptions(
-        window=spec.sliding_window_size, soft_cap=spec.attn_logits_soft_cap,
-        float32_qk_product=spec.float32_qk_product, float32_logits=spec.float32_logits,
-        precision=spec.matmul_precision,
-        query_scale=None if spec.query_pre_attn_scalar is None else spec.query_pre_attn_scalar ** -0.5)
-
-  def project(self, x_BTD: jax.Array):
-    if not self.spec.fused_qkv:
-      return super().project(x_BTD)
-    qkv_BT3NH = checkpoint_name(self.qkv_proj(x_BTD), "qkv_proj")
-    return (constrain(qkv_BT3NH[:, :, 0], ACT_BTNH), constrain(qkv_BT3NH[:, :, 1], ACT_BSKH),
-            constrain(qkv_BT3NH[:, :, 2], ACT_BSKH))
 
 
 class Gpt3Mlp(nnx.Module):
@@ -118,7 +87,9 @@ class Gpt3DecoderLayer(nnx.Module):
     if problems:
       raise ValueError("decoder_block 'gpt3': " + "; ".join(problems))
     self.pre_self_attention_norm = layer_norm(spec, rngs)
-    self.self_attention = Gpt3Attention(spec, rngs=rngs)
+    # biased (optionally fused) q/k/v and output projections; no RoPE: positions are learned embeddings
+    self.self_attention = Attention(spec.replace(attention_bias=True).attention_spec, rngs=rngs, out_bias=True,
+                                    nope=True)
     self.mlp = Gpt3Mlp(spec, rngs=rngs)
     self.dropout = nnx.Dropout(spec.dropout_rate)
 

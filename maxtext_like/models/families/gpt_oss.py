@@ -77,14 +77,14 @@ class GptOssDecoderLayer(nnx.Module):
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs)
     self.pre_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.self_attention = Attention(spec, rngs=rngs, out_bias=spec.attention_bias)  # HF's attention_bias biases o_proj too
+    self.self_attention = Attention(spec.attention_spec, rngs=rngs, out_bias=spec.attention_bias)  # HF's attention_bias biases o_proj too
     # YaRN's attention factor on cos/sin (both q and k) == queries scaled by its square
     s = rope.rope_scale_from_spec(spec)
     if s != 1.0:
       base = spec.head_dim ** -0.5 if spec.query_pre_attn_scalar is None else spec.query_pre_attn_scalar ** -0.5
       self.self_attention.options = dataclasses.replace(self.self_attention.options, query_scale=base * s * s)
     self.post_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.mlp = MoeBlock(spec, rngs=rngs, topk_softmax_router=True, glu_alpha=SWIGLU_ALPHA)
+    self.mlp = MoeBlock(spec.mlp_spec, spec.moe, rngs=rngs, topk_softmax_router=True, glu_alpha=SWIGLU_ALPHA)
     self.dropout = nnx.Dropout(spec.dropout_rate)
     self.window = spec.sliding_window_size
 

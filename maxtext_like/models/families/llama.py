@@ -24,17 +24,15 @@ and qwen3.py reuse it with q/k/v biases and QK-norm.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import jax
-import numpy as np
 from flax import nnx
 
 from maxtext_like.models import blocks
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
+from maxtext_like.models.hf_registry import HFConfigError, Table, TableMapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
@@ -53,9 +51,9 @@ class LlamaDecoderLayer(nnx.Module):
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs)
     self.pre_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.self_attention = attention(rngs) if attention is not None else Attention(spec, rngs=rngs)
+    self.self_attention = attention(rngs) if attention is not None else Attention(spec.attention_spec, rngs=rngs)
     self.post_self_attention_layer_norm = RMSNorm(spec.emb_dim, **norm)
-    self.mlp = mlp(rngs) if mlp is not None else MlpBlock(spec, rngs=rngs)
+    self.mlp = mlp(rngs) if mlp is not None else MlpBlock(spec.mlp_spec, rngs=rngs)
     self.dropout = nnx.Dropout(spec.dropout_rate)
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
@@ -74,69 +72,42 @@ class LlamaDecoderLayer(nnx.Module):
 
 # ---- Hugging Face mapping (see hf_registry for the protocol) ------------------------------------------------
 
-# (HF name suffix, our path suffix, kind) for one decoder layer; kinds are converted by _to_ours_kind/_to_hf_kind.
-_LAYER_TABLE = (
+NORM_ROWS = (  # (HF suffix, our suffix, kind in hf_registry.KINDS) below model.layers.i / decoder.layers.i
     ("input_layernorm.weight", "pre_self_attention_layer_norm.scale", "copy"),
     ("post_attention_layernorm.weight", "post_self_attention_layer_norm.scale", "copy"),
+)
+QKVO_ROWS = (
     ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"),
     ("self_attn.k_proj.weight", "self_attention.key.kernel", "kv"),
     ("self_attn.v_proj.weight", "self_attention.value.kernel", "kv"),
     ("self_attn.o_proj.weight", "self_attention.out.kernel", "o"),
-    ("self_attn.q_proj.bias", "self_attention.query.bias", "qbias"),
-    ("self_attn.k_proj.bias", "self_attention.key.bias", "kvbias"),
-    ("self_attn.v_proj.bias", "self_attention.value.bias", "kvbias"),
+)
+QKV_BIAS_ROWS = (  # qwen2, gpt_oss
+    ("self_attn.q_proj.bias", "self_attention.query.bias", "q_bias"),
+    ("self_attn.k_proj.bias", "self_attention.key.bias", "kv_bias"),
+    ("self_attn.v_proj.bias", "self_attention.value.bias", "kv_bias"),
+)
+QK_NORM_ROWS = (  # qwen3
     ("self_attn.q_norm.weight", "self_attention.query_norm.scale", "copy"),
     ("self_attn.k_norm.weight", "self_attention.key_norm.scale", "copy"),
-    ("mlp.gate_proj.weight", "mlp.wi_0.kernel", "dense"),
-    ("mlp.up_proj.weight", "mlp.wi_1.kernel", "dense"),
-    ("mlp.down_proj.weight", "mlp.wo.kernel", "dense"),
 )
-_GLOBAL_TABLE = (
+GLOBAL_ROWS = (
     ("model.embed_tokens.weight", "token_embedder.embedding", "copy"),
     ("model.norm.weight", "decoder.decoder_norm.scale", "copy"),
-    ("lm_head.weight", "decoder.logits_dense.kernel", "dense"),
+    ("lm_head.weight", "decoder.logits_dense.kernel", "T"),
 )
-_HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
-_OUR_LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
+
+
+def mlp_rows(hf: str = "mlp.", ours: str = "mlp.") -> tuple:
+  """A gated MLP's torch Linear gate_proj / up_proj / down_proj below `hf` <-> wi_0 / wi_1 / wo kernels below `ours`."""
+  return ((f"{hf}gate_proj.weight", f"{ours}wi_0.kernel", "T"), (f"{hf}up_proj.weight", f"{ours}wi_1.kernel", "T"),
+          (f"{hf}down_proj.weight", f"{ours}wo.kernel", "T"))
+
+
 # HF llama3 rope_scaling field -> our config key (rope_type=llama3.1)
 LLAMA3_ROPE_KEYS = {"factor": "rope_llama31_factor", "low_freq_factor": "rope_llama31_low_freq_factor",
                     "high_freq_factor": "rope_llama31_high_freq_factor",
                     "original_max_position_embeddings": "rope_llama31_original_max_position"}
-
-
-def _to_ours_kind(spec: ModelSpec, kind: str, w: np.ndarray) -> np.ndarray:
-  D, N, K, H = spec.emb_dim, spec.num_query_heads, spec.num_kv_heads, spec.head_dim
-  if kind == "copy":
-    return w
-  if kind == "dense":
-    return np.ascontiguousarray(w.T)
-  if kind in ("q", "kv"):
-    heads = N if kind == "q" else K
-    if w.shape != (heads * H, D):  # reshape would fail or scramble: let the converter report the shape
-      return w
-    return linear_to_kernel(w, (D,), (heads, H))
-  if kind == "o":
-    if w.shape != (D, N * H):
-      return w
-    return linear_to_kernel(w, (N, H), (D,))
-  if kind in ("qbias", "kvbias"):
-    heads = N if kind == "qbias" else K
-    return w.reshape(heads, H) if w.shape == (heads * H,) else w
-  raise AssertionError(kind)
-
-
-def _to_hf_kind(kind: str, k: np.ndarray) -> np.ndarray:
-  if kind == "copy":
-    return k
-  if kind == "dense":
-    return np.ascontiguousarray(k.T)
-  if kind in ("q", "kv"):
-    return kernel_to_linear(k, 1)
-  if kind == "o":
-    return kernel_to_linear(k, 2)
-  if kind in ("qbias", "kvbias"):
-    return k.reshape(-1)
-  raise AssertionError(kind)
 
 
 def rope_theta_and_scaling(hf: dict) -> tuple[float, dict]:
@@ -167,10 +138,12 @@ def llama3_rope_parameters(spec: ModelSpec) -> dict:
   return {"rope_type": "default", "rope_theta": float(spec.rope_max_timescale)}
 
 
-class LlamaHF(HFMapping):
+class LlamaHF(TableMapping):
   """LlamaForCausalLM (llama2/3/3.1/3.3, incl. llama3 rope scaling) and MistralForCausalLM (sliding window)."""
 
   architectures = ("LlamaForCausalLM", "MistralForCausalLM")
+  layer_table = Table(NORM_ROWS, QKVO_ROWS, QKV_BIAS_ROWS, QK_NORM_ROWS, mlp_rows())
+  global_table = Table(GLOBAL_ROWS)
   default_tie = False
   qkv_bias = False  # HF attention_bias=True also adds an o_proj bias, which our attention has not
 
@@ -260,34 +233,6 @@ class LlamaHF(HFMapping):
         "rope_scaling": None if rope["rope_type"] == "default" else rope,
         "rope_parameters": rope,
     }
-
-  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
-    if hf_name.endswith("rotary_emb.inv_freq"):
-      return []
-    if hf_name == "lm_head.weight" and spec.logits_via_embedding:
-      return []  # a tied checkpoint that still stores the (identical) head
-    m = _HF_LAYER.fullmatch(hf_name)
-    if m:
-      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
-        if m.group(2) == hf_suffix:
-          return [(f"decoder.layers.{m.group(1)}.{our_suffix}", _to_ours_kind(spec, kind, array))]
-      return None
-    for name, ours, kind in _GLOBAL_TABLE:
-      if hf_name == name:
-        return [(ours, _to_ours_kind(spec, kind, array))]
-    return None
-
-  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
-    m = _OUR_LAYER.fullmatch(our_path)
-    if m:
-      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
-        if m.group(2) == our_suffix:
-          return [(f"model.layers.{m.group(1)}.{hf_suffix}", _to_hf_kind(kind, array))]
-      raise KeyError(our_path)
-    for name, ours, kind in _GLOBAL_TABLE:
-      if our_path == ours:
-        return [(name, _to_hf_kind(kind, array))]
-    raise KeyError(our_path)
 
 
 FAMILY = Family(names=("llama2", "mistral"), block=LlamaDecoderLayer, hf=LlamaHF())

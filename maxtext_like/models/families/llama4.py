@@ -64,14 +64,14 @@ def llama4_layer(spec: ModelSpec, *, rngs: nnx.Rngs, layer_index: int = 0) -> Ll
   attn_spec = spec.replace(use_qk_norm=False)  # Llama 4's QK norm has no weights: qk_l2_norm below
 
   def attention(r):
-    return Attention(attn_spec, rngs=r, nope=nope, rope_interleave=True, qk_l2_norm=spec.use_qk_norm and not nope,
+    return Attention(attn_spec.attention_spec, rngs=r, nope=nope, rope_interleave=True, qk_l2_norm=spec.use_qk_norm and not nope,
                      chunk=0 if nope else spec.chunk_attn_window_size,
                      temperature_tuning=TEMPERATURE_TUNING if nope and spec.temperature_tuning else None)
 
   if is_moe_layer(spec, layer_index):
-    mlp = lambda r: MoeBlock(spec, rngs=r, sigmoid_topk_router=True, weights_on_inputs=True)  # noqa: E731
+    mlp = lambda r: MoeBlock(spec.mlp_spec, spec.moe, rngs=r, sigmoid_topk_router=True, weights_on_inputs=True)  # noqa: E731
   else:
-    mlp = lambda r: MlpBlock(spec, rngs=r)  # noqa: E731
+    mlp = lambda r: MlpBlock(spec.mlp_spec, rngs=r)  # noqa: E731
   return LlamaDecoderLayer(spec, rngs=rngs, attention=attention, mlp=mlp)
 
 

@@ -30,7 +30,6 @@ HF names -> ours (W.T = transposed torch Linear weight):
 
 from __future__ import annotations
 
-import re
 
 import jax
 import jax.numpy as jnp
@@ -40,11 +39,12 @@ from flax import nnx
 from maxtext_like.models import blocks, rope
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.hf_registry import HFConfigError, Table
 from maxtext_like.models.kv_cache import LayerKV
-from maxtext_like.models.families.llama import LlamaHF, _to_hf_kind, _to_ours_kind
+from maxtext_like.models.families.llama import QK_NORM_ROWS, QKVO_ROWS, LlamaHF, mlp_rows
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.layer_specs import AttentionSpec
 from maxtext_like.models.spec import ModelSpec
 
 ATTENTION_PATTERN = 4  # layers per sliding, sliding, sliding, full cycle
@@ -84,7 +84,7 @@ def sliding_rope(spec: ModelSpec) -> tuple[jax.Array, float]:
 class OlmoAttention(Attention):
   """`Attention` whose QK-norm normalises all heads of q (and of k) together."""
 
-  def __init__(self, spec: ModelSpec, *, rngs: nnx.Rngs):
+  def __init__(self, spec: AttentionSpec, *, rngs: nnx.Rngs):
     super().__init__(spec.replace(use_qk_norm=False), rngs=rngs)
     self.full_qk_norm = spec.use_qk_norm
     if spec.use_qk_norm:
@@ -110,10 +110,10 @@ class OlmoDecoderLayer(nnx.Module):
       raise ValueError("decoder_block 'olmo3' rotates halves (HF OLMo): set rope_interleave=false")
     norm = dict(epsilon=spec.normalization_layer_epsilon, dtype=spec.dtype, weight_dtype=spec.weight_dtype,
                 rngs=rngs)
-    self.window = spec.sliding_window_size
-    self.self_attention = OlmoAttention(spec, rngs=rngs)
+    self.spec, self.window = spec, spec.sliding_window_size
+    self.self_attention = OlmoAttention(spec.attention_spec, rngs=rngs)
     self.post_self_attention_norm = RMSNorm(spec.emb_dim, **norm)
-    self.mlp = MlpBlock(spec, rngs=rngs)
+    self.mlp = MlpBlock(spec.mlp_spec, rngs=rngs)
     self.post_ffw_norm = RMSNorm(spec.emb_dim, **norm)
     self.dropout = nnx.Dropout(spec.dropout_rate)
 
@@ -121,7 +121,7 @@ class OlmoDecoderLayer(nnx.Module):
                layer_index: jax.Array | int, dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
     x_BTD = blocks.layer_input(x_BTD)
-    spec = self.self_attention.spec
+    spec = self.spec
     is_global = is_global_layer(layer_index) if self.window else True
     if isinstance(is_global, bool):
       window = 0 if is_global else self.window
@@ -141,30 +141,14 @@ class OlmoDecoderLayer(nnx.Module):
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
 
-_LAYER_TABLE = (
-    ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"),
-    ("self_attn.k_proj.weight", "self_attention.key.kernel", "kv"),
-    ("self_attn.v_proj.weight", "self_attention.value.kernel", "kv"),
-    ("self_attn.o_proj.weight", "self_attention.out.kernel", "o"),
-    ("self_attn.q_norm.weight", "self_attention.query_norm.scale", "copy"),
-    ("self_attn.k_norm.weight", "self_attention.key_norm.scale", "copy"),
-    ("post_attention_layernorm.weight", "post_self_attention_norm.scale", "copy"),
-    ("mlp.gate_proj.weight", "mlp.wi_0.kernel", "dense"),
-    ("mlp.up_proj.weight", "mlp.wi_1.kernel", "dense"),
-    ("mlp.down_proj.weight", "mlp.wo.kernel", "dense"),
-    ("post_feedforward_layernorm.weight", "post_ffw_norm.scale", "copy"),
-)
-_GLOBAL_TABLE = (
-    ("model.embed_tokens.weight", "token_embedder.embedding", "copy"),
-    ("model.norm.weight", "decoder.decoder_norm.scale", "copy"),
-    ("lm_head.weight", "decoder.logits_dense.kernel", "dense"),
-)
-
-
 class OlmoHF(LlamaHF):
   """Olmo3ForCausalLM (sliding window on 3 of 4 layers) and Olmo2ForCausalLM (no window)."""
 
   architectures = ("Olmo3ForCausalLM", "Olmo2ForCausalLM")
+  layer_table = Table(QKVO_ROWS, QK_NORM_ROWS, mlp_rows(), (  # norms on the sublayer outputs only
+      ("post_attention_layernorm.weight", "post_self_attention_norm.scale", "copy"),
+      ("post_feedforward_layernorm.weight", "post_ffw_norm.scale", "copy"),
+  ))
 
   def decoder_block_for(self, hf: dict) -> str:
     return "olmo3"
@@ -248,30 +232,6 @@ class OlmoHF(LlamaHF):
             "layer_types": layer_types(spec.num_decoder_layers, spec.sliding_window_size),
             "rope_parameters": {"full_attention": full, "sliding_attention": dict(plain)},
             "pad_token_id": None, "eos_token_id": None}
-
-  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
-    if hf_name.endswith("rotary_emb.inv_freq"):
-      return []
-    if hf_name == "lm_head.weight" and spec.logits_via_embedding:
-      return []
-    m = re.fullmatch(r"model\.layers\.(\d+)\.(.+)", hf_name)
-    table = _LAYER_TABLE if m else _GLOBAL_TABLE
-    name = m.group(2) if m else hf_name
-    prefix = f"decoder.layers.{m.group(1)}." if m else ""
-    for hf_suffix, ours, kind in table:
-      if name == hf_suffix:
-        return [(prefix + ours, _to_ours_kind(spec, kind, array))]
-    return None
-
-  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
-    m = re.fullmatch(r"decoder\.layers\.(\d+)\.(.+)", our_path)
-    table = _LAYER_TABLE if m else _GLOBAL_TABLE
-    name = m.group(2) if m else our_path
-    prefix = f"model.layers.{m.group(1)}." if m else ""
-    for hf_suffix, ours, kind in table:
-      if name == ours:
-        return [(prefix + hf_suffix, _to_hf_kind(kind, array))]
-    raise KeyError(our_path)
 
 
 FAMILY = Family(names=("olmo3",), block=OlmoDecoderLayer, hf=OlmoHF(), layer_index_at_call=True)
