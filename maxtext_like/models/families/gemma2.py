@@ -26,9 +26,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from maxtext_like.models import blocks
-from maxtext_like.models.families.gemma import GemmaHF, GemmaSublayer
+from maxtext_like.models.families.gemma import PROJECTION_ROWS, GemmaHF, GemmaSublayer
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.hf_registry import HFConfigError, Table
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.spec import ModelSpec
 
@@ -64,21 +64,19 @@ class Gemma2DecoderLayer(nnx.Module):
 class Gemma2HF(GemmaHF):
   architectures = ("Gemma2ForCausalLM",)
   model_type = "gemma2"
-  layer_names = {
-      **GemmaHF.layer_names,
-      "post_attention_layernorm": "post_self_attention_norm.scale",
-      "pre_feedforward_layernorm": "pre_ffw_norm.scale",
-      "post_feedforward_layernorm": "post_ffw_norm.scale",
-  }
+  layer_table = Table(PROJECTION_ROWS, (
+      ("input_layernorm.weight", "pre_self_attention_norm.scale", "copy"),
+      ("post_attention_layernorm.weight", "post_self_attention_norm.scale", "copy"),
+      ("pre_feedforward_layernorm.weight", "pre_ffw_norm.scale", "copy"),
+      ("post_feedforward_layernorm.weight", "post_ffw_norm.scale", "copy"),
+  ))
 
-  def our_layer_prefix(self, spec, hf_layer):
-    return f"decoder.layers.{hf_layer // 2}.{SUBLAYERS[hf_layer % 2]}."
+  def our_layer(self, spec, i):  # HF layers 2i, 2i+1 are pair i
+    return f"decoder.layers.{i // 2}.{SUBLAYERS[i % 2]}."
 
-  def hf_layer_index(self, spec, our_path):
+  def hf_layer(self, spec, our_path):
     m = re.fullmatch(r"decoder\.layers\.(\d+)\.(local_layer|global_layer)\.(.+)", our_path)
-    if not m:
-      raise KeyError(our_path)
-    return 2 * int(m.group(1)) + SUBLAYERS.index(m.group(2)), m.group(3)
+    return (2 * int(m.group(1)) + SUBLAYERS.index(m.group(2)), m.group(3)) if m else None
 
   def num_hf_layers(self, spec):
     return 2 * spec.num_decoder_layers
