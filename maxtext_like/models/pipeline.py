@@ -130,9 +130,9 @@ def _drop(mesh_axes, drop):
 def _stacked_layer_state(decoder):
   """(graphdef of one layer, its parameters stacked on a leading L axis, per-leaf logical names)."""
   spec = decoder.spec
-  if len(decoder.stacks) != 1:
+  if len(decoder.stacks) != 1 or decoder.stacks[0].cycle != 1:
     raise NotImplementedError("pipeline parallelism with several layer stacks (e.g. deepseek's dense + MoE layers) "
-                              "is not supported yet")
+                              "or layers that repeat with a period (interleaved MoE, NoPE) is not supported yet")
   layers = getattr(decoder, decoder.stacks[0].name)
   if spec.scan_layers:
     graphdef, state = nnx.split(layers)
