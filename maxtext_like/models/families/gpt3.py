@@ -30,17 +30,15 @@ What GPT-2 cannot express: head_dim != D / N, GQA, non-gelu activations (refused
 
 from __future__ import annotations
 
-import re
 
 import jax
-import numpy as np
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
 from maxtext_like.models import blocks
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping
+from maxtext_like.models.hf_registry import HFConfigError, Table, TableMapping
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral, activation
 from maxtext_like.models.norms import LayerNorm
@@ -108,38 +106,47 @@ class Gpt3DecoderLayer(nnx.Module):
 
 # ---- Hugging Face mapping (GPT2LMHeadModel) -----------------------------------------------------------------
 
-# HF name inside transformer.h.i -> our name inside decoder.layers.i (kernels and biases keep their shapes
-# up to a reshape; c_attn is handled separately).
-_LAYER = {
-    "ln_1.weight": "pre_self_attention_norm.scale",
-    "ln_1.bias": "pre_self_attention_norm.bias",
-    "attn.c_proj.weight": "self_attention.out.kernel",
-    "attn.c_proj.bias": "self_attention.out.bias",
-    "ln_2.weight": "mlp.mlp_layer_norm.scale",
-    "ln_2.bias": "mlp.mlp_layer_norm.bias",
-    "mlp.c_fc.weight": "mlp.wi.kernel",
-    "mlp.c_fc.bias": "mlp.wi.bias",
-    "mlp.c_proj.weight": "mlp.wo.kernel",
-    "mlp.c_proj.bias": "mlp.wo.bias",
-}
-_GLOBAL = {
-    "transformer.wte.weight": "token_embedder.embedding",
-    "transformer.wpe.weight": "position_embedder.embedding",
-    "transformer.ln_f.weight": "decoder.decoder_norm.scale",
-    "transformer.ln_f.bias": "decoder.decoder_norm.bias",
-}
-_QKV = ("query", "key", "value")
-_HF_LAYER = re.compile(r"transformer\.h\.(\d+)\.(.+)")
-_OUR_LAYER = re.compile(r"decoder\.layers\.(\d+)\.(.+)")
+# (HF suffix below transformer.h.i, our suffix below decoder.layers.i, kind in hf_registry.KINDS); GPT-2's Conv1D
+# weights are [in, out] already, so no transposes
+_LAYER_ROWS = (
+    ("ln_1.weight", "pre_self_attention_norm.scale", "copy"),
+    ("ln_1.bias", "pre_self_attention_norm.bias", "copy"),
+    ("attn.c_proj.weight", "self_attention.out.kernel", "o_conv1d"),
+    ("attn.c_proj.bias", "self_attention.out.bias", "copy"),
+    ("ln_2.weight", "mlp.mlp_layer_norm.scale", "copy"),
+    ("ln_2.bias", "mlp.mlp_layer_norm.bias", "copy"),
+    ("mlp.c_fc.weight", "mlp.wi.kernel", "copy"),
+    ("mlp.c_fc.bias", "mlp.wi.bias", "copy"),
+    ("mlp.c_proj.weight", "mlp.wo.kernel", "copy"),
+    ("mlp.c_proj.bias", "mlp.wo.bias", "copy"),
+    ("attn.bias", None, "drop"),  # causal-mask buffers of older checkpoints
+    ("attn.masked_bias", None, "drop"),
+)
+_QKV = tuple(f"self_attention.{p}" for p in ("query", "key", "value"))
+_FUSED_QKV = Table(_LAYER_ROWS, (  # fused_qkv: c_attn [D, 3*N*H] -> qkv_proj [D, 3, N, H]
+    ("attn.c_attn.weight", "self_attention.qkv_proj.kernel", "qkv_conv1d"),
+    ("attn.c_attn.bias", "self_attention.qkv_proj.bias", "qkv_conv1d"),
+))
+_SEPARATE_QKV = Table(_LAYER_ROWS, (  # c_attn split into query/key/value [D, N, H] / [D, K, H], joined back
+    ("attn.c_attn.weight", tuple(f"{p}.kernel" for p in _QKV), "qkv_conv1d_split"),
+    ("attn.c_attn.bias", tuple(f"{p}.bias" for p in _QKV), "qkv_conv1d_split"),
+))
 
 
-def _reshaped(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-  """array reshaped when sizes agree (else unchanged: the converter reports the wrong shape)."""
-  return array.reshape(shape) if array.size == int(np.prod(shape)) else array
-
-
-class Gpt3HF(HFMapping):
+class Gpt3HF(TableMapping):
   architectures = ("GPT2LMHeadModel",)
+  hf_layers = "transformer.h."
+  ignored_suffixes = ()
+  global_table = Table((
+      ("transformer.wte.weight", "token_embedder.embedding", "copy"),
+      ("transformer.wpe.weight", "position_embedder.embedding", "copy"),
+      ("transformer.ln_f.weight", "decoder.decoder_norm.scale", "copy"),
+      ("transformer.ln_f.bias", "decoder.decoder_norm.bias", "copy"),
+      ("lm_head.weight", "decoder.logits_dense.kernel", "T"),  # untied only (tied: dropped)
+  ))
+
+  def table_for(self, spec: ModelSpec) -> Table:
+    return _FUSED_QKV if spec.fused_qkv else _SEPARATE_QKV
 
   def model_keys_from_hf(self, c: dict) -> dict:
     problems = []
@@ -202,78 +209,6 @@ class Gpt3HF(HFMapping):
         "scale_attn_weights": True,
         "bos_token_id": None, "eos_token_id": None,
     }
-
-  def _layer_shape(self, spec: ModelSpec, ours: str):
-    D, N, H = spec.emb_dim, spec.num_query_heads, spec.head_dim
-    return {"self_attention.out.kernel": (N, H, D)}.get(ours)
-
-  def to_ours(self, spec, hf_name, array):
-    if hf_name in _GLOBAL:
-      return [(_GLOBAL[hf_name], array)]
-    if hf_name == "lm_head.weight":
-      return [] if spec.logits_via_embedding else [("decoder.logits_dense.kernel", np.ascontiguousarray(array.T))]
-    m = _HF_LAYER.fullmatch(hf_name)
-    if not m:
-      return None
-    i, name = m.group(1), m.group(2)
-    prefix = f"decoder.layers.{i}."
-    if name in ("attn.bias", "attn.masked_bias"):
-      return []  # causal-mask buffers of older checkpoints
-    if name in ("attn.c_attn.weight", "attn.c_attn.bias"):
-      N, K, H = spec.num_query_heads, spec.num_kv_heads, spec.head_dim
-      kind = "kernel" if name.endswith("weight") else "bias"
-      lead = array.shape[:-1]  # (D,) for the kernel, () for the bias
-      if spec.fused_qkv:
-        return [(prefix + f"self_attention.qkv_proj.{kind}", _reshaped(array, (*lead, 3, N, H)))]
-      sizes = (N * H, K * H, K * H)
-      if array.shape[-1] != sum(sizes):
-        return [(prefix + f"self_attention.{p}.{kind}", array) for p in _QKV]  # reported as mis-shaped
-      parts = np.split(array, np.cumsum(sizes)[:-1], axis=-1)
-      return [(prefix + f"self_attention.{p}.{kind}", np.ascontiguousarray(a).reshape(*lead, n, H))
-              for p, a, n in zip(_QKV, parts, (N, K, K))]
-    if name not in _LAYER:
-      return None
-    ours = _LAYER[name]
-    shape = self._layer_shape(spec, ours)
-    return [(prefix + ours, array if shape is None else _reshaped(array, shape))]
-
-  def to_hf(self, spec, our_path, array):
-    inverse_global = {v: k for k, v in _GLOBAL.items()}
-    if our_path in inverse_global:
-      return [(inverse_global[our_path], array)]
-    if our_path == "decoder.logits_dense.kernel":
-      return [("lm_head.weight", np.ascontiguousarray(array.T))]
-    m = _OUR_LAYER.fullmatch(our_path)
-    if not m:
-      raise KeyError(our_path)
-    i, ours = m.group(1), m.group(2)
-    if ours in ("self_attention.qkv_proj.kernel", "self_attention.qkv_proj.bias"):
-      kind = "weight" if ours.endswith("kernel") else "bias"
-      lead = array.shape[:1] if kind == "weight" else ()
-      return [(f"transformer.h.{i}.attn.c_attn.{kind}", array.reshape(*lead, -1))]
-    inverse = {v: k for k, v in _LAYER.items()}
-    if ours not in inverse:
-      raise KeyError(our_path)
-    value = array.reshape(-1, array.shape[-1]) if ours == "self_attention.out.kernel" else array
-    return [(f"transformer.h.{i}.{inverse[ours]}", value)]
-
-  def to_hf_many(self, spec, items):
-    """Unfused query/key/value of one layer are concatenated into c_attn (fused_qkv=false)."""
-    pending: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    for path, array in items:
-      m = re.fullmatch(r"decoder\.layers\.(\d+)\.self_attention\.(query|key|value)\.(kernel|bias)", path)
-      if not m:
-        yield from self.to_hf(spec, path, array)
-        continue
-      i, part, kind = m.groups()
-      group = pending.setdefault((i, kind), {})
-      group[part] = array.reshape(*array.shape[:-2], -1)
-      if len(group) == 3:
-        del pending[(i, kind)]
-        yield (f"transformer.h.{i}.attn.c_attn.{'weight' if kind == 'kernel' else 'bias'}",
-               np.concatenate([group[p] for p in _QKV], axis=-1))
-    if pending:
-      raise KeyError(f"incomplete query/key/value groups: {sorted(pending)}")
 
 
 FAMILY = Family(names=("gpt3",), block=Gpt3DecoderLayer, hf=Gpt3HF(), spec_fields=("fused_qkv",),
