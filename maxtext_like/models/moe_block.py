@@ -1,4 +1,4 @@
-"""The generic mixture-of-experts decoder layer and its Hugging Face mixin, shared by MoE families.
+"""The generic mixture-of-experts decoder layer and its Hugging Face table rows, shared by MoE families.
 
 `moe_decoder_layer` is the llama block (pre-norm attention + MLP) whose MLP is a `moe.MoeBlock`, or a dense
 `MlpBlock` for the layers that stay dense: the `dense_layers` stack of `first_num_dense_layers`, and with
@@ -9,10 +9,8 @@ each layer with its index.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
-import numpy as np
 from flax import nnx
 
 from maxtext_like.models.family import LayerStack, stack
@@ -20,8 +18,6 @@ from maxtext_like.models.families.llama import LlamaDecoderLayer
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.moe import MoeBlock, is_moe_layer
 from maxtext_like.models.spec import ModelSpec
-
-_OUR_MOE = re.compile(r"decoder\.layers\.(\d+)\.mlp\.(gate\.kernel|wi_0|wi_1|wo)")
 
 
 def moe_layer_stacks(spec: ModelSpec) -> list[LayerStack]:
@@ -47,49 +43,15 @@ def moe_decoder_layer(spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True, laye
   return LlamaDecoderLayer(spec, rngs=rngs, attention=attention, mlp=mlp)
 
 
-class MoeHFMixin:
-  """Per-expert HF tensors <-> our stacked expert kernels. A family sets the patterns, the expert names and
-  `moe_prefix`, the HF module under each layer that holds the experts and the router gate."""
+def hf_expert_rows(hf: str, names: dict[str, str]) -> tuple:
+  """hf_registry table rows of a MoeBlock: HF's router `{hf}gate.weight` -> mlp.gate.kernel, and one torch Linear
+  weight per expert `{hf}experts.{e}.<name>.weight` -> slice e of our stacked mlp.wi_0 / wi_1 / wo [E, ...];
+  `names` maps the HF expert weight names to ours (w1 -> wi_0, ...)."""
+  return ((f"{hf}gate.weight", "mlp.gate.kernel", "T"),
+          *((f"{hf}experts.{{e}}.{h}.weight", f"mlp.{o}", "T") for h, o in names.items()))
 
-  expert_re: re.Pattern
-  gate_re: re.Pattern
-  expert_names: dict[str, str]  # HF short name -> ours (wi_0 / wi_1 / wo)
-  moe_prefix: str  # 'block_sparse_moe' (Mixtral) or 'mlp' (Qwen3-MoE)
 
-  def _expert_name(self, i: int, e: int, ours: str) -> str:
-    hf_short = next(k for k, v in self.expert_names.items() if v == ours)
-    return f"model.layers.{i}.{self.moe_prefix}.experts.{e}.{hf_short}.weight"
-
-  def _gate_name(self, i: int) -> str:
-    return f"model.layers.{i}.{self.moe_prefix}.gate.weight"
-
-  def moe_to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
-    m = self.expert_re.fullmatch(hf_name)
-    if m:
-      i, e, w = m.groups()
-      return [(f"decoder.layers.{i}.mlp.{self.expert_names[w]}[{e}]", np.ascontiguousarray(array.T))]
-    m = self.gate_re.fullmatch(hf_name)
-    if m:
-      return [(f"decoder.layers.{m.group(1)}.mlp.gate.kernel", np.ascontiguousarray(array.T))]
-    return None
-
-  def moe_to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
-    m = _OUR_MOE.fullmatch(our_path)
-    if not m:
-      return None
-    i, kind = int(m.group(1)), m.group(2)
-    if kind == "gate.kernel":
-      return [(self._gate_name(i), np.ascontiguousarray(array.T))]
-    return [(self._expert_name(i, e, kind), np.ascontiguousarray(array[e].T)) for e in range(array.shape[0])]
-
-  def to_ours(self, spec, hf_name, array):
-    out = self.moe_to_ours(spec, hf_name, array)
-    return out if out is not None else super().to_ours(spec, hf_name, array)
-
-  def to_hf(self, spec, our_path, array):
-    out = self.moe_to_hf(spec, our_path, array)
-    return out if out is not None else super().to_hf(spec, our_path, array)
-
-  def moe_keys(self, hf: dict, num_experts_key: str) -> dict:
-    E = hf.get(num_experts_key) or hf.get("num_local_experts") or hf.get("num_experts")
-    return {"num_experts": int(E), "num_experts_per_tok": int(hf["num_experts_per_tok"])}
+def hf_moe_keys(hf: dict, num_experts_key: str) -> dict:
+  """num_experts / num_experts_per_tok config keys from an HF config.json."""
+  E = hf.get(num_experts_key) or hf.get("num_local_experts") or hf.get("num_experts")
+  return {"num_experts": int(E), "num_experts_per_tok": int(hf["num_experts_per_tok"])}

@@ -18,31 +18,25 @@ One HF tensor fills one expert's slice of our stacked [E, ...] kernel: `to_ours`
 
 from __future__ import annotations
 
-import re
-
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.hf_registry import HFConfigError, Table
 from maxtext_like.models.families.llama import LlamaHF
-from maxtext_like.models.moe_block import MoeHFMixin, moe_decoder_layer, moe_layer_stacks
+from maxtext_like.models.moe_block import hf_expert_rows, hf_moe_keys, moe_decoder_layer, moe_layer_stacks
 from maxtext_like.models.spec import ModelSpec
 
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
 
-_EXPERT_HF = {"w1": "wi_0", "w3": "wi_1", "w2": "wo"}
-_HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight")
-_HF_GATE = re.compile(r"model\.layers\.(\d+)\.block_sparse_moe\.gate\.weight")
-
-
-class MixtralHF(MoeHFMixin, LlamaHF):
+class MixtralHF(LlamaHF):
   architectures = ("MixtralForCausalLM",)
-  expert_re, gate_re, expert_names, moe_prefix = _HF_EXPERT, _HF_GATE, _EXPERT_HF, "block_sparse_moe"
+  layer_table = Table(LlamaHF.layer_table.rows,
+                      hf_expert_rows("block_sparse_moe.", {"w1": "wi_0", "w3": "wi_1", "w2": "wo"}))
 
   def decoder_block_for(self, hf: dict) -> str:
     return "mixtral"
 
   def family_keys(self, hf: dict, keys: dict) -> list[str]:
-    keys.update(self.moe_keys(hf, "num_local_experts"))
+    keys.update(hf_moe_keys(hf, "num_local_experts"))
     keys["base_moe_mlp_dim"] = keys["base_mlp_dim"]
     keys["norm_topk_prob"] = True
     keys["sliding_window_size"] = int(hf.get("sliding_window") or 0)

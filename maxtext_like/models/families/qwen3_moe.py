@@ -13,29 +13,23 @@ a stack of period k), whose MLPs map as llama's `mlp.gate_proj/up_proj/down_proj
 
 from __future__ import annotations
 
-import re
-
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError
-from maxtext_like.models.moe_block import MoeHFMixin, moe_decoder_layer, moe_layer_stacks
+from maxtext_like.models.hf_registry import HFConfigError, Table
+from maxtext_like.models.moe_block import hf_expert_rows, hf_moe_keys, moe_decoder_layer, moe_layer_stacks
 from maxtext_like.models.families.qwen3 import Qwen3HF
 from maxtext_like.models.spec import ModelSpec
 
-_HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
-_HF_GATE = re.compile(r"model\.layers\.(\d+)\.mlp\.gate\.weight")
-_EXPERT_HF = {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
-
-
-class Qwen3MoeHF(MoeHFMixin, Qwen3HF):
+class Qwen3MoeHF(Qwen3HF):
   architectures = ("Qwen3MoeForCausalLM",)
-  expert_re, gate_re, expert_names, moe_prefix = _HF_EXPERT, _HF_GATE, _EXPERT_HF, "mlp"
+  layer_table = Table(Qwen3HF.layer_table.rows,
+                      hf_expert_rows("mlp.", {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}))
 
   def decoder_block_for(self, hf: dict) -> str:
     return "qwen3_moe"
 
   def family_keys(self, hf: dict, keys: dict) -> list[str]:
     problems = super().family_keys(hf, keys)
-    keys.update(self.moe_keys(hf, "num_experts"))
+    keys.update(hf_moe_keys(hf, "num_experts"))
     keys["base_moe_mlp_dim"] = int(hf["moe_intermediate_size"])
     keys["norm_topk_prob"] = bool(hf.get("norm_topk_prob", False))
     if hf.get("mlp_only_layers"):
