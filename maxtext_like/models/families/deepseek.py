@@ -26,16 +26,14 @@ RoPE dims are copied as they are: our MLA rotates DeepSeek's interleaved pairs i
 
 from __future__ import annotations
 
-import re
-
-import numpy as np
 from flax import nnx
 
 from maxtext_like.models import mla
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError, HFMapping, kernel_to_linear, linear_to_kernel
-from maxtext_like.models.families.llama import LlamaDecoderLayer, rope_theta_and_scaling
-from maxtext_like.models.moe_block import moe_decoder_layer, moe_layer_stacks
+from maxtext_like.models.hf_registry import HFConfigError, Table, TableMapping
+from maxtext_like.models.families.llama import (GLOBAL_ROWS, NORM_ROWS, LlamaDecoderLayer, mlp_rows,
+                                               rope_theta_and_scaling)
+from maxtext_like.models.moe_block import hf_expert_rows, moe_decoder_layer, moe_layer_stacks
 from maxtext_like.models.spec import ModelSpec
 
 
@@ -58,91 +56,30 @@ def deepseek_decoder_layer(spec: ModelSpec, *, rngs: nnx.Rngs, moe: bool = True)
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
 
-# (HF suffix, our suffix, kind); kinds: copy, T (transpose), q, qb, kvb, o, expert
-_LAYER_TABLE = (
-    ("input_layernorm.weight", "pre_self_attention_layer_norm.scale", "copy"),
-    ("post_attention_layernorm.weight", "post_self_attention_layer_norm.scale", "copy"),
-    ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"),
+# (HF suffix below model.layers.i, our suffix below decoder.{dense_,moe_,}layers.j, kind in hf_registry.KINDS)
+_LAYER_TABLE = Table(NORM_ROWS, (
+    ("self_attn.q_proj.weight", "self_attention.query.kernel", "mla_q"),
     ("self_attn.q_a_proj.weight", "self_attention.wq_a.kernel", "T"),
     ("self_attn.q_a_layernorm.weight", "self_attention.q_norm.scale", "copy"),
-    ("self_attn.q_b_proj.weight", "self_attention.wq_b.kernel", "qb"),
+    ("self_attn.q_b_proj.weight", "self_attention.wq_b.kernel", "mla_q_b"),
     ("self_attn.kv_a_proj_with_mqa.weight", "self_attention.wkv_a.kernel", "T"),
     ("self_attn.kv_a_layernorm.weight", "self_attention.kv_norm.scale", "copy"),
-    ("self_attn.kv_b_proj.weight", "self_attention.wkv_b.kernel", "kvb"),
-    ("self_attn.o_proj.weight", "self_attention.out.kernel", "o"),
-    ("mlp.gate_proj.weight", "mlp.wi_0.kernel", "T"),
-    ("mlp.up_proj.weight", "mlp.wi_1.kernel", "T"),
-    ("mlp.down_proj.weight", "mlp.wo.kernel", "T"),
-    ("mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.wi_0.kernel", "T"),
-    ("mlp.shared_experts.up_proj.weight", "mlp.shared_experts.wi_1.kernel", "T"),
-    ("mlp.shared_experts.down_proj.weight", "mlp.shared_experts.wo.kernel", "T"),
-    ("mlp.gate.weight", "mlp.gate.kernel", "T"),
+    ("self_attn.kv_b_proj.weight", "self_attention.wkv_b.kernel", "mla_kv_b"),
+    ("self_attn.o_proj.weight", "self_attention.out.kernel", "mla_o"),
     ("mlp.gate.e_score_correction_bias", "mlp.gate.bias", "copy"),
-)
-_GLOBAL_TABLE = (
-    ("model.embed_tokens.weight", "token_embedder.embedding", "copy"),
-    ("model.norm.weight", "decoder.decoder_norm.scale", "copy"),
-    ("lm_head.weight", "decoder.logits_dense.kernel", "T"),
-)
-_EXPERTS = {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}
-_HF_LAYER = re.compile(r"model\.layers\.(\d+)\.(.+)")
-_HF_EXPERT = re.compile(r"mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight")
-_OUR_LAYER = re.compile(r"decoder\.(\w*layers)\.(\d+)\.(.+)")
-_OUR_EXPERT = re.compile(r"mlp\.(wi_0|wi_1|wo)")
-
-
-def _our_layer(spec: ModelSpec, i: int) -> str:
-  offset = 0
-  for st in FAMILY.stacks(spec):
-    name, n = st.name, st.num_layers
-    if i < offset + n:
-      return f"decoder.{name}.{i - offset}"
-    offset += n
-  return f"decoder.layers.{i}"  # beyond the model: the converter reports it as unexpected
-
-
-def _hf_layer(spec: ModelSpec, stack: str, j: int) -> int:
-  offset = 0
-  for st in FAMILY.stacks(spec):
-    name, n = st.name, st.num_layers
-    if name == stack:
-      return offset + j
-    offset += n
-  raise KeyError(stack)
-
-
-def _to_ours_kind(spec: ModelSpec, kind: str, w: np.ndarray) -> np.ndarray:
-  D, N = spec.emb_dim, spec.num_query_heads
-  Hq = spec.qk_nope_head_dim + spec.qk_rope_head_dim
-  shapes = {"q": ((D,), (N, Hq)), "qb": ((spec.q_lora_rank,), (N, Hq)),
-            "kvb": ((spec.kv_lora_rank,), (N, spec.qk_nope_head_dim + spec.v_head_dim)),
-            "o": ((N, spec.v_head_dim), (D,))}
-  if kind == "copy":
-    return w
-  if kind == "T":
-    return np.ascontiguousarray(w.T)
-  n_in, n_out = shapes[kind]
-  if w.shape != (int(np.prod(n_out)), int(np.prod(n_in))):
-    return w  # let the converter report the shape
-  return linear_to_kernel(w, n_in, n_out)
-
-
-def _to_hf_kind(kind: str, k: np.ndarray) -> np.ndarray:
-  if kind == "copy":
-    return k
-  if kind == "T":
-    return np.ascontiguousarray(k.T)
-  return kernel_to_linear(k, 2 if kind == "o" else 1)
+), mlp_rows(), mlp_rows("mlp.shared_experts.", "mlp.shared_experts."),
+    hf_expert_rows("mlp.", {"gate_proj": "wi_0", "up_proj": "wi_1", "down_proj": "wo"}))
 
 
 def _get(hf: dict, key: str, default=None):
   return hf[key] if hf.get(key) is not None else default
 
 
-class DeepseekHF(HFMapping):
+class DeepseekHF(TableMapping):
   """DeepseekV2ForCausalLM (softmax routing, greedy or group-limited greedy) and DeepseekV3ForCausalLM."""
 
   architectures = ("DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM")
+  layer_table, global_table = _LAYER_TABLE, Table(GLOBAL_ROWS)
 
   def model_keys_from_hf(self, hf: dict) -> dict:
     problems = []
@@ -258,43 +195,6 @@ class DeepseekHF(HFMapping):
     else:
       cfg["topk_method"] = "group_limited_greedy" if m.n_routing_groups > 0 else "greedy"
     return cfg
-
-  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
-    if hf_name.endswith("rotary_emb.inv_freq"):
-      return []
-    if hf_name == "lm_head.weight" and spec.logits_via_embedding:
-      return []
-    m = _HF_LAYER.fullmatch(hf_name)
-    if m:
-      layer, rest = _our_layer(spec, int(m.group(1))), m.group(2)
-      e = _HF_EXPERT.fullmatch(rest)
-      if e:
-        return [(f"{layer}.mlp.{_EXPERTS[e.group(2)]}[{e.group(1)}]", np.ascontiguousarray(array.T))]
-      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
-        if rest == hf_suffix:
-          return [(f"{layer}.{our_suffix}", _to_ours_kind(spec, kind, array))]
-      return None
-    for name, ours, kind in _GLOBAL_TABLE:
-      if hf_name == name:
-        return [(ours, _to_ours_kind(spec, kind, array))]
-    return None
-
-  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
-    m = _OUR_LAYER.fullmatch(our_path)
-    if m:
-      i, rest = _hf_layer(spec, m.group(1), int(m.group(2))), m.group(3)
-      if _OUR_EXPERT.fullmatch(rest) and array.ndim == 3:
-        hf = {v: k for k, v in _EXPERTS.items()}[rest[len("mlp."):]]
-        return [(f"model.layers.{i}.mlp.experts.{e}.{hf}.weight", np.ascontiguousarray(array[e].T))
-                for e in range(array.shape[0])]
-      for hf_suffix, our_suffix, kind in _LAYER_TABLE:
-        if rest == our_suffix:
-          return [(f"model.layers.{i}.{hf_suffix}", _to_hf_kind(kind, array))]
-      raise KeyError(our_path)
-    for name, ours, kind in _GLOBAL_TABLE:
-      if our_path == ours:
-        return [(name, _to_hf_kind(kind, array))]
-    raise KeyError(our_path)
 
 
 FAMILY = Family(names=("deepseek",), block=deepseek_decoder_layer, hf=DeepseekHF(), moe=True,
