@@ -34,17 +34,15 @@ The fused gate_up tensors need wi_0 and wi_1 together: `to_hf_many` pairs them (
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from maxtext_like.models import blocks, rope
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family
-from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.hf_registry import HFConfigError, Table
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.families.llama import LlamaHF
 from maxtext_like.models.moe import MoeBlock
@@ -106,20 +104,19 @@ class GptOssDecoderLayer(nnx.Module):
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
 
-_HF_EXTRA = re.compile(r"model\.layers\.(\d+)\.(self_attn\.o_proj\.bias|self_attn\.sinks|mlp\.router\.weight|"
-                       r"mlp\.router\.bias|mlp\.experts\.gate_up_proj|mlp\.experts\.gate_up_proj_bias|"
-                       r"mlp\.experts\.down_proj|mlp\.experts\.down_proj_bias)")
-_OUR_EXTRA = re.compile(r"decoder\.layers\.(\d+)\.(self_attention\.out\.bias|self_attention\.sinks|mlp\.gate\.kernel|"
-                        r"mlp\.gate\.bias|mlp\.wo|mlp\.wo_bias|mlp\.wi_0|mlp\.wi_1|mlp\.wi_0_bias|mlp\.wi_1_bias)")
-_COPY = {"self_attn.o_proj.bias": "self_attention.out.bias", "self_attn.sinks": "self_attention.sinks",
-         "mlp.router.bias": "mlp.gate.bias", "mlp.experts.down_proj": "mlp.wo",
-         "mlp.experts.down_proj_bias": "mlp.wo_bias"}
-_FUSED = {"mlp.experts.gate_up_proj": ("mlp.wi_0", "mlp.wi_1"),
-          "mlp.experts.gate_up_proj_bias": ("mlp.wi_0_bias", "mlp.wi_1_bias")}
-
-
 class GptOssHF(LlamaHF):
   architectures = ("GptOssForCausalLM",)
+  layer_table = Table(LlamaHF.layer_table.rows, (
+      ("self_attn.o_proj.bias", "self_attention.out.bias", "copy"),
+      ("self_attn.sinks", "self_attention.sinks", "copy"),
+      ("mlp.router.weight", "mlp.gate.kernel", "T"),
+      ("mlp.router.bias", "mlp.gate.bias", "copy"),
+      # gate and up interleaved along the last axis: HF's gate_up[..., ::2], gate_up[..., 1::2]
+      ("mlp.experts.gate_up_proj", ("mlp.wi_0", "mlp.wi_1"), "gate_up_interleaved"),
+      ("mlp.experts.gate_up_proj_bias", ("mlp.wi_0_bias", "mlp.wi_1_bias"), "gate_up_interleaved"),
+      ("mlp.experts.down_proj", "mlp.wo", "copy"),
+      ("mlp.experts.down_proj_bias", "mlp.wo_bias", "copy"),
+  ))
   qkv_bias = True
 
   def model_keys_from_hf(self, hf: dict) -> dict:
@@ -206,51 +203,6 @@ class GptOssHF(LlamaHF):
         "swiglu_alpha": SWIGLU_ALPHA, "attention_bias": True, "rope_parameters": rope_p,
         "router_aux_loss_coef": m.load_balance_loss_weight, "output_router_logits": False,
     }
-
-  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
-    m = _HF_EXTRA.fullmatch(hf_name)
-    if not m:
-      return super().to_ours(spec, hf_name, array)
-    i, name = m.groups()
-    p = f"decoder.layers.{i}."
-    if name in _COPY:
-      return [(p + _COPY[name], array)]
-    if name == "mlp.router.weight":
-      return [(p + "mlp.gate.kernel", np.ascontiguousarray(array.T))]
-    gate, up = _FUSED[name]
-    return [(p + gate, np.ascontiguousarray(array[..., 0::2])), (p + up, np.ascontiguousarray(array[..., 1::2]))]
-
-  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
-    m = _OUR_EXTRA.fullmatch(our_path)
-    if not m:
-      return super().to_hf(spec, our_path, array)
-    i, name = m.groups()
-    p = f"model.layers.{i}."
-    for hf, ours in _COPY.items():
-      if name == ours:
-        return [(p + hf, array)]
-    if name == "mlp.gate.kernel":
-      return [(p + "mlp.router.weight", np.ascontiguousarray(array.T))]
-    raise KeyError(f"{our_path}: gpt-oss fuses wi_0/wi_1 into gate_up_proj; convert them with to_hf_many")
-
-  def to_hf_many(self, spec: ModelSpec, items):
-    """wi_0 / wi_1 (and their biases) of one layer are interleaved into gate_up_proj(_bias)."""
-    pending: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-    for path, array in items:
-      m = re.fullmatch(r"decoder\.layers\.(\d+)\.mlp\.(wi_0|wi_1)(_bias)?", path)
-      if not m:
-        yield from self.to_hf(spec, path, array)
-        continue
-      i, part, bias = m.groups()
-      group = pending.setdefault((i, bias or ""), {})
-      group[part] = array
-      if len(group) == 2:
-        del pending[(i, bias or "")]
-        fused = np.empty((*group["wi_0"].shape[:-1], 2 * group["wi_0"].shape[-1]), group["wi_0"].dtype)
-        fused[..., 0::2], fused[..., 1::2] = group["wi_0"], group["wi_1"]
-        yield f"model.layers.{i}.mlp.experts.gate_up_proj{bias or ''}", fused
-    if pending:
-      raise KeyError(f"incomplete wi_0/wi_1 pairs: {sorted(pending)}")
 
 
 FAMILY = Family(names=("gpt_oss",), block=GptOssDecoderLayer, hf=GptOssHF(), moe=True, layer_index_at_call=True,

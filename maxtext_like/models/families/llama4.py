@@ -27,15 +27,14 @@ HF's intermediate_size is our base_moe_mlp_dim (experts and shared expert), inte
 from __future__ import annotations
 
 import math
-import re
 
-import numpy as np
 from flax import nnx
 
 from maxtext_like.models.attention import Attention
 from maxtext_like.models.family import Family, stack
-from maxtext_like.models.families.llama import LlamaDecoderLayer, LlamaHF
-from maxtext_like.models.hf_registry import HFConfigError
+from maxtext_like.models.families.llama import (NORM_ROWS, QK_NORM_ROWS, QKV_BIAS_ROWS, QKVO_ROWS, LlamaDecoderLayer,
+                                               LlamaHF, mlp_rows)
+from maxtext_like.models.hf_registry import HFConfigError, Table
 from maxtext_like.models.mlp import MlpBlock
 from maxtext_like.models.moe import MoeBlock
 from maxtext_like.models.registry import ModelSpecError
@@ -90,19 +89,16 @@ def layer_stacks(spec: ModelSpec):
 
 # ---- Hugging Face mapping ----------------------------------------------------------------------------------
 
-_HF_FF = re.compile(r"model\.layers\.(\d+)\.feed_forward\.(.+)")
-_OUR_MLP = re.compile(r"decoder\.layers\.(\d+)\.mlp\.(.+)")
-# HF name under feed_forward -> our name under mlp, for tensors that are torch Linear weights (transposed)
-_LINEAR = {"gate_proj.weight": "wi_0.kernel", "up_proj.weight": "wi_1.kernel", "down_proj.weight": "wo.kernel",
-           "shared_expert.gate_proj.weight": "shared_experts.wi_0.kernel",
-           "shared_expert.up_proj.weight": "shared_experts.wi_1.kernel",
-           "shared_expert.down_proj.weight": "shared_experts.wo.kernel", "router.weight": "gate.kernel"}
-
-
 class Llama4HF(LlamaHF):
   """Llama4ForCausalLM (model_type llama4_text): the text model of Llama 4 Scout / Maverick."""
 
   architectures = ("Llama4ForCausalLM",)
+  layer_table = Table(NORM_ROWS, QKVO_ROWS, QKV_BIAS_ROWS, QK_NORM_ROWS,  # llama's, with the MLP under feed_forward
+                      mlp_rows("feed_forward.", "mlp."), mlp_rows("feed_forward.shared_expert.", "mlp.shared_experts."), (
+      ("feed_forward.router.weight", "mlp.gate.kernel", "T"),
+      ("feed_forward.experts.gate_up_proj", ("mlp.wi_0", "mlp.wi_1"), "gate_up_halves"),  # [E, D, 2F]: gate, then up
+      ("feed_forward.experts.down_proj", "mlp.wo", "copy"),  # [E, F, D], our layout
+  ))
 
   def decoder_block_for(self, hf: dict) -> str:
     return "llama4"
@@ -160,49 +156,6 @@ class Llama4HF(LlamaHF):
         "router_aux_loss_coef": m.load_balance_loss_weight,
     })
     return cfg
-
-  def to_ours(self, spec: ModelSpec, hf_name: str, array: np.ndarray):
-    m = _HF_FF.fullmatch(hf_name)
-    if not m:
-      return super().to_ours(spec, hf_name, array)
-    p, name = f"decoder.layers.{m.group(1)}.mlp.", m.group(2)
-    if name in _LINEAR:
-      return [(p + _LINEAR[name], np.ascontiguousarray(array.T))]
-    if name == "experts.gate_up_proj":
-      F = array.shape[-1] // 2
-      return [(p + "wi_0", np.ascontiguousarray(array[..., :F])), (p + "wi_1", np.ascontiguousarray(array[..., F:]))]
-    if name == "experts.down_proj":
-      return [(p + "wo", array)]
-    return None
-
-  def to_hf(self, spec: ModelSpec, our_path: str, array: np.ndarray):
-    m = _OUR_MLP.fullmatch(our_path)
-    if not m:
-      return super().to_hf(spec, our_path, array)
-    p, name = f"model.layers.{m.group(1)}.feed_forward.", m.group(2)
-    for hf, ours in _LINEAR.items():
-      if name == ours:
-        return [(p + hf, np.ascontiguousarray(array.T))]
-    if name == "wo":
-      return [(p + "experts.down_proj", array)]
-    raise KeyError(f"{our_path}: Llama 4 fuses the experts' wi_0/wi_1 into gate_up_proj; convert them with to_hf_many")
-
-  def to_hf_many(self, spec: ModelSpec, items):
-    """The experts' wi_0 / wi_1 of one layer are concatenated into gate_up_proj [E, D, 2F]."""
-    pending: dict[str, dict[str, np.ndarray]] = {}
-    for path, array in items:
-      m = re.fullmatch(r"decoder\.layers\.(\d+)\.mlp\.(wi_0|wi_1)", path)
-      if not m:
-        yield from self.to_hf(spec, path, array)
-        continue
-      group = pending.setdefault(m.group(1), {})
-      group[m.group(2)] = array
-      if len(group) == 2:
-        del pending[m.group(1)]
-        yield (f"model.layers.{m.group(1)}.feed_forward.experts.gate_up_proj",
-               np.concatenate([group["wi_0"], group["wi_1"]], axis=-1))
-    if pending:
-      raise KeyError(f"incomplete expert wi_0/wi_1 pairs in layers {sorted(pending)}")
 
 
 FAMILY = Family(names=("llama4",), block=llama4_layer, hf=Llama4HF(), moe=True, layer_stacks=layer_stacks,
