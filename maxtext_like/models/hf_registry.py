@@ -1,20 +1,37 @@
-"""Hugging Face <-> maxtext_like mapping protocol, one `HFMapping` per family, keyed by `decoder_block`.
+"""Hugging Face <-> maxtext_like mapping protocol, one `HFMapping` per family, keyed by `decoder_block`, and the
+table mechanism (`TableMapping`) that every family declares its mapping with.
 
-A family module (models/families/) also owns how its weights and config look in Hugging Face `transformers`.
-It subclasses `HFMapping` and names an instance in its Family record (`FAMILY = Family(..., hf=LlamaHF())`):
+A family module (models/families/) also owns how its weights and config look in Hugging Face `transformers`. It
+declares its tensor names in tables and names an instance in its Family record (`FAMILY = Family(..., hf=LlamaHF())`):
 
-  class LlamaHF(HFMapping):
+  class LlamaHF(TableMapping):
     architectures = ("LlamaForCausalLM", "MistralForCausalLM")
+    layer_table = Table(NORM_ROWS, QKVO_ROWS, ..., mlp_rows())  # suffixes below model.layers.i / decoder.layers.i
+    global_table = Table(GLOBAL_ROWS)                            # whole names (embedding, final norm, lm_head)
     def model_keys_from_hf(self, hf_config): ...
     def hf_config_from(self, spec): ...
-    def to_ours(self, spec, hf_name, array): ...
-    def to_hf(self, spec, our_path, array): ...
+
+A row is (HF suffix, our suffix, kind): ("self_attn.q_proj.weight", "self_attention.query.kernel", "q"). The kind
+names an entry of `KINDS`, a function each way that must invert the other bit-exactly: copy, T (torch Linear
+[out, in] -> kernel [in, out]), q / kv / o head reshapes, q_bias / kv_bias, MLA's mla_*, GPT-2's Conv1D, fused
+groups. Three row forms go beyond one tensor <-> one tensor:
+- per expert: an HF suffix holding '{e}' ("mlp.experts.{e}.gate_proj.weight" -> "mlp.wi_0") is slice e of our
+  stacked [E, ...] parameter ('decoder.layers.3.mlp.wi_0[5]'); `to_hf` splits the parameter along axis 0
+  (`moe_block.hf_expert_rows` gives a MoeBlock's rows);
+- fused: a tuple of our suffixes and a `Fused` kind (("mlp.wi_0", "mlp.wi_1"), "gate_up_halves") splits one HF
+  tensor into several of ours; `to_hf_many` joins them back once the group is complete;
+- dropped: our suffix None and kind "drop" (GPT-2's "attn.bias" mask buffer) maps the HF tensor to nothing.
+HF layer i is the i-th layer across the family's layer stacks (decoder.layers.i, or dense_layers / moe_layers).
+What tables cannot say goes in hooks, not in new walking code: `table_for(spec)` (rows that depend on the spec:
+gpt3's fused_qkv), `our_layer` / `hf_layer` (gemma2's [local, global] pairs), `hf_layers` (GPT-2's
+"transformer.h."), `ignored_suffixes` (rotary_emb.inv_freq), `tied_head`. A new numeric layout is a new entry in
+KINDS with its exact inverse. Tables are checked when built (unknown kind, a suffix in two rows), i.e. at import.
 
 The generic converter (`maxtext_like/convert/`) does everything else: reading/writing safetensors shard by
 shard, checking that every parameter is produced exactly once with the right shape (one error listing all
 problems), dtype casts, scanned stacking, orbax writing. A mapping never sees files, dtypes or the scanned layout.
 
-Conventions (read these before writing a mapping)
+Conventions (the protocol; TableMapping implements to_ours / to_hf / to_hf_many from the tables)
 - Arrays are numpy arrays (float32 for tests; whatever the file holds otherwise). Return numpy arrays; do not
   cast dtypes (the converter casts to `weight_dtype` on the way in and to the checkpoint's dtype on the way out).
 - Our parameter paths are dotted strings of the *unscanned* (scan_layers=False, loop) layout, i.e. the keys of
@@ -33,13 +50,14 @@ Conventions (read these before writing a mapping)
     'lm_head.weight' of a tied checkpoint). Numeric quirks live here (transposes, head reshapes, Gemma's
     `1 + scale` norms, scaling of embeddings...). A path may address one index of a parameter's axis 0,
     `'decoder.layers.3.mlp.wi_0[5]'` (one HF tensor per expert of a stacked [E, D, F] kernel, see mixtral.py):
-    the converter writes that slice and requires every index exactly once.
+    the converter writes that slice and requires every index exactly once. Do not raise on a tensor of the
+    wrong shape (the kinds pass it through unreshaped): the converter lists it with the other problems.
 - `to_hf(spec, our_path, array) -> list[(hf_name, array)]`: the exact inverse, one of ours -> one or more
   HF tensors. Raise KeyError for a path the family does not know.
-- `to_hf(to_ours(x))` must round-trip bit-exactly (tested for every family); a tensor that must be split or
-  fused across several names should still be expressible one tensor at a time (e.g. a fused HF qkv tensor
-  maps to three of ours via to_ours; the reverse needs `to_hf` of all three, so such a family overrides
-  `to_hf_many`, which by default calls `to_hf` per tensor).
+- `to_hf(to_ours(x))` must round-trip bit-exactly (tested for every family). An HF tensor fused from several of
+  ours (GPT-2's c_attn, gpt-oss's gate_up_proj) maps to all of them via to_ours; the reverse needs all of them,
+  so the converter calls `to_hf_many`, which by default calls `to_hf` per tensor (TableMapping's joins fused
+  groups; its `to_hf` raises KeyError for one member of a group).
 - `model_keys_from_hf(hf_config: dict) -> dict`: the flat maxtext_like config keys (base.yml names) that
   describe this checkpoint's architecture: decoder_block, base_emb_dim, base_num_query_heads,
   base_num_kv_heads, head_dim, base_mlp_dim, base_num_decoder_layers, vocab_size,
