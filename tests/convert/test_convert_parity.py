@@ -1,69 +1,64 @@
-"""HF -> ours and ours -> HF parity per family: logits to < 1e-4 (measured ~1e-7 .. 1e-6) and greedy 20-token
-continuations identical to `transformers` generate."""
+"""HF -> ours: `to_maxtext` of a save_pretrained directory loads (its model.yml, either layout) to the spec and,
+bit for bit, the parameters the family's mapping gives in memory, whose logits and greedy generation
+families/test_parity.py compares with transformers; ours -> HF: `to_hf` of our checkpoint loads in transformers
+with our logits (< 1e-4, measured ~1e-7 .. 1e-6)."""
 
 from __future__ import annotations
 
 import os
 
+import jax
 import numpy as np
 import pytest
 import transformers
 import yaml
-from convert_testlib import TINY, hf_greedy, hf_logits, hf_model, our_greedy, our_model, tokens
+from convert_testlib import hf_logits, our_model, tokens
 from flax import nnx
 
+import parity_cases as pc
+from hf_parity_lib import hf_config, our_model as mapped_model
 from maxtext_like.convert import to_hf, to_maxtext
 from maxtext_like.models import build_model
 from maxtext_like.models.hf_registry import get_hf_mapping
 from maxtext_like.runtime.model_spec import model_spec
 
-LLAMA31 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-           "original_max_position_embeddings": 8192}
-LLAMA32 = dict(LLAMA31, factor=32.0)  # Llama 3.2 1B/3B
-
-# name -> (config class, architecture, config kwargs, scan_layers, check generation)
-CASES = {
-    "llama2_gqa3": (transformers.LlamaConfig, "LlamaForCausalLM", {}, False, True),
-    "llama3.1_rope": (transformers.LlamaConfig, "LlamaForCausalLM",
-                      dict(rope_theta=500000.0, rope_scaling=LLAMA31, max_position_embeddings=131072), True, False),
-    "llama3.2_rope32_tied": (transformers.LlamaConfig, "LlamaForCausalLM",
-                             dict(rope_theta=500000.0, rope_scaling=LLAMA32, max_position_embeddings=131072,
-                                  tie_word_embeddings=True), False, False),
-    "mistral_window": (transformers.MistralConfig, "MistralForCausalLM", dict(sliding_window=7), True, True),
-    "qwen2_bias": (transformers.Qwen2Config, "Qwen2ForCausalLM", dict(rope_theta=1e6), False, False),
-    "qwen3_tied": (transformers.Qwen3Config, "Qwen3ForCausalLM", dict(tie_word_embeddings=True), True, True),
-    "qwen3_untied": (transformers.Qwen3Config, "Qwen3ForCausalLM", dict(tie_word_embeddings=False), False, False),
-}
-MEASURED: dict[str, float] = {}
+# (decoder_block, case in parity_cases) -> scan_layers of the converted checkpoint
+TO_OURS = {("llama2", "llama2_gqa3"): False, ("llama2", "llama3.1_rope"): True, ("llama2", "llama3.2_rope32_tied"): False,
+           ("mistral", "mistral_window"): True, ("qwen2", "qwen2_bias"): False, ("qwen3", "qwen3_tied"): True,
+           ("qwen3", "qwen3_untied"): False, ("mixtral", "mixtral"): False, ("qwen3_moe", "qwen3_moe"): True,
+           ("qwen3_moe", "qwen3_moe_unnormalised"): False, ("qwen3_moe", "qwen3_moe_sparse_step2"): False}
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_hf_to_ours(name, tmp_path):
-  config_cls, arch, kw, scan, check_generate = CASES[name]
-  hf = hf_model(config_cls, arch, **kw)
+@pytest.mark.parametrize("block,name", list(TO_OURS))
+def test_hf_to_ours_equals_the_mapping(block, name, tmp_path):
+  scan = f"scan_layers={str(TO_OURS[block, name]).lower()}"
+  hf, spec = pc.hf_model(block, name), pc.spec(block, name)
   hf.save_pretrained(tmp_path / "hf")
-  out = to_maxtext(str(tmp_path / "hf"), str(tmp_path / "ours"), [f"scan_layers={str(scan).lower()}"])
+  out = to_maxtext(str(tmp_path / "hf"), str(tmp_path / "ours"), [scan])
   assert sorted(os.listdir(tmp_path)) == ["hf", "ours"]  # no .tmp / .staging left
-  loaded = our_model(out, f"{out}/model.yml", f"scan_layers={str(scan).lower()}")
-  toks = tokens(3, 24)  # 24 > the mistral window (7)
-  diff = float(np.abs(np.asarray(loaded.logits(toks)) - hf_logits(hf, toks)).max())
-  MEASURED[name] = diff
-  print(f"{name}: max |logits diff| = {diff:.2e}")
-  assert diff < 1e-4
-  if check_generate:
-    prompts = tokens(2, 6, seed=1)
-    assert our_greedy(loaded.model, prompts, 20) == hf_greedy(hf, prompts, 20)
+  extra = ["attention=dot_product", "remat_policy=none", *(["megablox=false"] if spec.moe else [])]  # as pc.spec
+  loaded = our_model(out, f"{out}/model.yml", scan, *extra).model
+  want = mapped_model(spec, hf, scan_layers=TO_OURS[block, name])
+  assert loaded.spec == want.spec
+  got, want = nnx.to_flat_state(nnx.state(loaded, nnx.Param)), nnx.to_flat_state(nnx.state(want, nnx.Param))
+  assert [p for p, _ in got] == [p for p, _ in want]
+  for (path, a), (_, b) in zip(got, want):
+    assert np.array_equal(np.asarray(a[...]), np.asarray(b[...])), path
 
 
-@pytest.mark.parametrize("name", ["mistral_window", "qwen2_bias", "qwen3_tied", "llama3.2_rope32_tied"])
-def test_ours_to_hf(name, tmp_path):
+# (decoder_block, case in parity_cases) -> scan_layers of the HF config's converted checkpoint; ours is the other
+TO_HF = {("mistral", "mistral_window"): True, ("qwen2", "qwen2_bias"): False, ("qwen3", "qwen3_tied"): True,
+         ("llama2", "llama3.2_rope32_tied"): False}
+
+
+@pytest.mark.parametrize("block,name", list(TO_HF))
+def test_ours_to_hf(block, name, tmp_path):
   import orbax.checkpoint as ocp
-  config_cls, arch, kw, scan, _ = CASES[name]
-  hf_cfg = config_cls(**{**TINY, **kw}, architectures=[arch]).to_dict()
+  scan = TO_HF[block, name]
+  hf_cfg = hf_config(pc.hf_model(block, name))
   yml = str(tmp_path / "model.yml")
   with open(yml, "w") as f:
-    yaml.safe_dump(get_hf_mapping(hf_cfg["model_type"] if hf_cfg["model_type"] != "llama" else "llama2")
-                   .model_keys_from_hf(hf_cfg), f)
+    yaml.safe_dump(get_hf_mapping(block).model_keys_from_hf(hf_cfg), f)
   from maxtext_like.api import load_config
   cfg = load_config(["base.yml", f"model_name={yml}", f"scan_layers={str(not scan).lower()}"], env={})
   spec = model_spec(cfg)
@@ -81,13 +76,12 @@ def test_ours_to_hf(name, tmp_path):
   toks = tokens(2, 20, seed=3)
   ours = np.asarray(nnx.jit(lambda m, t: m(t))(model, toks))
   diff = float(np.abs(ours - hf_logits(back, toks)).max())
+  assert type(back).__name__ == hf_cfg["architectures"][0]
   print(f"{name} ours->hf: max |logits diff| = {diff:.2e}")
   assert diff < 1e-4
 
 
 def jax_perturb(params):
-  import jax
-  import jax.numpy as jnp
   key = jax.random.PRNGKey(1)
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(key, len(leaves))

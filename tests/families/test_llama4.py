@@ -1,8 +1,8 @@
-"""Llama 4 text (decoder_block 'llama4') against transformers' Llama4ForCausalLM (eager, float32): the MoE layer
-alone, logits of a Scout-like (every layer MoE, QK norm, llama3 RoPE scaling with low == high) and a Maverick-like
-(MoE every 2nd layer, top-2, plain RoPE) tiny model in the loop and the scanned layout, greedy generation, KV-cache
-decode == full forward, the HF mapping both ways (in memory and through convert.to_maxtext / to_hf), and the
-presets' parameter counts on the meta device.
+"""Llama 4 text (decoder_block 'llama4') against transformers (eager, float32): the HF config's keys, the QK norm
+and temperature tuning, the MoE layer alone for every dispatch, and on the parity table's Scout-like and
+Maverick-like tiny models (tests/parity_cases.py) KV-cache decode == full forward and the HF mapping both ways (in
+memory and through convert.to_maxtext / to_hf). (Logits, greedy generation and preset counts vs transformers:
+families/test_parity.py.)
 
 Both tiny models have chunked attention (chunk 3) on their RoPE layers, NoPE layers (every 2nd / every 4th) and
 temperature tuning, whose floor_scale is 4 here instead of 8192 (the family's constant is patched, HF reads its
@@ -15,94 +15,33 @@ import numpy as np
 import pytest
 import torch
 import transformers
-import yaml
 from flax import nnx
 
-from hf_parity_lib import hf_greedy, hf_logits, hf_param_count, jit, our_greedy, our_logits, our_model
+import parity_cases as pc
+from hf_parity_lib import hf_config, hf_logits, jit, our_logits, our_model, redraw_llama4, tokens
 from maxtext_like.config import load_config
-from maxtext_like.models.families import llama4
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
 from maxtext_like.runtime.model_spec import model_spec
 
-VOCAB = 128
-BASE = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=16, intermediate_size_mlp=48, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=4, rms_norm_eps=1e-5,
-            max_position_embeddings=1024, attention_chunk_size=3, attn_temperature_tuning=True, floor_scale=4,
-            attn_scale=0.1, tie_word_embeddings=False)
-CASES = {
-    # Scout: all layers MoE, top-1, QK norm, llama3 RoPE scaling with low == high (16 / 1 / 1; original 64 so that
-    # the scaling acts on head_dim 8)
-    "scout": dict(num_experts_per_tok=1, interleave_moe_layer_step=1, no_rope_layer_interval=2, use_qk_norm=True,
-                  rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 16.0, "low_freq_factor": 1.0,
-                                   "high_freq_factor": 1.0, "original_max_position_embeddings": 64}),
-    # Maverick: MoE every 2nd layer (dense MLPs of intermediate_size_mlp between), no QK norm, plain RoPE; top-2
-    "maverick": dict(num_experts_per_tok=2, interleave_moe_layer_step=2, no_rope_layer_interval=4, use_qk_norm=False,
-                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
-}
 MEASURED: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
 def small_floor_scale():
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(llama4, "TEMPERATURE_TUNING", (4.0, 0.1))
+    for obj, attr, value in pc.llama4_patches():
+      mp.setattr(obj, attr, value)
     yield
 
 
-def redraw(model, seed=0):
-  """Every weight at O(1) scale: N(0, 1/fan_in) kernels (fan-in: the last axis of a torch Linear, axis 1 of the
-  fused [E, in, out] experts), N(0, 1) embeddings, norms 1 + N(0, 0.2^2)."""
-  g = torch.Generator().manual_seed(seed)
-  with torch.no_grad():
-    for name, p in model.named_parameters():
-      if name.endswith("norm.weight"):
-        p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=g))
-      elif "embed_tokens" in name:
-        p.copy_(torch.randn(p.shape, generator=g))
-      else:
-        fan_in = p.shape[1] if "experts." in name else p.shape[-1]
-        p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
-  return model
-
-
-def hf_model(name: str, seed=0):
-  cfg = transformers.Llama4TextConfig(**BASE, **CASES[name])
-  model = transformers.Llama4ForCausalLM._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
-  model.generation_config.eos_token_id = None
-  model.generation_config.pad_token_id = 0
-  return redraw(model, seed)
-
-
-def hf_config(name: str) -> dict:
-  c = transformers.Llama4TextConfig(**BASE, **CASES[name]).to_dict()
-  c["architectures"] = ["Llama4ForCausalLM"]
-  return c
-
-
-def spec_of(keys: dict, tmp_path, *overrides):
-  """Our spec through the config system, as the converter's model.yml would give it."""
-  yml = tmp_path / "model.yml"
-  yml.write_text(yaml.safe_dump(keys))
-  return model_spec(load_config(["base.yml", f"model_name={yml}", "attention=dot_product", "remat_policy=none",
-                                 *overrides], env={}))
-
-
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-  out = {}
-  for name in CASES:
-    keys = get_hf_mapping("llama4").model_keys_from_hf(hf_config(name))
-    out[name] = (hf_model(name), spec_of(keys, tmp_path_factory.mktemp(name), "max_target_length=48",
-                                        "max_prefill_predict_length=8"))
-  return out
-
-
-def tokens(b, t, seed=0):
-  return np.random.RandomState(seed).randint(0, VOCAB, (b, t)).astype(np.int32)
+def cases():
+  return {name: (pc.hf_model("llama4", name), pc.spec("llama4", name)) for name in pc.LLAMA4_CASES}
 
 
 def test_keys_from_hf_config():
-  keys = get_hf_mapping("llama4").model_keys_from_hf(hf_config("scout"))
+  scout, maverick = (hf_config(pc.hf_model("llama4", name)) for name in ("scout", "maverick"))
+  keys = get_hf_mapping("llama4").model_keys_from_hf(scout)
   assert {k: keys[k] for k in ("base_mlp_dim", "base_moe_mlp_dim", "num_experts", "shared_experts",
                                "interleave_moe_layer_step", "nope_layer_interval", "chunk_attn_window_size",
                                "use_qk_norm", "temperature_tuning", "rope_type", "rope_llama31_factor",
@@ -111,7 +50,7 @@ def test_keys_from_hf_config():
       "interleave_moe_layer_step": 1, "nope_layer_interval": 2, "chunk_attn_window_size": 3, "use_qk_norm": True,
       "temperature_tuning": True, "rope_type": "llama3.1", "rope_llama31_factor": 16.0,
       "rope_llama31_high_freq_factor": 1.0, "rope_llama31_original_max_position": 64}
-  bad = dict(hf_config("maverick"), moe_layers=[0, 3], no_rope_layers=[1, 0, 0, 1], floor_scale=100)
+  bad = dict(maverick, moe_layers=[0, 3], no_rope_layers=[1, 0, 0, 1], floor_scale=100)
   with pytest.raises(HFConfigError, match="moe_layers.*no_rope_layers.*floor_scale"):
     get_hf_mapping("llama4").model_keys_from_hf(bad)
 
@@ -146,8 +85,8 @@ def test_moe_layer_matches_hf(k, monkeypatch):
   from maxtext_like.models import moe
   from maxtext_like.models.moe import MoeBlock, MoeSpec, dense_reference
   from maxtext_like.models.spec import ModelSpec
-  cfg = transformers.Llama4TextConfig(**BASE, **{**CASES["scout"], "num_experts_per_tok": k})
-  hf = redraw(Llama4TextMoe(cfg).eval(), seed=k)
+  cfg = transformers.Llama4TextConfig(**pc.LLAMA4, **{**pc.LLAMA4_CASES["scout"], "num_experts_per_tok": k})
+  hf = redraw_llama4(Llama4TextMoe(cfg).eval(), seed=k)
   D, F, E = 32, 16, 4
   w = {n: p.detach().numpy() for n, p in hf.named_parameters()}
   x = np.random.RandomState(0).randn(2, 9, D).astype(np.float32)
@@ -177,23 +116,11 @@ def test_moe_layer_matches_hf(k, monkeypatch):
   assert np.abs(np.asarray(block(jnp.asarray(x))) - want).max() > 1e-2
 
 
-@pytest.mark.parametrize("scan", [False, True])
-@pytest.mark.parametrize("name", list(CASES))
-def test_logits_match_transformers(cases, name, scan):
-  hf, spec = cases[name]
-  toks = tokens(2, 24)  # 8 chunks of 3; temperature tuning scales queries from position 3 on
-  ref = hf_logits(hf, toks)
-  diff = float(np.abs(our_logits(our_model(spec, hf, scan_layers=scan), toks) - ref).max())
-  MEASURED[f"{name} scan={scan}"] = diff
-  print(f"llama4 {name} scan_layers={scan}: max |logits diff| = {diff:.2e} (logits up to {np.abs(ref).max():.1f})")
-  assert diff < 1e-4
-
-
 @pytest.mark.parametrize("name,scan", [("scout", True), ("maverick", False)])
-def test_cache_decode_and_greedy_generation(cases, name, scan):
+def test_cache_decode_equals_full_forward(cases, name, scan):
   hf, spec = cases[name]
   model = our_model(spec, hf, scan_layers=scan)
-  toks = tokens(2, 14, seed=2)
+  toks = tokens(2, 14, seed=2, vocab=spec.vocab_size)
   graphdef, state = nnx.split(model)
   full = np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, toks))
   prefill = jit(lambda s, t: nnx.merge(graphdef, s).prefill(t, max_length=32))
@@ -206,11 +133,9 @@ def test_cache_decode_and_greedy_generation(cases, name, scan):
   diff = float(np.abs(np.concatenate(steps, axis=1) - full).max())
   print(f"llama4 {name}: KV-cache decode vs full forward {diff:.2e}")
   assert diff < 1e-4
-  prompts = tokens(2, 6, seed=1)
-  assert our_greedy(model, prompts, 10) == hf_greedy(hf, prompts, 10)
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(pc.LLAMA4_CASES))
 def test_mapping_round_trips(cases, name):
   hf, spec = cases[name]
   mapping = get_hf_mapping("llama4")
@@ -221,7 +146,7 @@ def test_mapping_round_trips(cases, name):
   assert set(back) == set(tensors)
   for n, a in tensors.items():
     assert np.array_equal(back[n], a), n
-  assert mapping.model_keys_from_hf(mapping.hf_config_from(spec)) == mapping.model_keys_from_hf(hf_config(name))
+  assert mapping.model_keys_from_hf(mapping.hf_config_from(spec)) == mapping.model_keys_from_hf(hf_config(hf))
 
 
 def test_convert_round_trip(cases, tmp_path):
@@ -240,7 +165,7 @@ def test_convert_round_trip(cases, tmp_path):
   model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
   restored = ocp.StandardCheckpointer().restore(out, {"params": nnx.state(model, nnx.Param)})
   nnx.update(model, restored["params"])
-  toks = tokens(2, 20, seed=3)
+  toks = tokens(2, 20, seed=3, vocab=spec.vocab_size)
   ours = our_logits(model, toks)
   d1 = float(np.abs(ours - hf_logits(hf, toks)).max())
   back_dir = to_hf(str(tmp_path / "back"), [*argv, f"load_parameters_path={out}"])
@@ -249,14 +174,3 @@ def test_convert_round_trip(cases, tmp_path):
   MEASURED["convert hf->ours"], MEASURED["convert ours->hf"] = d1, d2
   print(f"llama4 convert: hf->ours {d1:.2e}, ours->hf {d2:.2e}")
   assert type(back).__name__ == "Llama4ForCausalLM" and d1 < 1e-4 and d2 < 1e-4
-
-
-@pytest.mark.parametrize("preset,published", [("llama4-17b-16e", 107_769_861_120),
-                                              ("llama4-17b-128e", 400_711_848_960)])
-def test_preset_param_count_equals_transformers(preset, published):
-  """The text model of Scout (109B with the vision tower) / Maverick (400B)."""
-  from maxtext_like.models import count_params
-  spec = model_spec(load_config(["base.yml", f"model_name={preset}"], env={}))
-  ours, theirs = count_params(spec), hf_param_count(spec, buffers=True)
-  print(f"{preset}: ours {ours:,} transformers {theirs:,}")
-  assert ours == theirs == published

@@ -1,12 +1,10 @@
 """HF config <-> our config keys for the gemma families: a converted checkpoint's model.yml rebuilds the spec."""
 
-import dataclasses
-
 import pytest
 import transformers
 import yaml
 
-import gemma_testlib as g
+import parity_cases as pc
 from maxtext_like.config import load_config
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
 from maxtext_like.runtime.model_spec import model_spec
@@ -18,9 +16,9 @@ ARCH_FIELDS = ("decoder_block", "vocab_size", "emb_dim", "num_query_heads", "num
                "rope_linear_scaling_factor")
 
 
-@pytest.mark.parametrize("name", sorted(g.SPECS))
+@pytest.mark.parametrize("name", sorted(pc.GEMMA_SPECS))
 def test_model_keys_from_hf_rebuild_the_spec(name, tmp_path):
-  spec = g.SPECS[name]
+  spec = pc.GEMMA_SPECS[name]
   mapping = get_hf_mapping(name)
   hf_cfg = mapping.hf_config_from(spec)
   # transformers accepts the config and reads back the fields we rely on
@@ -38,11 +36,11 @@ def test_model_keys_from_hf_rebuild_the_spec(name, tmp_path):
 
 def test_unrepresentable_configs_are_refused():
   m2 = get_hf_mapping("gemma2")
-  c = m2.hf_config_from(g.SPECS["gemma2"])
+  c = m2.hf_config_from(pc.GEMMA_SPECS["gemma2"])
   with pytest.raises(HFConfigError, match="layer_types"):
     m2.model_keys_from_hf({**c, "layer_types": ["full_attention"] * c["num_hidden_layers"]})
   m3 = get_hf_mapping("gemma3")
-  c = m3.hf_config_from(g.SPECS["gemma3"])
+  c = m3.hf_config_from(pc.GEMMA_SPECS["gemma3"])
   bad = {**c, "rope_parameters": {**c["rope_parameters"], "full_attention": {"rope_type": "yarn", "factor": 4.0}}}
   with pytest.raises(HFConfigError, match="rope"):
     m3.model_keys_from_hf(bad)

@@ -1,16 +1,11 @@
-"""Every gpt3 / olmo3 preset has as many parameters as the transformers model (GPT2LMHeadModel /
-Olmo3ForCausalLM, meta device) built from the same hyperparameters, and the hyperparameters are the published
-ones."""
+"""Every gpt3 / olmo3 preset has the published hyperparameters (parameter counts vs transformers:
+families/test_parity.py)."""
 
 import pathlib
 
 import pytest
-import torch
-import transformers
 
-from maxtext_like import api
 from maxtext_like.config import load_config
-from maxtext_like.models.hf_registry import get_hf_mapping
 from maxtext_like.runtime.model_spec import model_spec
 
 MODELS = pathlib.Path(__file__).parents[2] / "configs" / "models"
@@ -30,12 +25,6 @@ PUBLISHED = {
     "olmo3-7b-pt": (4096, 32, 32, 128, 11008, 32, 100278, 4096),
     "olmo3-32b": (5120, 40, 8, 128, 27648, 64, 100278, 4096),
 }
-# Totals as transformers counts them (tied lm_head once); gpt3-175b: 174.78e9, of which 0.20e9 are position rows
-# beyond the paper's 2048 (the paper rounds its 174.6e9 to "175.0B").
-TOTALS = {"gpt3-175b": 174_780_997_632, "gpt3-52k": 52_464, "olmo3-7b": 7_298_011_136,
-          "olmo3-32b": 32_233_522_176}
-
-
 def test_all_presets_listed():
   assert PRESETS == sorted(PUBLISHED)
 
@@ -56,18 +45,3 @@ def test_preset_hyperparameters(name):
             s.rope_interleave)
     # YaRN x8 from 8192 with HF's attention factor 0.1 ln 8 + 1 (allenai/Olmo-3-*: rope_scaling), halves rotated
     assert rope[0] == "default" if name == "olmo3-7b-pt" else rope == ("yarn", 8.0, 8192, True, False)
-
-
-@pytest.mark.parametrize("name", PRESETS)
-def test_param_count_equals_transformers(name):
-  cfg = load_config(["base.yml", f"model_name={name}"], env={})
-  spec = model_spec(cfg)
-  c = get_hf_mapping(spec.decoder_block).hf_config_from(spec)
-  arch = c.pop("architectures")[0]
-  with torch.device("meta"):
-    hf = getattr(transformers, arch)(transformers.AutoConfig.for_model(**c))
-  want = sum(p.numel() for p in hf.parameters())  # tied lm_head counted once
-  got = api.count_params(cfg)
-  assert got == want
-  if name in TOTALS:
-    assert got == TOTALS[name]
