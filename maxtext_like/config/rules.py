@@ -77,6 +77,21 @@ def moe_keys_need_moe_block(v, d):
 
 
 @rule
+def family_keys_need_their_family(v, d):
+  """A key some family declares (`Family.config_keys`) only takes effect with that family: another decoder_block
+  (built) must leave it at its default."""
+  from maxtext_like.config.loader import shipped_defaults  # lazy: the loader imports this module
+  if v["decoder_block"] not in registry.built_decoder_blocks():
+    return
+  defaults = shipped_defaults()
+  for key, blocks in sorted(registry.family_config_keys().items()):
+    default = defaults[key]
+    if v["decoder_block"] not in blocks and v[key] != default:
+      yield Problem(key, f"is read only by decoder_block {', '.join(sorted(blocks))}, not by {v['decoder_block']!r}",
+                    v[key], allowed=f"{default!r}, or decoder_block {', '.join(sorted(blocks))}")
+
+
+@rule
 def capacity_factor_needs_capacity_dispatch(v, d):
   if v["capacity_factor"] > 0 and v["sparse_matmul"]:
     yield Problem("capacity_factor", "drops tokens only with the capacity (einsum) dispatch; the dropless grouped "

@@ -6,7 +6,7 @@ to them as constructor arguments, and declares the few things the shared model n
     FAMILY = Family(names=("gemma",), block=GemmaDecoderLayer, hf=GemmaHF(),
                     scale_embedding=True, norm_scale_offset=1.0, spec_fields=("use_post_attn_norm", ...))
 
-`names` and `moe` must be literals: the config reads them without importing JAX (models/registry.py).
+`names`, `moe` and `config_keys` must be literals: the config reads them without importing JAX (models/registry.py).
 docs/adding-a-family.md is the checklist.
 """
 
@@ -51,6 +51,7 @@ class Family:
   hf: Any = None  # its hf_registry.HFMapping instance, or None (no conversion)
   moe: bool = False  # layers include mixtures of experts: spec.moe is filled and the MoE config keys apply
   spec_fields: tuple[str, ...] = ()  # family-only ModelSpec fields it reads (spec.FAMILY_FIELDS); others must stay inert
+  config_keys: tuple[str, ...] = ()  # config keys only this family reads, as spec.option(key) (a literal: see above)
   scale_embedding: bool = False  # token embeddings * sqrt(emb_dim) (Gemma)
   norm_scale_offset: float = 0.0  # every RMSNorm computes x * (offset + w), the final norm included (Gemma: 1)
   final_norm: Callable[[ModelSpec, Any], Any] | None = None  # (spec, rngs) -> the decoder's final norm (default RMSNorm)

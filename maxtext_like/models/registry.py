@@ -1,7 +1,7 @@
 """The family registry: the modules of `maxtext_like/models/families/`, each declaring `FAMILY = Family(...)`.
 
 The folder is the list. Config validation runs before JAX is imported, so this module imports nothing heavy: it
-reads each family module's `names=` and `moe=` (literals) from its source without importing it (`declared`), and
+reads each family module's `names=`, `moe=` and `config_keys=` (literals) from its source without importing it (`declared`), and
 imports a module only when its family is asked for (`get_family`). A test checks the two views agree.
 
     declared()                  {decoder_block: Declared(module, moe)}, without importing JAX
@@ -30,9 +30,10 @@ class Declared:
 
   module: str  # 'maxtext_like.models.families.llama'
   moe: bool  # its layers include mixtures of experts (the MoE config keys apply)
+  config_keys: tuple[str, ...] = ()  # config keys only this family reads (ModelSpec.option)
 
 
-def _declaration(path: pathlib.Path) -> tuple[tuple[str, ...], bool]:
+def _declaration(path: pathlib.Path) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
   for node in ast.parse(path.read_text(), str(path)).body:
     if (isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) == "FAMILY"
         and isinstance(node.value, ast.Call)):
@@ -40,9 +41,11 @@ def _declaration(path: pathlib.Path) -> tuple[tuple[str, ...], bool]:
       try:
         names = tuple(ast.literal_eval(kw["names"]))
         moe = bool(ast.literal_eval(kw["moe"])) if "moe" in kw else False
+        keys = tuple(ast.literal_eval(kw["config_keys"])) if "config_keys" in kw else ()
       except (KeyError, ValueError) as e:
-        raise ValueError(f"{path}: FAMILY = Family(names=(...), moe=...) must spell both as literals") from e
-      return names, moe
+        raise ValueError(f"{path}: FAMILY = Family(names=(...), moe=..., config_keys=(...)) must spell them as "
+                         "literals") from e
+      return names, moe, keys
   raise ValueError(f"{path} declares no `FAMILY = Family(...)`")
 
 
@@ -52,11 +55,11 @@ def declared() -> dict[str, Declared]:
   for path in sorted(FAMILIES_DIR.glob("*.py")):
     if path.name.startswith("_"):
       continue
-    names, moe = _declaration(path)
+    names, moe, keys = _declaration(path)
     for name in names:
       if name in out:
         raise ValueError(f"decoder_block {name!r} is declared by both {out[name].module} and {path.stem}")
-      out[name] = Declared(f"maxtext_like.models.families.{path.stem}", moe)
+      out[name] = Declared(f"maxtext_like.models.families.{path.stem}", moe, keys)
   return out
 
 
@@ -68,13 +71,22 @@ def moe_decoder_blocks() -> frozenset[str]:
   return frozenset(name for name, d in declared().items() if d.moe)
 
 
+def family_config_keys() -> dict[str, frozenset[str]]:
+  """config key -> the decoder blocks whose family reads it (`Family.config_keys`)."""
+  out: dict[str, set[str]] = {}
+  for name, d in declared().items():
+    for key in d.config_keys:
+      out.setdefault(key, set()).add(name)
+  return {k: frozenset(v) for k, v in out.items()}
+
+
 def get_family(name: str):
   """The `Family` registered as decoder_block `name` (ModelSpecError naming the built ones)."""
   d = declared().get(name)
   if d is None:
     raise ModelSpecError(f"decoder_block {name!r} is not built; available: {sorted(declared())}")
   family = importlib.import_module(d.module).FAMILY
-  if name not in family.names or family.moe != d.moe:
+  if name not in family.names or family.moe != d.moe or family.config_keys != d.config_keys:
     raise AssertionError(f"{d.module}.FAMILY does not match its declaration")
   return family
 

@@ -63,10 +63,6 @@ class ModelSpec:
   mla_naive_kvcache: bool = True  # False: cache the kv latent + rotated k_rope, absorb wkv_b when decoding
   attention_sink: bool = False  # learned per-head logit added to the softmax denominator (gpt_oss)
   mlp_activations_limit: float = -1.0  # > 0: gpt-oss clamped SwiGLU (see models/gpt_oss.py)
-  # Llama 4 (models/families/llama4.py)
-  chunk_attn_window_size: int = 0  # > 0: RoPE layers attend within chunks of this many positions
-  nope_layer_interval: int = -1  # > 0: layer i skips RoPE (NoPE) iff (i + 1) % nope_layer_interval == 0
-  temperature_tuning: bool = False  # NoPE layers scale queries by position (attention temperature tuning)
   # RoPE
   rope_type: str = "default"
   rope_max_timescale: int = 10_000
@@ -115,6 +111,8 @@ class ModelSpec:
   moe: Any = None
   # Pipeline parallelism over the 'stage' mesh axis: a models.pipeline.PipelineSpec, else None (training forward only)
   pipeline: Any = None
+  # Config keys only this spec's family reads (its Family.config_keys), as (key, value) items; see `option`.
+  family_options: tuple[tuple[str, Any], ...] = ()
   # Load-balanced context parallelism (models/load_balance.py): > 1 means the training inputs arrive reordered for
   # this many context shards with `context_reorder_strategy`, and attention masks compare original token indices.
   context_load_balance_shards: int = 1
@@ -135,6 +133,18 @@ class ModelSpec:
   def num_query_groups(self) -> int:
     """Query heads per kv head (G in the shape vocabulary)."""
     return self.num_query_heads // self.num_kv_heads
+
+  def option(self, key: str) -> Any:
+    """The value of config key `key`, which this spec's family declares in `Family.config_keys`: as configured,
+    else its base.yml default. A key the family does not declare is an error (never a silent default)."""
+    declared = _family_config_keys(self.decoder_block)
+    if key not in declared:
+      raise KeyError(f"decoder_block {self.decoder_block!r} declares no config key {key!r} (Family.config_keys: "
+                     f"{list(declared)})")
+    given = dict(self.family_options)
+    if key in given:
+      return given[key]
+    return _shipped_default(key)
 
   # The parts each shared layer takes (models/layer_specs.py), built once per spec.
   @functools.cached_property
@@ -169,8 +179,23 @@ class ModelSpec:
 # Fields only some families read (listed in their Family's `spec_fields`), with their inert defaults.
 FAMILY_FIELDS = {"use_post_attn_norm": False, "use_post_ffw_norm": False, "local_rope_max_timescale": -1,
                  "global_rope_max_timescale": -1, "fused_qkv": False, "attention_type": "global", "attention_sink": False,
-                 "mlp_activations_limit": -1.0, "moe": None, "chunk_attn_window_size": 0, "nope_layer_interval": -1,
-                 "temperature_tuning": False}
+                 "mlp_activations_limit": -1.0, "moe": None}
+
+
+@functools.cache
+def _shipped_defaults() -> dict[str, Any]:
+  from maxtext_like.config.loader import shipped_defaults
+  return shipped_defaults()
+
+
+def _shipped_default(key: str) -> Any:
+  return _shipped_defaults()[key]
+
+
+def _family_config_keys(name: str) -> tuple[str, ...]:
+  from maxtext_like.models.registry import declared  # lazy: families import this module
+  d = declared().get(name)
+  return () if d is None else d.config_keys
 
 
 def _family_spec_fields(name: str) -> tuple[str, ...] | None:
@@ -222,6 +247,9 @@ def _problems(s: ModelSpec):
     yield f"sliding_window_size={s.sliding_window_size} must be >= 0"
   if not 0.0 <= s.dropout_rate < 1.0:
     yield f"dropout_rate={s.dropout_rate} must be in [0, 1)"
+  for key, _ in s.family_options:
+    if key not in _family_config_keys(s.decoder_block):
+      yield f"family option {key!r} is not a config key of decoder_block={s.decoder_block!r}"
   fields = _family_spec_fields(s.decoder_block)
   for name, default in FAMILY_FIELDS.items():  # nothing silently ignored: only families that read them accept them
     if fields is not None and getattr(s, name) != default and name not in fields:

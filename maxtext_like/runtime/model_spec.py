@@ -43,9 +43,6 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       attention_type=a.attention_type,
       attention_sink=a.attention_sink,
       mlp_activations_limit=m.mlp_activations_limit,
-      chunk_attn_window_size=a.chunk_attn_window_size,
-      nope_layer_interval=r.nope_layer_interval if r.nope_layer_interval > 0 else -1,
-      temperature_tuning=a.temperature_tuning,
       **({k: getattr(a, k) for k in ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
                                       "v_head_dim", "mla_naive_kvcache")} if a.attention_type == "mla" else {}),
       **{k: getattr(r, k) for k in ("max_position_embeddings", "original_max_position_embeddings", "rope_factor",
@@ -77,9 +74,17 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       flash_block_size=a.sa_block_kv,
       max_target_length=cfg.inference.max_target_length,
       moe=moe_spec(cfg),
+      family_options=family_options(cfg),
       pipeline=pipeline_spec(cfg, plan),
       **context_load_balance(cfg, plan),
   )
+
+
+def family_options(cfg: Config) -> tuple[tuple[str, object], ...]:
+  """The config keys the family declares (`Family.config_keys`, models/registry.py) with their values."""
+  from maxtext_like.models import registry
+  d = registry.declared().get(cfg.model.decoder_block)
+  return () if d is None else tuple((key, cfg.get(key)) for key in d.config_keys)
 
 
 def context_load_balance(cfg: Config, plan) -> dict:

@@ -58,3 +58,19 @@ def test_minimal_with_context_from_the_command_line():
   cfg = load_config(["base.yml", "remat_policy=minimal_with_context"], env={})
   from maxtext_like.runtime.model_spec import model_spec
   assert model_spec(cfg).remat_policy == "minimal_with_context"
+
+
+def test_family_config_keys_reach_only_their_family():
+  """Config keys a family declares (Family.config_keys, here llama4's) are refused for other families at validation,
+  reach the spec as family options, and an undeclared key is an error, never a silent default."""
+  from maxtext_like.models import ModelSpec
+  from maxtext_like.runtime.model_spec import model_spec
+  assert registry.family_config_keys()["chunk_attn_window_size"] == {"llama4"}
+  with pytest.raises(ConfigError, match="chunk_attn_window_size.*read only by decoder_block llama4"):
+    load_config(["base.yml", "chunk_attn_window_size=8"], env={})
+  spec = model_spec(load_config(["base.yml", "model_name=llama4-17b-16e", "override_model_config=true",
+                                 "chunk_attn_window_size=64"], env={}))
+  assert spec.option("chunk_attn_window_size") == 64 and spec.option("nope_layer_interval") == 4
+  assert ModelSpec(decoder_block="llama4").option("nope_layer_interval") == -1  # base.yml's default
+  with pytest.raises(KeyError, match="declares no config key 'sliding_window'"):
+    spec.option("sliding_window")

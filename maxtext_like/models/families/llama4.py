@@ -44,8 +44,13 @@ from maxtext_like.models.spec import ModelSpec
 TEMPERATURE_TUNING = (8192.0, 0.1)
 
 
+def nope_interval(spec: ModelSpec) -> int:
+  """Every this-many-th layer is NoPE (config key nope_layer_interval; <= 0: none)."""
+  return max(spec.option("nope_layer_interval"), 0)
+
+
 def is_nope_layer(spec: ModelSpec, i: int) -> bool:
-  return spec.nope_layer_interval > 0 and (i + 1) % spec.nope_layer_interval == 0
+  return nope_interval(spec) > 0 and (i + 1) % nope_interval(spec) == 0
 
 
 def is_moe_layer(spec: ModelSpec, i: int) -> bool:
@@ -54,7 +59,7 @@ def is_moe_layer(spec: ModelSpec, i: int) -> bool:
 
 def cycle(spec: ModelSpec) -> int:
   """The period with which layers repeat (NoPE and MoE placement)."""
-  return math.lcm(max(spec.nope_layer_interval, 1), spec.moe.interleave_moe_layer_step)
+  return math.lcm(max(nope_interval(spec), 1), spec.moe.interleave_moe_layer_step)
 
 
 def llama4_layer(spec: ModelSpec, *, rngs: nnx.Rngs, layer_index: int = 0) -> LlamaDecoderLayer:
@@ -64,8 +69,8 @@ def llama4_layer(spec: ModelSpec, *, rngs: nnx.Rngs, layer_index: int = 0) -> Ll
 
   def attention(r):
     return Attention(attn_spec.attention_spec, rngs=r, nope=nope, rope_interleave=True, qk_l2_norm=spec.use_qk_norm and not nope,
-                     chunk=0 if nope else spec.chunk_attn_window_size,
-                     temperature_tuning=TEMPERATURE_TUNING if nope and spec.temperature_tuning else None)
+                     chunk=0 if nope else spec.option("chunk_attn_window_size"),
+                     temperature_tuning=TEMPERATURE_TUNING if nope and spec.option("temperature_tuning") else None)
 
   if is_moe_layer(spec, layer_index):
     mlp = lambda r: MoeBlock(spec.mlp_spec, spec.moe, rngs=r, sigmoid_topk_router=True, weights_on_inputs=True)  # noqa: E731
@@ -147,10 +152,10 @@ class Llama4HF(LlamaHF):
         "num_local_experts": m.num_experts, "num_experts_per_tok": m.num_experts_per_tok,
         "interleave_moe_layer_step": m.interleave_moe_layer_step,
         "moe_layers": [i for i in range(L) if is_moe_layer(spec, i)],
-        "no_rope_layer_interval": spec.nope_layer_interval if spec.nope_layer_interval > 0 else 4,  # HF: list wins
+        "no_rope_layer_interval": nope_interval(spec) or 4,  # HF: the list below wins
         "no_rope_layers": [int(not is_nope_layer(spec, i)) for i in range(L)],
-        "attention_chunk_size": spec.chunk_attn_window_size or None,
-        "use_qk_norm": spec.use_qk_norm, "attn_temperature_tuning": spec.temperature_tuning,
+        "attention_chunk_size": spec.option("chunk_attn_window_size") or None,
+        "use_qk_norm": spec.use_qk_norm, "attn_temperature_tuning": spec.option("temperature_tuning"),
         "floor_scale": int(TEMPERATURE_TUNING[0]), "attn_scale": TEMPERATURE_TUNING[1],
         "attention_bias": False, "router_jitter_noise": 0.0, "output_router_logits": False,
         "router_aux_loss_coef": m.load_balance_loss_weight,
@@ -159,4 +164,5 @@ class Llama4HF(LlamaHF):
 
 
 FAMILY = Family(names=("llama4",), block=llama4_layer, hf=Llama4HF(), moe=True, layer_stacks=layer_stacks,
-                spec_fields=("moe", "chunk_attn_window_size", "nope_layer_interval", "temperature_tuning"))
+                spec_fields=("moe",),
+                config_keys=("chunk_attn_window_size", "nope_layer_interval", "temperature_tuning"))
