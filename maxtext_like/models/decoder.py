@@ -29,6 +29,7 @@ from maxtext_like.models.family import Family, LayerStack, family_of
 from maxtext_like.models.kv_cache import LayerKV
 from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.norms import RMSNorm
+from maxtext_like.models.registry import ModelSpecError
 from maxtext_like.models.remat import maybe_remat
 from maxtext_like.models.sharding import ACT_BTV, constrain
 from maxtext_like.models.spec import ModelSpec
@@ -71,7 +72,7 @@ def _unit_builder(family: Family, spec: ModelSpec, st: LayerStack):
   if st.cycle == 1:
     return st.num_layers, lambda rngs: family.block(spec, rngs=rngs, **st.block_kwargs)
   if st.num_layers % st.cycle:
-    raise ValueError(f"decoder_block={spec.decoder_block!r}: the scanned layout groups the {st.num_layers} layers of "
+    raise ModelSpecError(f"decoder_block={spec.decoder_block!r}: the scanned layout groups the {st.num_layers} layers of "
                      f"stack {st.name!r} in units of {st.cycle}, which must divide them; set scan_layers=false")
   return st.num_layers // st.cycle, lambda rngs: LayerCycle(family, spec, st.cycle, rngs=rngs, **st.block_kwargs)
 
