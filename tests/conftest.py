@@ -1,6 +1,10 @@
-"""Test-wide setup: 8 fake CPU devices, no hub access, and no silent skips."""
+"""Test-wide setup: 8 fake CPU devices, no hub access, and no silent skips; the shared test libraries here
+(hf_parity_lib, parity_cases) import from every folder whatever pytest's import mode."""
 
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 if "--xla_force_host_platform_device_count" not in os.environ["XLA_FLAGS"]:

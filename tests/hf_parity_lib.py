@@ -251,6 +251,13 @@ def our_model(spec: ModelSpec, hf, *, scan_layers: bool = False):
   return nnx.merge(graphdef, state)
 
 
+def load_converted(ckpt_dir: str, *overrides: str):
+  """`api.load_model` of a `to_maxtext` output: its model.yml as the preset, its parameters."""
+  from maxtext_like.api import load_config, load_model
+  return load_model(load_config(["base.yml", f"model_name={ckpt_dir}/model.yml", f"load_parameters_path={ckpt_dir}",
+                                 *overrides], env={}))
+
+
 def random_model(spec: ModelSpec, seed: int = 0, scale: float = 0.3, norm_mean: float = 0.0):
   """Our model with N(0, scale^2) parameters (norm scales around `norm_mean`) drawn by numpy (no initializer
   compiles)."""

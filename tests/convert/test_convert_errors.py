@@ -8,8 +8,8 @@ import os
 import numpy as np
 import pytest
 import transformers
-from convert_testlib import hf_model
 
+import parity_cases as pc
 from maxtext_like.convert import ConvertError, to_maxtext
 from maxtext_like.convert.__main__ import main
 from maxtext_like.convert.safetensors_io import _write_file, iter_tensors
@@ -18,7 +18,7 @@ from maxtext_like.convert.safetensors_io import _write_file, iter_tensors
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
   d = tmp_path_factory.mktemp("hf")
-  hf_model(transformers.LlamaConfig, "LlamaForCausalLM").save_pretrained(d)
+  pc.hf_model("llama2", "llama2_gqa3").save_pretrained(d)
   return d
 
 

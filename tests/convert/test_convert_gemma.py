@@ -8,10 +8,9 @@ import os
 import numpy as np
 import pytest
 import transformers
-from convert_testlib import our_model
 
 import parity_cases as pc
-from hf_parity_lib import hf_logits, tokens
+from hf_parity_lib import hf_logits, load_converted, tokens
 from maxtext_like.convert.__main__ import main
 
 TOL = 1e-4
@@ -25,7 +24,7 @@ def test_gemma_cli_round_trip(name, tmp_path, capsys):
   scan = f"scan_layers={str(SCAN[name]).lower()}"
   assert main(["to_maxtext", "--hf_path", str(tmp_path / "hf"), "--output", str(tmp_path / "ours"), scan]) == 0
   ours = str(tmp_path / "ours")
-  loaded = our_model(ours, f"{ours}/model.yml", scan)
+  loaded = load_converted(ours, scan)
   toks = tokens(2, 3 * pc.GEMMA_WINDOW)  # longer than the sliding window
   want = hf_logits(hf, toks)
   diff = float(np.abs(np.asarray(loaded.logits(toks)) - want).max())

@@ -9,8 +9,9 @@ import os
 import jax
 import numpy as np
 import transformers
-from convert_testlib import hf_greedy, hf_model, our_greedy, our_model, tokens
 
+import parity_cases as pc
+from hf_parity_lib import hf_greedy, load_converted, our_greedy, tokens
 from maxtext_like.api import generate, load_config
 from maxtext_like.convert import to_hf, to_maxtext
 from maxtext_like.training.loop import Trainer
@@ -33,13 +34,13 @@ def _tokenizer_dir(path) -> str:
 
 
 def test_converted_checkpoint_trains_and_decodes(tmp_path):
-  hf = hf_model(transformers.LlamaConfig, "LlamaForCausalLM")
+  hf = pc.hf_model("llama2", "llama2_gqa3")
   hf.save_pretrained(tmp_path / "hf")
   out = to_maxtext(str(tmp_path / "hf"), str(tmp_path / "ours"))  # scan_layers=true (default)
 
   # decodes directly: greedy continuation equals transformers'
-  prompts = tokens(2, 6, seed=1)
-  assert our_greedy(our_model(out, f"{out}/model.yml").model, prompts, 8) == hf_greedy(hf, prompts, 8)
+  prompts = tokens(2, 6, seed=1, vocab=256)
+  assert our_greedy(load_converted(out).model, prompts, 8) == hf_greedy(hf, prompts, 8)
 
   # trains from it: parameters start from the converted ones (a fresh init would be O(1) away)
   cfg = load_config(["base.yml", f"model_name={out}/model.yml", f"load_parameters_path={out}", "dataset_type=synthetic",

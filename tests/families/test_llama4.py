@@ -1,8 +1,8 @@
 """Llama 4 text (decoder_block 'llama4') against transformers (eager, float32): the HF config's keys, the QK norm
 and temperature tuning, the MoE layer alone for every dispatch, and on the parity table's Scout-like and
-Maverick-like tiny models (tests/parity_cases.py) KV-cache decode == full forward and the HF mapping both ways (in
-memory and through convert.to_maxtext / to_hf). (Logits, greedy generation and preset counts vs transformers:
-families/test_parity.py.)
+Maverick-like tiny models (tests/parity_cases.py) KV-cache decode == full forward and the HF mapping both ways in
+memory. Logits, greedy generation and preset counts vs transformers: test_parity.py; conversion:
+convert/test_convert_gpt_oss_llama4.py.
 
 Both tiny models have chunked attention (chunk 3) on their RoPE layers, NoPE layers (every 2nd / every 4th) and
 temperature tuning, whose floor_scale is 4 here instead of 8192 (the family's constant is patched, HF reads its
@@ -18,12 +18,8 @@ import transformers
 from flax import nnx
 
 import parity_cases as pc
-from hf_parity_lib import hf_config, hf_logits, jit, our_logits, our_model, redraw_llama4, tokens
-from maxtext_like.config import load_config
+from hf_parity_lib import hf_config, jit, our_model, redraw_llama4, tokens
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
-from maxtext_like.runtime.model_spec import model_spec
-
-MEASURED: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,7 +74,6 @@ def test_moe_layer_matches_hf(k, monkeypatch):
   """Our MoeBlock with the Llama 4 router (sigmoid of the top-k logits, weights on the expert inputs) and a shared
   expert == HF's Llama4TextMoe, for every dispatch: the grouped matmul (blocked, ragged_dot), capacity einsums,
   and dense_reference."""
-  import jax
   import jax.numpy as jnp
   from transformers.models.llama4.modeling_llama4 import Llama4TextMoe
 
@@ -147,30 +142,3 @@ def test_mapping_round_trips(cases, name):
   for n, a in tensors.items():
     assert np.array_equal(back[n], a), n
   assert mapping.model_keys_from_hf(mapping.hf_config_from(spec)) == mapping.model_keys_from_hf(hf_config(hf))
-
-
-def test_convert_round_trip(cases, tmp_path):
-  """save_pretrained -> convert.to_maxtext (scanned: units of 4 layers) -> logits == HF's; convert.to_hf (experts
-  re-fused into gate_up_proj) -> from_pretrained -> logits == ours."""
-  import orbax.checkpoint as ocp
-
-  from maxtext_like.convert import to_hf, to_maxtext
-  from maxtext_like.models import build_model
-  hf, _ = cases["maverick"]
-  hf.save_pretrained(tmp_path / "hf")
-  out = to_maxtext(str(tmp_path / "hf"), str(tmp_path / "ours"), ["scan_layers=true"])
-  argv = ["base.yml", f"model_name={out}/model.yml", "scan_layers=true", "attention=dot_product",
-          "remat_policy=none"]
-  spec = model_spec(load_config(argv, env={}))
-  model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
-  restored = ocp.StandardCheckpointer().restore(out, {"params": nnx.state(model, nnx.Param)})
-  nnx.update(model, restored["params"])
-  toks = tokens(2, 20, seed=3, vocab=spec.vocab_size)
-  ours = our_logits(model, toks)
-  d1 = float(np.abs(ours - hf_logits(hf, toks)).max())
-  back_dir = to_hf(str(tmp_path / "back"), [*argv, f"load_parameters_path={out}"])
-  back = transformers.AutoModelForCausalLM.from_pretrained(back_dir, attn_implementation="eager").float().eval()
-  d2 = float(np.abs(ours - hf_logits(back, toks)).max())
-  MEASURED["convert hf->ours"], MEASURED["convert ours->hf"] = d1, d2
-  print(f"llama4 convert: hf->ours {d1:.2e}, ours->hf {d2:.2e}")
-  assert type(back).__name__ == "Llama4ForCausalLM" and d1 < 1e-4 and d2 < 1e-4

@@ -1,3 +1,5 @@
+"""Config makers of the training tests: a tiny llama (`tiny_cfg`) and a tiny mixtral-style MoE (`moe_cfg`)."""
+
 import pytest
 
 from maxtext_like.config import load_config
@@ -13,4 +15,20 @@ def tiny_cfg(tmp_path):
     extra = [] if any(a.startswith("run_name=") for a in argv) else ["run_name=t"]
     extra += [] if any(a.startswith("log_period=") for a in argv) else ["log_period=1000"]
     return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", *extra, *argv], env={})
+  return make
+
+
+# A tiny mixtral-style MoE model: 8 experts, top-2, 2 layers, float32.
+TINY_MOE = ["override_model_config=true", "decoder_block=mixtral", "base_emb_dim=32", "base_num_query_heads=4",
+            "base_num_kv_heads=2", "head_dim=8", "base_mlp_dim=64", "base_moe_mlp_dim=48", "base_num_decoder_layers=2",
+            "vocab_size=256", "num_experts=8", "num_experts_per_tok=2", "norm_topk_prob=true", "max_target_length=16",
+            "dtype=float32", "enable_tensorboard=false", "async_checkpointing=false", "max_prefill_predict_length=8",
+            "dataset_type=synthetic", "enable_checkpointing=false", "per_device_batch_size=1", "steps=3",
+            "megablox=false", "log_period=1000"]
+
+
+@pytest.fixture
+def moe_cfg(tmp_path):
+  def make(*argv):
+    return load_config(["base.yml", *TINY_MOE, f"base_output_directory={tmp_path}", "run_name=moe", *argv], env={})
   return make

@@ -1,13 +1,13 @@
 """gpt-oss against transformers' GptOssForCausalLM (eager, f32) on the parity table's tiny model: logits with the
 other MoE dispatches, KV-cache decode == full forward, HF mapping round trip, a tiny config trains (gradients reach
-sinks and biases), conversion both ways. (Logits, greedy generation and preset counts: families/test_parity.py.)"""
+sinks and biases). Logits, greedy generation and preset counts: test_parity.py; conversion:
+convert/test_convert_gpt_oss_llama4.py."""
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import transformers
 from flax import nnx
 
 import parity_cases as pc
@@ -101,31 +101,3 @@ def test_config_trains(tmp_path):
                "self_attention/out/bias"):
     hits = [k for k in flat if k.endswith(name)]
     assert hits and all(np.abs(flat[k]).max() > 0 for k in hits), name
-
-
-def test_convert_round_trip(case, tmp_path):
-  """save_pretrained -> convert.to_maxtext (model.yml from the HF config, scanned) -> our logits == HF's; then
-  convert.to_hf (wi_0/wi_1 re-interleaved) -> from_pretrained -> logits == ours."""
-  from maxtext_like.config import load_config
-  from maxtext_like.convert.to_hf import to_hf
-  from maxtext_like.convert.to_maxtext import to_maxtext
-  from maxtext_like.models import build_model
-  from maxtext_like.runtime.model_spec import model_spec
-  import orbax.checkpoint as ocp
-  hf = case[0]
-  hf.save_pretrained(tmp_path / "hf")
-  out = to_maxtext(str(tmp_path / "hf"), str(tmp_path / "ours"), ["scan_layers=true"])
-  argv = ["base.yml", f"model_name={out}/model.yml", "scan_layers=true", "max_target_length=32",
-          "max_prefill_predict_length=8"]
-  spec = model_spec(load_config(argv, env={}))
-  model = build_model(spec, nnx.Rngs(0))
-  restored = ocp.StandardCheckpointer().restore(out, {"params": nnx.state(model, nnx.Param)})
-  nnx.update(model, restored["params"])
-  toks = tokens(2, 20, seed=3, vocab=spec.vocab_size)
-  ours = our_logits(model, toks)
-  d1 = float(np.abs(ours - hf_logits(hf, toks)).max())
-  back_dir = to_hf(str(tmp_path / "back"), [*argv, f"load_parameters_path={out}"])
-  back = transformers.AutoModelForCausalLM.from_pretrained(back_dir, attn_implementation="eager").float().eval()
-  d2 = float(np.abs(ours - hf_logits(back, toks)).max())
-  print(f"gpt-oss convert: hf->ours {d1:.2e}, ours->hf {d2:.2e}")
-  assert type(back).__name__ == "GptOssForCausalLM" and d1 < 1e-4 and d2 < 1e-4

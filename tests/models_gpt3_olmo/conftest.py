@@ -1,6 +1,0 @@
-"""Makes `gemma_testlib` importable whatever pytest's import mode."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
