@@ -1,5 +1,7 @@
 """Load-balanced context parallelism: the reorder, and a model fed reordered tokens == the original, reordered."""
 
+import functools
+
 import numpy as np
 import jax.numpy as jnp
 import pytest
@@ -54,12 +56,18 @@ SPECS = {
 }
 
 
+@functools.cache  # the original model's forward and its logits, once per module for each spec
+def original(name):
+  forward = jit_forward(build(SPECS[name]))
+  return forward, np.asarray(forward(*tokens_and_packing()))
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 @pytest.mark.parametrize("shards,strategy", [(2, "dual_chunk_swap"), (4, "striped")])
 def test_reordered_forward_equals_original(name, shards, strategy):
   spec = SPECS[name]
   tokens, pos, seg = tokens_and_packing()
-  want = np.asarray(jit_forward(build(spec))(tokens, pos, seg))
+  forward, want = original(name)
   balanced = spec.replace(context_load_balance_shards=shards, context_reorder_strategy=strategy)
   batch = load_balance.reorder_batch({"t": tokens, "p": pos, "s": seg}, shards, strategy)
   got = np.asarray(jit_forward(build(balanced))(batch["t"], batch["p"], batch["s"]))
@@ -67,5 +75,5 @@ def test_reordered_forward_equals_original(name, shards, strategy):
   real = np.asarray(seg)[:, perm] != 0  # padding positions carry no loss
   np.testing.assert_allclose(got[real], want[:, perm][real], rtol=2e-5, atol=2e-5)
   # Without the original-order mask the reordered sequence attends the wrong keys: the test can fail.
-  wrong = np.asarray(jit_forward(build(spec))(batch["t"], batch["p"], batch["s"]))
+  wrong = np.asarray(forward(batch["t"], batch["p"], batch["s"]))
   assert not np.allclose(wrong[real], want[:, perm][real], atol=1e-3)

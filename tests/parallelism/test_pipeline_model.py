@@ -1,5 +1,7 @@
 """The pipelined decoder equals the plain layer stack (one device, no mesh): every schedule option, loss and grads."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,7 @@ BASE = ModelSpec(vocab_size=64, emb_dim=32, num_query_heads=2, num_kv_heads=2, h
 TOKENS = jax.random.randint(jax.random.key(1), (8, 16), 0, 64)
 
 
+@functools.cache  # the plain stack's reference, once per module for each layout
 def loss_and_grads(spec):
   graphdef, params = nnx.split(build_model(spec, nnx.Rngs(0)))
   return jax.jit(jax.value_and_grad(lambda p: jnp.mean(nnx.merge(graphdef, p)(TOKENS) ** 2)))(params)

@@ -9,13 +9,23 @@ TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4
         "enable_tensorboard=false", "async_checkpointing=false", "max_prefill_predict_length=16"]
 
 
-@pytest.fixture
-def tiny_cfg(tmp_path):
+def _tiny_maker(out_dir):
   def make(*argv):
     extra = [] if any(a.startswith("run_name=") for a in argv) else ["run_name=t"]
     extra += [] if any(a.startswith("log_period=") for a in argv) else ["log_period=1000"]
-    return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", *extra, *argv], env={})
+    return load_config(["base.yml", *TINY, f"base_output_directory={out_dir}", *extra, *argv], env={})
   return make
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+  return _tiny_maker(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg_module(tmp_path_factory):
+  """tiny_cfg for module-scoped references (one output directory per module)."""
+  return _tiny_maker(tmp_path_factory.mktemp("tiny"))
 
 
 # A tiny mixtral-style MoE model: 8 experts, top-2, 2 layers, float32.
@@ -27,8 +37,18 @@ TINY_MOE = ["override_model_config=true", "decoder_block=mixtral", "base_emb_dim
             "megablox=false", "log_period=1000"]
 
 
+def _moe_maker(out_dir):
+  def make(*argv):
+    return load_config(["base.yml", *TINY_MOE, f"base_output_directory={out_dir}", "run_name=moe", *argv], env={})
+  return make
+
+
 @pytest.fixture
 def moe_cfg(tmp_path):
-  def make(*argv):
-    return load_config(["base.yml", *TINY_MOE, f"base_output_directory={tmp_path}", "run_name=moe", *argv], env={})
-  return make
+  return _moe_maker(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def moe_cfg_module(tmp_path_factory):
+  """moe_cfg for module-scoped references (one output directory per module)."""
+  return _moe_maker(tmp_path_factory.mktemp("moe"))

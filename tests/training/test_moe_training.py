@@ -29,7 +29,18 @@ def loss_and_grads(cfg, devices=None):
   return tr, float(loss), jax.tree.map(np.asarray, grads), compiled.as_text()
 
 
-_ONE_DEVICE: dict = {}
+@pytest.fixture(scope="module")
+def one_device(moe_cfg_module):
+  """(loss, grads) on one device for a dispatch mode, computed once per module (shared by its meshes)."""
+  runs = {}
+
+  def run(dispatch):
+    if dispatch not in runs:
+      capacity = [] if dispatch.endswith("true") else ["capacity_factor=1.5"]
+      runs[dispatch] = loss_and_grads(moe_cfg_module(dispatch, *capacity, *AUX, "per_device_batch_size=8",
+                                                     "ici_fsdp_parallelism=1"), jax.devices()[:1])[1:3]
+    return runs[dispatch]
+  return run
 
 
 @pytest.mark.parametrize("dispatch,mesh", [
@@ -37,12 +48,9 @@ _ONE_DEVICE: dict = {}
     ("sparse_matmul=false", ["ici_expert_parallelism=2", "ici_fsdp_parallelism=4"]),
     ("sparse_matmul=true", ["num_slices=2", "dcn_expert_parallelism=2", "dcn_data_parallelism=1", "ici_fsdp_parallelism=4"]),
 ])
-def test_expert_parallel_matches_one_device(moe_cfg, dispatch, mesh):
+def test_expert_parallel_matches_one_device(moe_cfg, one_device, dispatch, mesh):
   capacity = [] if dispatch.endswith("true") else ["capacity_factor=1.5"]  # some tokens dropped, same on both
-  if dispatch not in _ONE_DEVICE:  # shared by the meshes of one dispatch mode
-    _ONE_DEVICE[dispatch] = loss_and_grads(
-        moe_cfg(dispatch, *capacity, *AUX, "per_device_batch_size=8", "ici_fsdp_parallelism=1"), jax.devices()[:1])[1:3]
-  l1, g1 = _ONE_DEVICE[dispatch]
+  l1, g1 = one_device(dispatch)
   tr, l8, g8, hlo = loss_and_grads(moe_cfg(dispatch, *capacity, *AUX, *mesh))
   assert l8 == pytest.approx(l1, rel=1e-5, abs=1e-5)
   for a, b in zip(jax.tree.leaves(g8), jax.tree.leaves(g1)):

@@ -25,6 +25,20 @@ def run_steps(cfg, n, devices=None):
 COMMON = ["dataset_type=synthetic", "enable_checkpointing=false", "per_device_batch_size=1", "steps=3"]
 
 
+@pytest.fixture(scope="module")
+def reference(tiny_cfg_module):
+  """run_steps(tiny_cfg(*argv), n, the first `devices` devices), computed once per module for each argument set:
+  the references the sharded runs compare with."""
+  runs = {}
+
+  def run(argv, n, devices):
+    key = (tuple(argv), n, devices)
+    if key not in runs:
+      runs[key] = run_steps(tiny_cfg_module(*argv), n, jax.devices()[:devices])
+    return runs[key]
+  return run
+
+
 @pytest.mark.parametrize("mesh", [
     ["ici_data_parallelism=8", "ici_fsdp_parallelism=1"],
     ["ici_fsdp_parallelism=8"],
@@ -36,11 +50,9 @@ COMMON = ["dataset_type=synthetic", "enable_checkpointing=false", "per_device_ba
     ["ici_sequence_parallelism=2", "ici_fsdp_transpose_parallelism=2", "ici_fsdp_parallelism=2"],
     ["num_slices=2", "dcn_data_parallelism=-1", "ici_fsdp_parallelism=4"],
 ])
-def test_sharded_matches_one_device(tiny_cfg, mesh):
-  devices = jax.devices()
-  assert len(devices) == 8
-  one = tiny_cfg(*COMMON, "per_device_batch_size=8", "ici_fsdp_parallelism=1")
-  _, s1, l1, n1 = run_steps(one, 3, devices[:1])
+def test_sharded_matches_one_device(tiny_cfg, reference, mesh):
+  assert len(jax.devices()) == 8
+  _, s1, l1, n1 = reference([*COMMON, "per_device_batch_size=8", "ici_fsdp_parallelism=1"], 3, 1)
   _, s8, l8, n8 = run_steps(tiny_cfg(*COMMON, *mesh), 3)
   np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(n8, n1, rtol=1e-5, atol=1e-5)
@@ -55,18 +67,18 @@ def test_sharded_matches_one_device(tiny_cfg, mesh):
     ["ici_context_parallelism=2", "ici_fsdp_parallelism=4", "context_parallel_load_balance=false"],
     ["ici_context_parallelism=4", "ici_tensor_parallelism=2", "context_parallel_reorder_strategy=striped"],
 ], ids=["dual_chunk_swap", "unbalanced", "striped+tensor"])
-def test_context_parallel_flash_with_packing_and_window(tiny_cfg, balance):
+def test_context_parallel_flash_with_packing_and_window(tiny_cfg, reference, balance):
   """Packed real text, a sliding window, block-sparse flash run per context shard (shard_map): == one device."""
   from maxtext_like.models import context_attention
   from maxtext_like.models.sharding import activation_sharding as act
   common = [*COMMON, "dataset_type=embedded", "sliding_window_size=12", "attention=flash", "sa_block_q=8", "sa_block_kv=8"]
-  _, _, l1, n1 = run_steps(tiny_cfg(*common, "per_device_batch_size=8", "ici_fsdp_parallelism=1"), 2, jax.devices()[:1])
+  _, _, l1, n1 = reference([*common, "per_device_batch_size=8", "ici_fsdp_parallelism=1"], 2, 1)
   tr, _, l8, n8 = run_steps(tiny_cfg(*common, *balance), 2)
   shards = 4 if "striped" in str(balance) else 2
   balanced = "context_parallel_load_balance=false" not in balance
   assert tr.spec.context_load_balance_shards == (shards if balanced else 1)
   with act(tr.mesh, tr.rules):  # the attention ran per sequence shard
-    layout = context_attention.sequence_shards((8, 32, 4, 16), (8, 32, 2, 16), tr.spec)
+    layout = context_attention.sequence_shards((8, 32, 4, 16), (8, 32, 2, 16), tr.spec.attention_spec)
   assert layout is not None and layout[3] == ("context",)
   np.testing.assert_allclose(l8, l1, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(n8, n1, rtol=1e-5, atol=1e-5)
@@ -156,9 +168,9 @@ def test_log_config_lists_changed_keys_with_sources(tiny_cfg):
 
 @pytest.mark.parametrize("offload", [["optimizer_memory_host_offload=true"],
                                      ["optimizer_memory_host_offload=true", "parameter_memory_host_offload=true"]])
-def test_host_offload_keeps_state_on_host_and_matches(tiny_cfg, offload):
+def test_host_offload_keeps_state_on_host_and_matches(tiny_cfg, reference, offload):
   base = [*COMMON, "ici_fsdp_parallelism=2", "ici_data_parallelism=1"]
-  _, s_ref, l_ref, _ = run_steps(tiny_cfg(*base), 2, jax.devices()[:2])
+  _, s_ref, l_ref, _ = reference(base, 2, 2)
   tr, s_off, l_off, _ = run_steps(tiny_cfg(*base, *offload), 2, jax.devices()[:2])
   np.testing.assert_allclose(l_off, l_ref, rtol=1e-6)
   kinds = {x.sharding.memory_kind for x in jax.tree.leaves(s_off["opt_state"]) if x.ndim > 0}
