@@ -13,8 +13,6 @@ import pytest
 from maxtext_like.config import ConfigError, load_config
 from maxtext_like.training.distributed import settings
 
-pytestmark = pytest.mark.slow  # subprocess training jobs; deselect with -m 'not slow'
-
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
         "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=512", "max_target_length=32", "max_prefill_predict_length=8",
         "per_device_batch_size=1", "enable_tensorboard=false", "log_period=1", "checkpoint_period=5", "dataset_type=synthetic",
@@ -48,6 +46,7 @@ def _losses(path):
   return {r["step"]: r["loss"] for r in map(json.loads, Path(path).read_text().splitlines())}
 
 
+@pytest.mark.slow  # subprocess training jobs; deselect with -m 'not slow'
 def test_two_processes_equal_one_and_resume(tmp_path):
   single = _train(tmp_path, "one", 5)
   out, err = single.communicate(timeout=600)
