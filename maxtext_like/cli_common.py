@@ -15,8 +15,21 @@ def _bad_input_types() -> tuple[type, ...]:
   return ConfigError, CheckpointError, FileNotFoundError, ModelSpecError, DataError
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def print_help(usage: str) -> int:
+  """The entry point's usage (its module docstring) and where every key is described; exit code 0."""
+  print(usage.strip())
+  print("\nEvery key: docs/config.md; one key: python -m maxtext_like.config base.yml --explain KEY")
+  return 0
+
+
 def run_entry_point(name: str, argv: Sequence[str], body: Callable) -> int:
   from maxtext_like.config import ConfigError, load_config
+  if any(a in HELP_FLAGS for a in argv):
+    import importlib
+    return print_help(importlib.import_module(f"maxtext_like.{name}").__doc__ or name)
   try:
     cfg = load_config(list(argv))
   except ConfigError as e:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
+from maxtext_like.cli_common import HELP_FLAGS, print_help
+
 USAGE = """usage:
   python -m maxtext_like.convert to_maxtext --hf_path DIR --output DIR [base.yml] [model_name=NAME] [k=v ...]
   python -m maxtext_like.convert to_hf --output DIR [--max_shard_mb N] [base.yml] model_name=NAME load_parameters_path=DIR [k=v ...]"""
@@ -38,6 +40,8 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
 
 def main(argv: list[str]) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if any(a in HELP_FLAGS for a in argv):
+    return print_help(f"{__doc__}\n\n{USAGE}")
   try:
     command, opts, rest = parse(argv)
   except SystemExit as e:
