@@ -280,6 +280,20 @@ def our_logits(model, toks: np.ndarray) -> np.ndarray:
   return np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, jnp.asarray(toks)))
 
 
+def our_cached_logits(model, toks: np.ndarray, prefill: int, max_length: int) -> np.ndarray:
+  """Logits [B, T, V] of `toks` through the KV cache: the first `prefill` tokens prefilled together, then one
+  token per decode step (jitted)."""
+  graphdef, state = nnx.split(model)
+  run_prefill = jit(lambda s, t: nnx.merge(graphdef, s).prefill(t, max_length=max_length))
+  run_step = jit(lambda s, t, c: nnx.merge(graphdef, s).decode_step(t, c))
+  logits, cache = run_prefill(state, jnp.asarray(toks[:, :prefill]))
+  out = [np.asarray(logits)]
+  for t in range(prefill, toks.shape[1]):
+    logits, cache = run_step(state, jnp.asarray(toks[:, t:t + 1]), cache)
+    out.append(np.asarray(logits))
+  return np.concatenate(out, axis=1)
+
+
 def our_greedy(model, toks: np.ndarray, n: int, max_prefill: int | None = None) -> list[list[int]]:
   """Our greedy continuation of n tokens per row (prefill padded to max_prefill, default the prompt length)."""
   P = toks.shape[1] if max_prefill is None else max_prefill

@@ -6,15 +6,13 @@ transformers: test_parity.py."""
 
 import pathlib
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
 import yaml
-from flax import nnx
 
 import parity_cases as pc
-from hf_parity_lib import jit, our_logits, random_model, tokens
+from hf_parity_lib import our_cached_logits, our_logits, random_model, tokens
 from maxtext_like.config import load_config
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
 from maxtext_like.runtime.model_spec import model_spec
@@ -29,17 +27,7 @@ def test_prefill_then_decode_equals_full_forward(name, scan_layers):
   T, P = 3 * pc.GEMMA_WINDOW, 5  # decode crosses the sliding window
   toks = tokens(2, T, seed=7)
   full = our_logits(model, toks)
-  graphdef, state = nnx.split(model)
-
-  prefill = jit(lambda s, t: nnx.merge(graphdef, s).prefill(t, max_length=T))
-  decode = jit(lambda s, t, c: nnx.merge(graphdef, s).decode_step(t, c))
-  logits, cache = prefill(state, jnp.asarray(toks[:, :P]))
-  outs = [np.asarray(logits)]
-  for t in range(P, T):
-    logits, cache = decode(state, jnp.asarray(toks[:, t:t + 1]), cache)
-    outs.append(np.asarray(logits))
-  step = np.concatenate(outs, axis=1)
-  np.testing.assert_allclose(step, full, atol=2e-5, rtol=0)
+  np.testing.assert_allclose(our_cached_logits(model, toks, P, T), full, atol=2e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["gemma2", "gemma3"])

@@ -5,13 +5,12 @@ convert/test_convert_gpt_oss_llama4.py."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 import parity_cases as pc
-from hf_parity_lib import hf_config, hf_logits, hf_tensors, jit, our_logits, our_model, tokens
+from hf_parity_lib import hf_config, hf_logits, hf_tensors, our_cached_logits, our_logits, our_model, tokens
 from maxtext_like.models.hf_registry import get_hf_mapping
 
 MEASURED: dict[str, float] = {}
@@ -46,14 +45,7 @@ def test_cache_decode_equals_full_forward(case):
   model = our_model(spec.replace(max_target_length=40), tensors, scan_layers=True)
   toks = tokens(2, 14, seed=2, vocab=spec.vocab_size)
   full = our_logits(model, toks)
-  graphdef, state = nnx.split(model)
-  logits, cache = jit(lambda s, t: nnx.merge(graphdef, s).prefill(t, max_length=40))(state, jnp.asarray(toks[:, :8]))
-  step = jit(lambda s, t, c: nnx.merge(graphdef, s).decode_step(t, c))
-  steps = [np.asarray(logits)]
-  for t in range(8, 14):
-    logits, cache = step(state, jnp.asarray(toks[:, t:t + 1]), cache)
-    steps.append(np.asarray(logits))
-  diff = float(np.abs(np.concatenate(steps, axis=1) - full).max())
+  diff = float(np.abs(our_cached_logits(model, toks, 8, 40) - full).max())
   print(f"gpt-oss cache decode vs full forward: {diff:.2e}")
   assert diff < 1e-4
 

@@ -18,7 +18,7 @@ import transformers
 from flax import nnx
 
 import parity_cases as pc
-from hf_parity_lib import hf_config, jit, our_model, redraw_llama4, tokens
+from hf_parity_lib import hf_config, jit, our_cached_logits, our_logits, our_model, redraw_llama4, tokens
 from maxtext_like.models.hf_registry import HFConfigError, get_hf_mapping
 
 
@@ -116,16 +116,9 @@ def test_cache_decode_equals_full_forward(cases, name, scan):
   hf, spec = cases[name]
   model = our_model(spec, hf, scan_layers=scan)
   toks = tokens(2, 14, seed=2, vocab=spec.vocab_size)
-  graphdef, state = nnx.split(model)
-  full = np.asarray(jit(lambda s, t: nnx.merge(graphdef, s)(t))(state, toks))
-  prefill = jit(lambda s, t: nnx.merge(graphdef, s).prefill(t, max_length=32))
-  step = jit(lambda s, t, c: nnx.merge(graphdef, s).decode_step(t, c))
-  logits, cache = prefill(state, toks[:, :5])
-  steps = [np.asarray(logits)]
-  for t in range(5, 14):  # decoding crosses chunk boundaries (3) and the temperature floors (4)
-    logits, cache = step(state, toks[:, t:t + 1], cache)
-    steps.append(np.asarray(logits))
-  diff = float(np.abs(np.concatenate(steps, axis=1) - full).max())
+  full = our_logits(model, toks)
+  # decoding tokens 5..13 crosses chunk boundaries (3) and the temperature floors (4)
+  diff = float(np.abs(our_cached_logits(model, toks, 5, 32) - full).max())
   print(f"llama4 {name}: KV-cache decode vs full forward {diff:.2e}")
   assert diff < 1e-4
 
