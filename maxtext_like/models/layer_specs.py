@@ -1,7 +1,6 @@
 """The small specs the shared layers take: each holds only what its layer reads, under the `ModelSpec` field names.
 
-    spec.attention_spec   AttentionSpec  (Attention, MLA, the kernels; with its RopeSpec)
-    spec.rope_spec        RopeSpec       (rope.inv_freq_from_spec)
+    spec.attention_spec   AttentionSpec  (Attention, MLA, the kernels; its .rope is the RopeSpec rope.* reads)
     spec.mlp_spec         MlpSpec        (MlpBlock; MoeBlock with its MoeSpec)
     spec.remat_spec       RematSpec      (remat.maybe_remat)
 

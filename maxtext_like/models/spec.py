@@ -153,11 +153,6 @@ class ModelSpec:
     return layer_specs.attention_spec(self)
 
   @functools.cached_property
-  def rope_spec(self):
-    from maxtext_like.models import layer_specs
-    return layer_specs.rope_spec(self)
-
-  @functools.cached_property
   def mlp_spec(self):
     from maxtext_like.models import layer_specs
     return layer_specs.mlp_spec(self)
