@@ -11,7 +11,7 @@ from maxtext_like.models import choices, registry
 
 # key -> the values that are supported (None: only the default). Keys absent from both maps are fully supported.
 PARTIAL: dict[str, frozenset] = {
-    "attention": frozenset({"autoselected", "dot_product", "flash"}),
+    "attention": frozenset({"autoselected", "dot_product", "flash", "paged"}),
     "dataset_type": frozenset({"embedded", "synthetic", "hf", "grain", "tfds"}),
     "grain_file_type": frozenset({"arrayrecord", "parquet"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
@@ -55,8 +55,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
     "sa_block_kv_dkv_compute", "sa_block_q_dq", "sa_block_kv_dq", "sa_use_fused_bwd_kernel", "sa_q_layout",
     "sa_k_layout", "sa_v_layout", "use_max_logit_estimate", "cost_estimate_flops_fwd", "cost_estimate_flops_bwd",
-    "dq_reduction_steps", "use_splash_scheduler", "pagedattn_num_pages", "pagedattn_tokens_per_page",
-    "pagedattn_pages_per_compute_block", "pagedattn_max_pages_per_group", "pagedattn_head_dim_alignment",
+    "dq_reduction_steps", "use_splash_scheduler",
     # moe
     # (built, models/moe.py: num_experts, num_experts_per_tok, capacity_factor, base_moe_mlp_dim,
     #  load_balance_loss_weight, use_random_routing, norm_topk_prob, float32_weight_sum, float32_gate_logits,
@@ -119,13 +118,10 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "local_rope_proportion",
     # inference
     "load_from_prefill_dir", "prefill_cache_dir", "autoregressive_decode_assert", "model_call_mode",
-    "use_chunked_prefill", "prefill_chunk_size", "enable_model_warmup", "enable_llm_inference_pool", "multi_sampling",
-    "return_log_prob", "stack_prefill_result_cache", "prefill_cache_axis_order", "ar_cache_axis_order",
+    "enable_model_warmup", "enable_llm_inference_pool",
+    "stack_prefill_result_cache", "prefill_cache_axis_order", "ar_cache_axis_order",
     "compute_axis_order", "reshape_q", "inference_server", "prefill_slice", "generate_slice",
-    "inference_microbenchmark_prefill_lengths", "inference_microbenchmark_stages",
-    "inference_microbenchmark_loop_iters", "inference_microbenchmark_log_file_path",
-    "inference_microbenchmark_num_samples", "inference_metadata_file", "inference_benchmark_test",
-    "enable_prefix_caching", "prefix_caching_hbm_byte", "prefix_caching_dram_byte",
+    "inference_metadata_file", "inference_benchmark_test",
     # aot
     "compile_topology",
     # debug

@@ -1,10 +1,29 @@
-"""Load a model's parameters and generate: prefill right-padded prompts, then decode token by token with a KV cache."""
+"""The serving engine, with MaxEngine's shape (JetStream's engine API): a fixed number of decode *slots*, each
+holding one sequence at its own position.
+
+  params = engine.load_params()
+  state = engine.init_decode_state()                  # max_concurrent_decodes empty slots
+  prefix, first = engine.prefill(params=params, padded_tokens=ids, true_length=n, rng=key)
+  state = engine.insert(prefix, state, slot)          # or bulk_insert(prefix, state, [slots]) for several samples
+  state, result = engine.generate(params, state, rng) # every live slot advances by one token
+
+Slot state is explicit (`DecodeState`): per slot its cache row, next input token, length (= the cache's index),
+live flag, tokens generated, token budget, stop token ids and sampling settings. A slot stops (goes dead) on a stop
+token (EOS or the request's own), on its token budget, or when its cache row is full; `generate` never advances a
+dead slot, so another can be inserted there at any time without touching the others.
+
+The cache is contiguous ([L, slots, max_target_length, K, H], `models/kv_cache.py`) or paged (`attention=paged`:
+a pool of pages, `inference/paging.py`); both give identical tokens. Prefill lengths are padded to power-of-two
+buckets (`prefill_buckets`) so a new prompt length does not recompile; prompts longer than
+`max_prefill_predict_length` need `use_chunked_prefill` (chunks of `prefill_chunk_size` into the same prefix).
+
+All device work is in jitted functions of (params, state, ...) with the state donated, so a step updates the cache
+in place. With a mesh, parameters follow their logical axes and the cache the `cache_*` logical rules.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 
 import jax
 import jax.numpy as jnp
@@ -12,124 +31,400 @@ import numpy as np
 from flax import nnx
 
 from maxtext_like.config import Config
-from maxtext_like.inference.sampling import SamplingOptions, sample
-from maxtext_like.models import build_model
-from maxtext_like.runtime import checkpoints as ckpt
-from maxtext_like.runtime.model_spec import model_spec
+from maxtext_like.inference.sampling import SamplingOptions, row_params, sample_rows
+from maxtext_like.models.kv_cache import KVCache
+from maxtext_like.models.sharding import logical_to_pspec, under_activation_sharding
+
+MAX_STOP_IDS = 8  # stop token ids per slot (EOS included)
+MIN_PREFILL_BUCKET = 16
+
+CACHE_KV_AXES = (None, "cache_batch", "cache_sequence", "cache_heads", "cache_kv")
+CACHE_BS_AXES = ("cache_batch", "cache_sequence")
+CACHE_B_AXES = ("cache_batch",)
 
 
-def sampling_options(cfg: Config) -> SamplingOptions:
-  i = cfg.inference
-  return SamplingOptions(i.decode_sampling_strategy, i.decode_sampling_temperature, i.decode_sampling_top_k, i.decode_sampling_nucleus_p)
+class EngineError(ValueError):
+  """Bad input to the engine (a prompt that does not fit, a slot out of range, no free pages): the request is
+  refused, the engine and its other slots are unaffected."""
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass
-class LoadedModel:
-  """A model with parameters, and where they came from. `.logits(tokens)`: int32 [B, T] -> float32 [B, T, V]."""
+class Prefix:
+  """A prefilled prompt: its cache (batch 1), first sampled token(s) and their log-probs, and its length."""
 
-  model: nnx.Module
-  source: str
-
-  def logits(self, tokens_BT) -> jax.Array:
-    tokens_BT = jnp.asarray(tokens_BT, jnp.int32)
-    return _forward(self.model, tokens_BT).astype(jnp.float32)
-
-
-@nnx.jit
-def _forward(model, tokens_BT):
-  return model(tokens_BT)
+  cache: KVCache
+  tokens: jax.Array  # int32 [n]: one first token per sample
+  log_probs: jax.Array  # float32 [n]
+  logits: jax.Array  # float32 [V]: the last prompt token's logits
+  true_length: jax.Array  # int32 []: tokens in the cache
 
 
-def load_model(cfg: Config) -> LoadedModel:
-  """Parameters from load_parameters_path, else the latest checkpoint of run_name, else the seeded init."""
-  spec = model_spec(cfg)
-  model = build_model(spec, nnx.Rngs(params=cfg.training.init_weights_seed, dropout=1))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])), params)}
-  path, source = None, f"seeded init (init_weights_seed={cfg.training.init_weights_seed})"
-  if cfg.checkpointing.load_parameters_path:
-    path = cfg.checkpointing.load_parameters_path
-  elif os.path.isdir(cfg.derived.checkpoint_dir):
-    steps = sorted(int(d) for d in os.listdir(cfg.derived.checkpoint_dir) if d.isdigit())
-    if steps:
-      path = os.path.join(cfg.derived.checkpoint_dir, str(steps[-1]))
-  if path is not None:
-    params = ckpt.restore_from_path(path, abstract, params_only=True)
-    source = path
-  return LoadedModel(nnx.merge(graphdef, params, rest), source)
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecodeState:
+  """Everything about the slots, on device. B = max_concurrent_decodes."""
+
+  cache: KVCache  # row b = slot b; cache.index_B = each slot's length (next position)
+  tokens_B: jax.Array  # int32: the next input token of each slot (its last emitted token)
+  live_B: jax.Array  # bool
+  generated_B: jax.Array  # int32: tokens emitted so far, the prefill's first included
+  max_tokens_B: jax.Array  # int32: the slot's token budget
+  stop_BS: jax.Array  # int32 [B, MAX_STOP_IDS], -1 = unused
+  temperature_B: jax.Array  # float32, 0 = greedy
+  top_k_B: jax.Array  # int32, 0 = off
+  top_p_B: jax.Array  # float32, 1 = off
 
 
-def generate_ids(model, prompts: list[list[int]], *, max_prefill: int, max_target: int, eos_id: int | None,
-                 options: SamplingOptions, seed: int = 0) -> list[list[int]]:
-  """Continuations (token ids, EOS excluded) of each prompt, batched; prompts longer than max_prefill keep their tail."""
-  prompts = [p[-max_prefill:] if len(p) > max_prefill else p for p in prompts]
-  B = len(prompts)
-  lens = np.array([len(p) for p in prompts], np.int32)
-  tokens = np.zeros((B, max_prefill), np.int32)
-  segs = np.zeros((B, max_prefill), np.int32)
-  for b, p in enumerate(prompts):
-    tokens[b, :len(p)] = p
-    segs[b, :len(p)] = 1
-  steps = max_target - max_prefill
-  graphdef, state = nnx.split(model)
-  fns = _compiled(graphdef, options, max_target)
-  key = jax.random.PRNGKey(seed)
-  nxt, cache, key = fns.prefill(state, jnp.asarray(tokens), jnp.asarray(segs), jnp.asarray(lens), key)
-  out = [nxt]
-  # Decode in chunks so the host checks EOS now and then instead of syncing on every token.
-  chunk = 16
-  while len(out) < steps:
-    n = min(chunk, steps - len(out))
-    toks, cache, key = fns.decode(state, out[-1], cache, key, n)
-    out.extend(toks[i] for i in range(n))
-    if eos_id is not None and bool(np.all(np.any(np.stack([np.asarray(t) for t in out], 1) == eos_id, axis=1))):
-      break
-  ids = np.stack([np.asarray(t) for t in out], axis=1)[:, :steps]
-  result = []
-  for b in range(B):
-    row = ids[b].tolist()
-    if eos_id is not None and eos_id in row:
-      row = row[:row.index(eos_id)]
-    result.append(row)
-  return result
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class ResultTokens:
+  """One generate step: per slot the token emitted, its log-prob, whether the slot emitted one (it was live), and
+  whether the slot finished with it."""
+
+  tokens_B: jax.Array
+  log_probs_B: jax.Array
+  valid_B: jax.Array
+  done_B: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class _Fns:
-  prefill: object
-  decode: object
+class SlotRequest:
+  """Per-request decode settings stored in a slot at insert."""
+
+  sampling: SamplingOptions = SamplingOptions()
+  max_tokens: int = 1 << 30
+  stop_ids: tuple[int, ...] = ()
 
 
-_CACHE: dict = {}
+def prefill_buckets(max_prefill: int, minimum: int = MIN_PREFILL_BUCKET) -> tuple[int, ...]:
+  """Powers of two from `minimum` below `max_prefill`, then `max_prefill` itself."""
+  out, b = [], minimum
+  while b < max_prefill:
+    out.append(b)
+    b *= 2
+  return tuple(out) + (max_prefill,)
 
 
-def _compiled(graphdef, options: SamplingOptions, max_target: int) -> _Fns:
-  """Jitted prefill and n-token decode on the split model (plain jax.jit: no per-call graph traversal)."""
-  key = (graphdef, options, max_target)
-  if key in _CACHE:
-    return _CACHE[key]
+def bucket_for(n: int, buckets: tuple[int, ...]) -> int:
+  for b in buckets:
+    if n <= b:
+      return b
+  raise EngineError(f"a prompt of {n} tokens is longer than the largest prefill bucket ({buckets[-1]})")
 
-  @jax.jit
-  def prefill(state, tokens_BT, segs_BT, lens_B, rng):
-    model = nnx.merge(graphdef, state)
-    logits_BTV, cache = model.prefill(tokens_BT, segs_BT, max_length=max_target)
-    last_BV = jnp.take_along_axis(logits_BTV, (lens_B - 1)[:, None, None], axis=1)[:, 0]
-    rng, sub = jax.random.split(rng)
-    return sample(last_BV, sub, options), cache, rng
 
-  @functools.partial(jax.jit, static_argnums=(4,), donate_argnums=(2,))
-  def decode(state, tok_B, cache, rng, n):
-    model = nnx.merge(graphdef, state)
+class Engine:
+  """See the module docstring. `model` is an nnx model with parameters (e.g. `inference.loading.load_model(cfg).model`)."""
 
-    def body(carry, _):
-      tok_B, cache, rng = carry
-      logits_BTV, cache = model.decode_step(tok_B[:, None], cache)
-      rng, sub = jax.random.split(rng)
-      nxt = sample(logits_BTV[:, -1], sub, options)
-      return (nxt, cache, rng), nxt
+  def __init__(self, cfg: Config, model: nnx.Module, *, mesh: jax.sharding.Mesh | None = None, rules=None,
+               num_slots: int | None = None):
+    inf = cfg.inference
+    self.cfg = cfg
+    self.spec = model.spec
+    self.graphdef, params = nnx.split(model)
+    self._params = params
+    self.mesh, self.rules = mesh, (None if mesh is None else [tuple(r) for r in (rules or cfg.mesh.logical_axis_rules)])
+    devices = 1 if mesh is None else mesh.devices.size
+    self.max_concurrent_decodes = num_slots or max(1, int(cfg.dataset.per_device_batch_size * devices))
+    self.max_target_length = inf.max_target_length
+    self.max_prefill_length = inf.max_prefill_predict_length
+    self.use_chunked_prefill = inf.use_chunked_prefill
+    self.prefill_chunk_size = inf.prefill_chunk_size
+    self.buckets = prefill_buckets(self.max_prefill_length)
+    self.default_request = SlotRequest(SamplingOptions(inf.decode_sampling_strategy, inf.decode_sampling_temperature,
+                                                       inf.decode_sampling_top_k, inf.decode_sampling_nucleus_p))
+    self.paged = None
+    if cfg.attention.attention == "paged":
+      from maxtext_like.inference.paging import PagedLayout
+      self.paged = PagedLayout.from_config(cfg, self.max_target_length, self.max_concurrent_decodes)
+    self._fns = _Compiled(self)
 
-    (_, cache, rng), toks = jax.lax.scan(body, (tok_B, cache, rng), None, length=n)
-    return toks, cache, rng
+  # ---- parameters and state ------------------------------------------------------------------------------
 
-  _CACHE[key] = _Fns(prefill, decode)
-  return _CACHE[key]
+  @property
+  def vocab_size(self) -> int:
+    return self.spec.vocab_size
+
+  def load_params(self, rng=None):
+    """The model's state (parameters and the rest), placed on the mesh by their logical axes when there is one."""
+    del rng
+    if self.mesh is None:
+      return self._params
+    from maxtext_like.models.sharding import logical_to_mesh_sharding
+    shardings = logical_to_mesh_sharding(self._params, self.mesh, self.rules)
+    return jax.device_put(self._params, shardings)
+
+  def _cache_dims(self) -> tuple[int, int, int]:
+    """(K, Hk, Hv) of one cache entry, as `Transformer.init_cache` lays it out."""
+    model = nnx.merge(self.graphdef, self._params)
+    abs_cache = jax.eval_shape(lambda: model.init_cache(1, 1))
+    return abs_cache.k_LBSKH.shape[3], abs_cache.k_LBSKH.shape[4], abs_cache.v_LBSKH.shape[4]
+
+  def init_decode_state(self, rng=None) -> DecodeState:
+    del rng
+    B, S = self.max_concurrent_decodes, self.max_target_length
+    L = self.spec.num_decoder_layers
+    K, Hk, Hv = self._cache_dims()
+    dtype = self.spec.dtype
+    if self.paged is None:
+      cache = KVCache.zeros(L, B, S, K, Hk, dtype, v_head_dim=Hv)
+    else:
+      cache = self.paged.empty_cache(L, K, Hk, Hv, dtype)
+    state = DecodeState(
+        cache=cache,
+        tokens_B=jnp.zeros((B,), jnp.int32), live_B=jnp.zeros((B,), bool), generated_B=jnp.zeros((B,), jnp.int32),
+        max_tokens_B=jnp.zeros((B,), jnp.int32), stop_BS=jnp.full((B, MAX_STOP_IDS), -1, jnp.int32),
+        temperature_B=jnp.zeros((B,), jnp.float32), top_k_B=jnp.zeros((B,), jnp.int32),
+        top_p_B=jnp.ones((B,), jnp.float32))
+    return self._place_state(state)
+
+  def state_shardings(self, state: DecodeState):
+    if self.mesh is None:
+      return None
+    named = lambda axes: jax.sharding.NamedSharding(self.mesh, logical_to_pspec(axes, self.mesh, self.rules))  # noqa: E731
+    c = state.cache
+    cache = dataclasses.replace(
+        c, k_LBSKH=named(CACHE_KV_AXES if self.paged is None else (None,) * 5),
+        v_LBSKH=named(CACHE_KV_AXES if self.paged is None else (None,) * 5),
+        segment_ids_BS=named(CACHE_BS_AXES), index_B=named(CACHE_B_AXES),
+        **({} if c.page_table_BM is None else {"page_table_BM": named(CACHE_BS_AXES)}))
+    b = named(CACHE_B_AXES)
+    return DecodeState(cache=cache, tokens_B=b, live_B=b, generated_B=b, max_tokens_B=b, stop_BS=named(CACHE_BS_AXES),
+                       temperature_B=b, top_k_B=b, top_p_B=b)
+
+  def _place_state(self, state: DecodeState) -> DecodeState:
+    sh = self.state_shardings(state)
+    return state if sh is None else jax.device_put(state, sh)
+
+  # ---- prefill ---------------------------------------------------------------------------------------------
+
+  def check_prompt(self, n: int) -> None:
+    limit = self.max_target_length - 1 if self.use_chunked_prefill else self.max_prefill_length
+    if n < 1:
+      raise EngineError("an empty prompt cannot be prefilled (give at least one token, e.g. BOS)")
+    if n > limit:
+      how = ("" if self.use_chunked_prefill else
+             f" (max_prefill_predict_length={self.max_prefill_length}; use_chunked_prefill=true accepts prompts up to "
+             f"max_target_length - 1 = {self.max_target_length - 1})")
+      raise EngineError(f"a prompt of {n} tokens is longer than this engine accepts: at most {limit}{how}")
+
+  def pad(self, ids, length: int | None = None) -> tuple[np.ndarray, int]:
+    """(ids right-padded to their bucket, or to `length`; true length)."""
+    n = len(ids)
+    length = length or bucket_for(n, self.buckets)
+    out = np.zeros((length,), np.int32)
+    out[:n] = ids
+    return out, n
+
+  def prefill(self, *, params, padded_tokens, true_length: int, rng=None, existing_prefix: Prefix | None = None,
+              request: SlotRequest | None = None, num_samples: int = 1) -> tuple[Prefix, ResultTokens]:
+    """Runs `padded_tokens[:true_length]` after `existing_prefix` (if any) into a batch-1 cache.
+
+    Returns the prefix and the first token(s) (`num_samples` independent draws, for `bulk_insert`)."""
+    request = request or self.default_request
+    padded = jnp.asarray(padded_tokens, jnp.int32)
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    t, k, p = row_params(request.sampling)
+    prefix = self._fns.prefill(params, padded, jnp.int32(true_length), rng, existing_prefix,
+                               jnp.float32(t), jnp.int32(k), jnp.float32(p), num_samples, t == 0)
+    n = num_samples
+    first = ResultTokens(prefix.tokens, prefix.log_probs, jnp.ones((n,), bool), jnp.zeros((n,), bool))
+    return prefix, first
+
+  def prefill_ids(self, params, ids, rng=None, *, request: SlotRequest | None = None, num_samples: int = 1,
+                  existing_prefix: Prefix | None = None) -> Prefix:
+    """Prefill of a token list: bucket padding, and chunks of `prefill_chunk_size` when chunked prefill is on
+    and the prompt is longer than one chunk. `existing_prefix` holds tokens already cached (prefix caching)."""
+    start = 0 if existing_prefix is None else int(existing_prefix.true_length)
+    self.check_prompt(start + len(ids))
+    if not self.use_chunked_prefill or len(ids) <= self.prefill_chunk_size:
+      if len(ids) > self.max_prefill_length:
+        raise EngineError(f"{len(ids)} tokens to prefill after a cached prefix of {start}: more than "
+                          f"max_prefill_predict_length={self.max_prefill_length}; use_chunked_prefill=true splits them")
+      padded, n = self.pad(ids)
+      return self.prefill(params=params, padded_tokens=padded, true_length=n, rng=rng, request=request,
+                          num_samples=num_samples, existing_prefix=existing_prefix)[0]
+    c = self.prefill_chunk_size
+    prefix = existing_prefix
+    for s in range(0, len(ids), c):
+      chunk = ids[s:s + c]
+      padded, n = self.pad(chunk, c)
+      prefix = self.prefill(params=params, padded_tokens=padded, true_length=n, rng=rng, request=request,
+                            num_samples=num_samples, existing_prefix=prefix)[0]
+    return prefix
+
+  def truncate(self, prefix: Prefix, length: int) -> Prefix:
+    """The prefix's first `length` tokens (prefix caching reuses a stored prompt's common part)."""
+    return self._fns.truncate(prefix, jnp.int32(length))
+
+  # ---- slots -----------------------------------------------------------------------------------------------
+
+  def _check_slot(self, slot: int) -> None:
+    if not 0 <= int(slot) < self.max_concurrent_decodes:
+      raise EngineError(f"slot {slot} is out of range: this engine has slots 0..{self.max_concurrent_decodes - 1} "
+                        f"(max_concurrent_decodes = per_device_batch_size x devices)")
+
+  def insert(self, prefix: Prefix, decode_state: DecodeState, slot: int, *, request: SlotRequest | None = None,
+             sample: int = 0, pages=None) -> DecodeState:
+    """Puts a prefilled prompt into `slot` (whatever it held), with the request's budget, stops and sampling."""
+    self._check_slot(slot)
+    request = request or self.default_request
+    t, k, p = row_params(request.sampling)
+    stops = np.full((MAX_STOP_IDS,), -1, np.int32)
+    ids = tuple(request.stop_ids)[:MAX_STOP_IDS]
+    stops[:len(ids)] = ids
+    row = (jnp.float32(t), jnp.int32(k), jnp.float32(p), jnp.int32(min(request.max_tokens, 1 << 30)),
+           jnp.asarray(stops))
+    if self.paged is not None:
+      if pages is None:
+        raise EngineError("a paged engine inserts with the slot's pages (see inference.paging.PageAllocator)")
+      return self._fns.insert_paged(prefix, decode_state, jnp.int32(slot), jnp.int32(sample), row,
+                                    jnp.asarray(pages, jnp.int32))
+    return self._fns.insert(prefix, decode_state, jnp.int32(slot), jnp.int32(sample), row)
+
+  def bulk_insert(self, prefix: Prefix, decode_state: DecodeState, slots, *, request: SlotRequest | None = None,
+                  pages=None) -> DecodeState:
+    """Sample j of a multi-sample prefix into slots[j] (one prompt, several continuations)."""
+    for j, slot in enumerate(slots):
+      decode_state = self.insert(prefix, decode_state, slot, request=request, sample=j,
+                                 pages=None if pages is None else pages[j])
+    return decode_state
+
+  def free(self, decode_state: DecodeState, slot: int) -> DecodeState:
+    """Marks `slot` dead (e.g. its client went away); its row is overwritten by the next insert."""
+    self._check_slot(slot)
+    return self._fns.free(decode_state, jnp.int32(slot))
+
+  def set_page_tables(self, decode_state: DecodeState, table_BM) -> DecodeState:
+    """Paged engine: every slot's page table from the host allocator (`PageAllocator.table()`)."""
+    return self._fns.set_pages(decode_state, jnp.asarray(table_BM, jnp.int32))
+
+  # ---- generate --------------------------------------------------------------------------------------------
+
+  def generate(self, params, decode_state: DecodeState, rng=None, *,
+               greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
+    """Every live slot advances by one token. `greedy_only` (all live slots greedy) skips the sampler."""
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    state, toks = self._fns.generate(params, decode_state, rng, 1, greedy_only)
+    return state, jax.tree.map(lambda a: a[0], toks)
+
+  def generate_n(self, params, decode_state: DecodeState, rng, n: int, *,
+                 greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
+    """n generate steps in one call (fields [n, B]): fewer host round trips when nothing is waiting for a slot."""
+    return self._fns.generate(params, decode_state, rng, n, greedy_only)
+
+  # ---- sizes -----------------------------------------------------------------------------------------------
+
+  @staticmethod
+  def tree_bytes(tree) -> int:
+    return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
+
+
+def _stop_hit(tok_B, stop_BS):
+  return jnp.any(tok_B[:, None] == stop_BS, axis=1)
+
+
+class _Compiled:
+  """The engine's jitted functions (built once per engine)."""
+
+  def __init__(self, engine: Engine):
+    self.e = engine
+    wrap = (lambda f: f) if engine.mesh is None else (lambda f: under_activation_sharding(f, engine.mesh, engine.rules))
+    self.prefill = jax.jit(wrap(self._prefill), static_argnums=(8, 9))
+    self.insert = jax.jit(self._insert, donate_argnums=(1,))
+    self.insert_paged = jax.jit(self._insert_paged, donate_argnums=(1,))
+    self.free = jax.jit(self._free, donate_argnums=(0,))
+    self.truncate = jax.jit(self._truncate)
+    self.set_pages = jax.jit(lambda ds, t: dataclasses.replace(ds, cache=dataclasses.replace(ds.cache, page_table_BM=t)),
+                             donate_argnums=(0,))
+    self.generate = jax.jit(wrap(self._generate), static_argnums=(3, 4), donate_argnums=(1,))
+
+  def _model(self, params):
+    return nnx.merge(self.e.graphdef, params)
+
+  def _prefill(self, params, tokens_P, true_length, rng, existing, temperature, top_k, top_p, n, greedy_only):
+    model = self._model(params)
+    P = tokens_P.shape[0]
+    if existing is None:
+      cache = model.init_cache(1, P)
+      start = jnp.int32(0)
+    else:  # room for this chunk after the existing cache's slots
+      c = existing.cache
+      pad = lambda a: jnp.pad(a, [(0, 0)] * 2 + [(0, P)] + [(0, 0)] * (a.ndim - 3))  # noqa: E731
+      cache = dataclasses.replace(c, k_LBSKH=pad(c.k_LBSKH), v_LBSKH=pad(c.v_LBSKH),
+                                  segment_ids_BS=jnp.pad(c.segment_ids_BS, [(0, 0), (0, P)]))
+      start = existing.true_length
+    seg_1P = (jnp.arange(P) < true_length).astype(jnp.int32)[None]
+    logits_1PV, cache = model(tokens_P[None], None, seg_1P, cache=cache)
+    last_V = logits_1PV[0, true_length - 1].astype(jnp.float32)
+    rows = lambda x: jnp.broadcast_to(x, (n,))  # noqa: E731
+    toks = sample_rows(jnp.broadcast_to(last_V, (n, last_V.shape[0])), rng, rows(temperature), rows(top_k),
+                       rows(top_p), greedy_only=greedy_only)
+    logp = jax.nn.log_softmax(last_V)[toks]
+    return Prefix(cache=cache, tokens=toks, log_probs=logp, logits=last_V, true_length=start + true_length)
+
+  def _slot_fields(self, ds: DecodeState, slot, first, true_length, row):
+    temperature, top_k, top_p, max_tokens, stops = row
+    done = _stop_hit(first[None], stops[None])[0] | (max_tokens <= 1) | (true_length >= self.e.max_target_length)
+    set_ = lambda a, v: a.at[slot].set(v)  # noqa: E731
+    return dataclasses.replace(
+        ds, tokens_B=set_(ds.tokens_B, first), live_B=set_(ds.live_B, ~done), generated_B=set_(ds.generated_B, 1),
+        max_tokens_B=set_(ds.max_tokens_B, max_tokens), stop_BS=set_(ds.stop_BS, stops),
+        temperature_B=set_(ds.temperature_B, temperature), top_k_B=set_(ds.top_k_B, top_k),
+        top_p_B=set_(ds.top_p_B, top_p))
+
+  def _insert(self, prefix: Prefix, ds: DecodeState, slot, sample, row):
+    c, pc = ds.cache, prefix.cache
+    S, C = c.max_length, min(pc.max_length, c.max_length)
+    k = jax.lax.dynamic_update_slice(c.k_LBSKH, pc.k_LBSKH[:, :, :C].astype(c.k_LBSKH.dtype), (0, slot, 0, 0, 0))
+    v = jax.lax.dynamic_update_slice(c.v_LBSKH, pc.v_LBSKH[:, :, :C].astype(c.v_LBSKH.dtype), (0, slot, 0, 0, 0))
+    seg_S = jnp.zeros((S,), jnp.int32).at[:C].set(pc.segment_ids_BS[0, :C])
+    cache = dataclasses.replace(c, k_LBSKH=k, v_LBSKH=v, segment_ids_BS=c.segment_ids_BS.at[slot].set(seg_S),
+                                index_B=c.index_B.at[slot].set(prefix.true_length))
+    ds = dataclasses.replace(ds, cache=cache)
+    return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row)
+
+  def _insert_paged(self, prefix: Prefix, ds: DecodeState, slot, sample, row, pages_M):
+    cache = self.e.paged.insert(ds.cache, prefix.cache, slot, pages_M, prefix.true_length)
+    ds = dataclasses.replace(ds, cache=cache)
+    return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row)
+
+  def _truncate(self, prefix: Prefix, m):
+    c = prefix.cache
+    seg = jnp.where(jnp.arange(c.max_length)[None] < m, c.segment_ids_BS, 0)
+    return dataclasses.replace(prefix, cache=dataclasses.replace(c, segment_ids_BS=seg, index_B=jnp.full_like(c.index_B, m)),
+                               true_length=m)
+
+  def _free(self, ds: DecodeState, slot):
+    cache = ds.cache
+    if cache.page_table_BM is not None:  # a dead slot's writes must land on the scratch page, not on freed pages
+      cache = dataclasses.replace(cache, page_table_BM=cache.page_table_BM.at[slot].set(0))
+    return dataclasses.replace(ds, cache=cache, live_B=ds.live_B.at[slot].set(False))
+
+  def _generate(self, params, ds: DecodeState, rng, n, greedy_only):
+    model = self._model(params)
+    S = self.e.max_target_length
+
+    def step(ds: DecodeState, key):
+      live = ds.live_B
+      logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32), cache=ds.cache)
+      logits_BV = logits_B1V[:, -1].astype(jnp.float32)
+      nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
+      logp = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), nxt[:, None], axis=1)[:, 0]
+      generated = ds.generated_B + live.astype(jnp.int32)
+      done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
+      ds = dataclasses.replace(ds, cache=cache, tokens_B=jnp.where(live, nxt, ds.tokens_B), live_B=live & ~done,
+                               generated_B=generated)
+      return ds, ResultTokens(nxt, logp, live, done)
+
+    keys = jax.random.split(rng, n)
+    if n == 1:
+      ds, out = step(ds, keys[0])
+      return ds, jax.tree.map(lambda a: a[None], out)
+    return jax.lax.scan(step, ds, keys)
+
+
+def kv_cache_bytes(state: DecodeState) -> int:
+  c = state.cache
+  return Engine.tree_bytes((c.k_LBSKH, c.v_LBSKH))
+

@@ -39,3 +39,42 @@ def sample(logits_BV: jax.Array, key: jax.Array, o: SamplingOptions) -> jax.Arra
   if o.strategy in ("nucleus", "composite") and 0 < o.nucleus_p < 1:
     logits_BV = _nucleus(logits_BV, o.nucleus_p)
   return jax.random.categorical(key, logits_BV / o.temperature, axis=-1).astype(jnp.int32)
+
+
+# Per-row sampling (the engine's slots each carry their own request's settings) ---------------------------------
+
+def row_params(o: SamplingOptions) -> tuple[float, int, float]:
+  """(temperature, top_k, top_p) of one request as the engine stores them per slot: temperature 0 is greedy,
+  top_k 0 and top_p 1 are off. Strategy names map as in `sample`: topk uses only top_k, nucleus only top_p,
+  composite both, weighted neither."""
+  if o.strategy == "greedy":
+    return 0.0, 0, 1.0
+  k = o.top_k if o.strategy in ("topk", "composite") and o.top_k > 0 else 0
+  p = o.nucleus_p if o.strategy in ("nucleus", "composite") and 0 < o.nucleus_p < 1 else 1.0
+  return float(o.temperature), int(k), float(p)
+
+
+def sample_rows(logits_BV: jax.Array, key: jax.Array, temperature_B: jax.Array, top_k_B: jax.Array,
+                top_p_B: jax.Array, *, greedy_only: bool) -> jax.Array:
+  """One token per row, each row with its own (temperature, top_k, top_p) from `row_params`; the same
+  distribution as `sample` with that row's options. `greedy_only` (static) compiles the argmax alone."""
+  logits_BV = logits_BV.astype(jnp.float32)
+  greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  if greedy_only:
+    return greedy_B
+  V = logits_BV.shape[-1]
+  sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+  # top-k: the k-th largest logit is the threshold (k = 0: off)
+  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, V), V)
+  kth_B = jnp.take_along_axis(sorted_BV, (k_B - 1)[:, None], axis=-1)
+  filtered_BV = jnp.where(logits_BV < kth_B, -jnp.inf, logits_BV)
+  # nucleus on what top-k left: the smallest prefix of the sorted logits whose mass reaches p
+  sorted_BV = jnp.where(jnp.arange(V)[None, :] < k_B[:, None], sorted_BV, -jnp.inf)
+  cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, axis=-1), axis=-1)
+  cut_B = jnp.minimum(jnp.sum(cum_BV < top_p_B[:, None], axis=-1), V - 1)
+  cutoff_B = jnp.take_along_axis(sorted_BV, cut_B[:, None], axis=-1)
+  use_p = (top_p_B > 0) & (top_p_B < 1)
+  filtered_BV = jnp.where(use_p[:, None] & (filtered_BV < cutoff_B), -jnp.inf, filtered_BV)
+  t_B = jnp.where(temperature_B > 0, temperature_B, 1.0)
+  drawn_B = jax.random.categorical(key, filtered_BV / t_B[:, None], axis=-1).astype(jnp.int32)
+  return jnp.where(temperature_B > 0, drawn_B, greedy_B)

@@ -112,7 +112,7 @@ class Attention(nnx.Module):
       cache = cache.write(k_BTKH, v_BTKH)
       q_idx_BT = cache.index_B[:, None] + jnp.arange(segment_ids_BT.shape[1], dtype=jnp.int32)
       context_BTNH = attention_kernels.attend(
-          self.spec.attention, q_BTNH, cache.k_BSKH.astype(k_BTKH.dtype), cache.v_BSKH.astype(v_BTKH.dtype), q_idx_BT,
+          self.spec.attention, q_BTNH, cache.keys().astype(k_BTKH.dtype), cache.values().astype(v_BTKH.dtype), q_idx_BT,
           segment_ids_BT, cache.segment_ids_BS, opts, block_size=self.spec.flash_block_size, sinks_N=sinks_N)
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")

@@ -19,6 +19,8 @@ Auxiliary outputs (MoE load-balance losses, routed-bias updates) are returned, n
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -56,7 +58,7 @@ class LayerCycle(nnx.Module):
     c = len(self.sublayers)
     for j, layer in enumerate(self.sublayers):
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, j)
-      kv = None if cache is None else LayerKV(cache.k_BSKH[j], cache.v_BSKH[j], cache.index_B, cache.segment_ids_BS)
+      kv = None if cache is None else dataclasses.replace(cache, k_BSKH=cache.k_BSKH[j], v_BSKH=cache.v_BSKH[j])
       extra = {"layer_index": layer_index * c + j} if self.index_at_call else {}
       x_BTD, kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=kv, **extra)
       if kv is not None:
@@ -64,7 +66,7 @@ class LayerCycle(nnx.Module):
         vs.append(kv.v_BSKH)
     if cache is None:
       return x_BTD, None
-    return x_BTD, LayerKV(jnp.stack(ks), jnp.stack(vs), cache.index_B, cache.segment_ids_BS)
+    return x_BTD, dataclasses.replace(cache, k_BSKH=jnp.stack(ks), v_BSKH=jnp.stack(vs))
 
 
 def _unit_builder(family: Family, spec: ModelSpec, st: LayerStack):
@@ -120,11 +122,11 @@ class Decoder(nnx.Module):
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                embedder: Embed, dropout_key: jax.Array | None = None,
-               cache: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None):
+               cache: tuple | None = None):
     """Returns (logits_BTV, (k_LBSKH, v_LBSKH) or None, aux) (aux: see the module docstring).
 
-    `cache` is (k_LBSKH, v_LBSKH, index_B, segment_ids_BS) with segment ids
-    already covering this call's tokens.
+    `cache` is (k_LBSKH, v_LBSKH, index_B, segment_ids_BS, page_table_BM or None) with segment ids
+    already covering this call's tokens (paged: k/v are page pools, see models/kv_cache.py).
     """
     layer_key, final_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     aux = moe_lib.empty_aux()
@@ -167,7 +169,7 @@ class Decoder(nnx.Module):
 
     def apply(state, x_BTD, k_BSKH, v_BSKH, key, i):
       layer = nnx.merge(graphdef, state)
-      layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, cache[2], cache[3])
+      layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, *cache[2:])
       extra = {"layer_index": i if index is None else index} if takes_index else {}
       y_BTD, layer_kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=layer_kv, **extra)
       aux = moe_lib.pop_layer_aux(layer)  # MoE losses / bias updates sown by the layer ({} for dense layers)

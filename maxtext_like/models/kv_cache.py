@@ -8,6 +8,12 @@ index_B[b]+T-1 and advances index_B[b] by the number of non-padding tokens
 slots are overwritten by the next tokens, and slot index == position.
 Slots never written have segment id 0, so real tokens never attend them.
 Callers keep index_B + T <= max_length (writes past the end are clamped).
+
+Paged layout (`page_table_BM` set; built by inference/paging.py): k/v hold a pool of pages [L, P, page, K, H]
+shared by all rows, and row b's slot s lives in page page_table_BM[b, s // page] at offset s % page. Slot indices,
+segment ids and positions are the same as in the contiguous layout ([B, M * page]); layers read a row's keys
+through `LayerKV.keys()`, which gathers its pages. Page 0 is scratch: unassigned table entries point there, so
+writes past a row's pages never touch another row's data.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class KVCache:
   v_LBSKH: jax.Array
   segment_ids_BS: jax.Array  # int32, 0 = empty slot / padding
   index_B: jax.Array  # int32, next slot to write per row
+  page_table_BM: jax.Array | None = None  # paged layout: int32 page ids per row (see the module docstring)
 
   @classmethod
   def zeros(cls, num_layers: int, batch_size: int, max_length: int, num_kv_heads: int, head_dim: int,
@@ -40,7 +47,7 @@ class KVCache:
 
   @property
   def max_length(self) -> int:
-    return self.k_LBSKH.shape[2]
+    return self.segment_ids_BS.shape[1]
 
   def query_indices(self, num_tokens: int) -> jax.Array:
     """Slot indices [B, T] the next `num_tokens` tokens will occupy."""
@@ -56,13 +63,25 @@ class LayerKV:
   `index_B` is where they are written (the value before the call).
   """
 
-  k_BSKH: jax.Array
+  k_BSKH: jax.Array  # paged: this layer's page pool [P, page, K, H]
   v_BSKH: jax.Array
   index_B: jax.Array
   segment_ids_BS: jax.Array
+  page_table_BM: jax.Array | None = None
+
+  def keys(self) -> jax.Array:
+    """Keys [B, S, K, H] by slot (paged: the row's pages gathered)."""
+    return self.k_BSKH if self.page_table_BM is None else gather_pages(self.k_BSKH, self.page_table_BM)
+
+  def values(self) -> jax.Array:
+    return self.v_BSKH if self.page_table_BM is None else gather_pages(self.v_BSKH, self.page_table_BM)
 
   def write(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> "LayerKV":
     """Stores the new tokens' keys and values at index_B in each row."""
+    if self.page_table_BM is not None:
+      return dataclasses.replace(
+          self, k_BSKH=write_pages(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), self.index_B, self.page_table_BM),
+          v_BSKH=write_pages(self.v_BSKH, v_BTKH.astype(self.v_BSKH.dtype), self.index_B, self.page_table_BM))
     return dataclasses.replace(
         self,
         k_BSKH=write_rows(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), self.index_B),
@@ -75,9 +94,31 @@ def write_rows(cache_BS: jax.Array, new_BT: jax.Array, index_B: jax.Array) -> ja
   return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice_in_dim(c, n, i, axis=0))(cache_BS, new_BT, index_B)
 
 
+def gather_pages(pool_PpKH: jax.Array, page_table_BM: jax.Array) -> jax.Array:
+  """[B, M * page, K, H]: each row's pages in order."""
+  g = pool_PpKH[page_table_BM]  # [B, M, page, K, H]
+  return g.reshape(g.shape[0], g.shape[1] * g.shape[2], *g.shape[3:])
+
+
+def page_slots(index_B: jax.Array, T: int, page_table_BM: jax.Array, page: int) -> tuple[jax.Array, jax.Array]:
+  """(page id, offset) [B, T] of the slots index_B .. index_B + T - 1; slots past the table go to scratch page 0."""
+  s_BT = index_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+  m_BT = s_BT // page
+  M = page_table_BM.shape[1]
+  ids = jnp.take_along_axis(page_table_BM, jnp.minimum(m_BT, M - 1), axis=1)
+  return jnp.where(m_BT < M, ids, 0), s_BT % page
+
+
+def write_pages(pool_PpKH: jax.Array, new_BTKH: jax.Array, index_B: jax.Array, page_table_BM: jax.Array) -> jax.Array:
+  """pool[page of slot index_B[b] + t, its offset] = new[b, t]."""
+  ids_BT, off_BT = page_slots(index_B, new_BTKH.shape[1], page_table_BM, pool_PpKH.shape[1])
+  return pool_PpKH.at[ids_BT, off_BT].set(new_BTKH)
+
+
 def advance(cache: KVCache, segment_ids_BT: jax.Array, k_LBSKH: jax.Array, v_LBSKH: jax.Array) -> KVCache:
   """The cache after a call wrote T tokens with these segment ids."""
-  return KVCache(
+  return dataclasses.replace(
+      cache,
       k_LBSKH=k_LBSKH,
       v_LBSKH=v_LBSKH,
       segment_ids_BS=write_rows(cache.segment_ids_BS, segment_ids_BT.astype(jnp.int32), cache.index_B),

@@ -113,7 +113,7 @@ class MLA(nnx.Module):
       else:
         cache = cache.write(k_BTNQ, v_BTNV)
         q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
-        context_BTNV = self._attend(q_BTNQ, cache.k_BSKH.astype(k_BTNQ.dtype), cache.v_BSKH.astype(v_BTNV.dtype),
+        context_BTNV = self._attend(q_BTNQ, cache.keys().astype(k_BTNQ.dtype), cache.values().astype(v_BTNV.dtype),
                                     q_idx_BT, segment_ids_BT, cache.segment_ids_BS)
     context_BTNV = checkpoint_name(context_BTNV, "context")
     y_BTD = checkpoint_name(self.out(context_BTNV), "out_proj")
@@ -129,8 +129,8 @@ class MLA(nnx.Module):
     prec = jax.lax.Precision(s.matmul_precision)
     q_lat_BTNR = jnp.einsum("btnh,rnh->btnr", q_nope_BTNh.astype(s.dtype), w_uk_RNh, precision=prec)
     q_BTNX = jnp.concatenate([q_lat_BTNR, q_rope_BTNr.astype(q_lat_BTNR.dtype)], axis=-1)
-    c_BS1R = cache.k_BSKH.astype(q_BTNX.dtype)
-    k_BS1X = jnp.concatenate([c_BS1R, cache.v_BSKH.astype(q_BTNX.dtype)], axis=-1)
+    c_BS1R = cache.keys().astype(q_BTNX.dtype)
+    k_BS1X = jnp.concatenate([c_BS1R, cache.values().astype(q_BTNX.dtype)], axis=-1)
     T = segment_ids_BT.shape[1]
     q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
     ctx_BTNR = self._attend(q_BTNX, k_BS1X, c_BS1R, q_idx_BT, segment_ids_BT, cache.segment_ids_BS)

@@ -66,7 +66,7 @@ class Transformer(nnx.Module):
     if cache is not None:
       new_segment_ids_BS = kv_cache_lib.write_rows(cache.segment_ids_BS, segment_ids_BT.astype(jnp.int32),
                                                    cache.index_B)
-      layer_cache = (cache.k_LBSKH, cache.v_LBSKH, cache.index_B, new_segment_ids_BS)
+      layer_cache = (cache.k_LBSKH, cache.v_LBSKH, cache.index_B, new_segment_ids_BS, cache.page_table_BM)
     logits_BTV, kv, aux = self.decoder(x_BTD, positions_BT, segment_ids_BT, embedder=self.token_embedder,
                                        dropout_key=decoder_key, cache=layer_cache)
     out = (logits_BTV,) if cache is None else (logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, *kv))

@@ -69,7 +69,7 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       param_scan_axis=cfg.mesh.param_scan_axis,
       remat_policy=remat.remat_policy,
       remat_locations={k: getattr(remat, k) for k in REMAT_NAMES},
-      attention=a.attention,
+      attention="autoselected" if a.attention == "paged" else a.attention,  # paged: the engine's cache layout
       flash_block_q=a.sa_block_q,
       flash_block_size=a.sa_block_kv,
       max_target_length=cfg.inference.max_target_length,

@@ -1,0 +1,271 @@
+"""Continuous batching on the engine: requests wait in a queue, and as soon as a slot is free the next request is
+prefilled and inserted there, while the other slots keep decoding. A request leaves its slot on a stop token (EOS
+or its own `stop_ids`), on its `max_tokens`, or when the slot's cache row is full.
+
+`Batcher.step()` does one round (admit what fits, then a few generate steps) and reports tokens through each
+request's callbacks: the offline driver (`Batcher.run`) loops it until every request is done; the HTTP server calls
+it from its engine thread. Several samples of one prompt (`n`) share one prefill (`Engine.bulk_insert`). With a
+paged engine a request is admitted only when its pages fit, and a slot that runs out of pages mid-way is finished
+with an error while the others continue.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from maxtext_like.inference.engine import Engine, EngineError, SlotRequest
+from maxtext_like.inference.paging import PageAllocator, PagesExhausted
+from maxtext_like.inference.prefix_cache import PrefixCache
+from maxtext_like.inference.sampling import SamplingOptions
+
+STEP_CHOICES = (1, 2, 4, 8, 16, 32)  # generate steps per call (each a compiled variant)
+
+
+@dataclasses.dataclass
+class Request:
+  ids: list[int]
+  max_tokens: int | None = None  # None: until the cache row is full (max_target_length)
+  sampling: SamplingOptions | None = None  # None: the config's decode_sampling_*
+  stop_ids: tuple[int, ...] = ()
+  n: int = 1  # samples of this prompt, each in its own slot
+  seed: int | None = None
+  # callbacks: on_token(sample, token, log_prob); on_done(sample, finish_reason, error)
+  on_token: Callable | None = None
+  on_done: Callable | None = None
+
+
+@dataclasses.dataclass
+class Sequence:
+  """One sample of one request, as it decodes."""
+
+  request: Request
+  index: int  # request number
+  sample: int
+  tokens: list[int] = dataclasses.field(default_factory=list)
+  log_probs: list[float] = dataclasses.field(default_factory=list)
+  finish_reason: str | None = None  # stop | length | error | cancelled
+  error: str | None = None
+  submitted: float = 0.0
+  first_token_at: float | None = None
+  done_at: float | None = None
+
+  @property
+  def ttft_s(self) -> float | None:
+    return None if self.first_token_at is None else self.first_token_at - self.submitted
+
+  @property
+  def per_token_s(self) -> float | None:
+    if self.done_at is None or self.first_token_at is None or len(self.tokens) < 2:
+      return None
+    return (self.done_at - self.first_token_at) / (len(self.tokens) - 1)
+
+
+class Batcher:
+  def __init__(self, engine: Engine, params, *, eos_id: int | None = None, prefix_cache: PrefixCache | None = None,
+               seed: int = 0, steps_per_call: int = 8):
+    self.engine, self.params, self.eos_id = engine, params, eos_id
+    self.prefix_cache = prefix_cache
+    self.state = engine.init_decode_state()
+    self.slots: list[Sequence | None] = [None] * engine.max_concurrent_decodes
+    self.lengths = [0] * engine.max_concurrent_decodes  # host copy of each slot's cache length
+    self.queue: collections.deque[tuple[int, Request, float]] = collections.deque()
+    self.pages = None if engine.paged is None else PageAllocator(engine.paged)
+    self.rng = jax.random.PRNGKey(seed)
+    self.steps_per_call = steps_per_call
+    self._next_id = 0
+    self.sequences: dict[int, list[Sequence]] = {}
+
+  # ---- requests ----
+
+  def submit(self, request: Request) -> int:
+    """Queues a request; returns its id. Bad requests (too long, n > slots) raise EngineError at once."""
+    e = self.engine
+    e.check_prompt(len(request.ids))
+    if request.n > e.max_concurrent_decodes:
+      raise EngineError(f"n={request.n} samples need that many slots; this engine has {e.max_concurrent_decodes}")
+    if self.pages is not None and not self._fits_ever(request):
+      raise EngineError(f"a prompt of {len(request.ids)} tokens needs more pages than the paged cache holds "
+                        f"(pagedattn_num_pages={e.paged.num_pages}, {e.paged.page} tokens each, page 0 is scratch)")
+    rid = self._next_id
+    self._next_id += 1
+    self.queue.append((rid, request, time.perf_counter()))
+    return rid
+
+  def cancel(self, rid: int) -> None:
+    """Stops a request (client gone): frees its slots at once; queued, it is dropped."""
+    self.queue = collections.deque(q for q in self.queue if q[0] != rid)
+    for b, seq in enumerate(self.slots):
+      if seq is not None and seq.index == rid:
+        self._finish(b, "cancelled")
+
+  def _fits_ever(self, r: Request) -> bool:
+    return self.engine.paged.pages_for(len(r.ids) + 1) * r.n <= self.engine.paged.num_pages - 1
+
+  @property
+  def busy(self) -> bool:
+    return bool(self.queue) or any(s is not None for s in self.slots)
+
+  # ---- one round ----
+
+  def step(self) -> None:
+    self._admit()
+    live = [b for b, s in enumerate(self.slots) if s is not None]
+    if not live:
+      return
+    n = self._steps(live)
+    if self.pages is not None:
+      self._grow_pages(live, n)
+      live = [b for b, s in enumerate(self.slots) if s is not None]
+      if not live:
+        return
+    greedy = all(self._greedy(self.slots[b].request) for b in live)
+    self.rng, key = jax.random.split(self.rng)
+    self.state, out = self.engine.generate_n(self.params, self.state, key, n, greedy_only=greedy)
+    toks, logps, valid, done = (np.asarray(a) for a in jax.device_get((out.tokens_B, out.log_probs_B, out.valid_B,
+                                                                        out.done_B)))
+    now = time.perf_counter()
+    for b in live:
+      for i in range(n):
+        if not valid[i, b] or self.slots[b] is None:
+          break
+        self.lengths[b] += 1
+        self._emit(b, int(toks[i, b]), float(logps[i, b]), bool(done[i, b]), now)
+
+  def run(self, requests: list[Request]) -> list[list[Sequence]]:
+    """Offline: every request to completion; per request its samples, in submission order."""
+    ids = [self.submit(r) for r in requests]
+    while self.busy:
+      self.step()
+    return [self.sequences[i] for i in ids]
+
+  # ---- internals ----
+
+  def _greedy(self, r: Request) -> bool:
+    s = r.sampling or self.engine.default_request.sampling
+    return s.strategy == "greedy"
+
+  def _steps(self, live: list[int]) -> int:
+    """Generate steps this call: up to the nearest known end (token budget or cache row), fewer when requests wait."""
+    e = self.engine
+    left = []
+    for b in live:
+      seq = self.slots[b]
+      budget = self._budget(seq.request) - len(seq.tokens)
+      left.append(max(1, min(budget, e.max_target_length - self.lengths[b])))
+    want = min(left) if self.queue else max(left)
+    want = min(want, self.steps_per_call if self.queue else 4 * self.steps_per_call)
+    return max(c for c in STEP_CHOICES if c <= max(1, want))
+
+  def _budget(self, r: Request) -> int:
+    return r.max_tokens if r.max_tokens is not None else self.engine.max_target_length
+
+  def _request_row(self, r: Request) -> SlotRequest:
+    stops = tuple(r.stop_ids) + (() if self.eos_id is None else (self.eos_id,))
+    return SlotRequest(r.sampling or self.engine.default_request.sampling, self._budget(r), stops)
+
+  def _admit(self) -> None:
+    e = self.engine
+    while self.queue:
+      rid, r, submitted = self.queue[0]
+      free = [b for b, s in enumerate(self.slots) if s is None]
+      if len(free) < r.n:
+        return
+      slots = free[:r.n]
+      if self.pages is not None:
+        need = e.paged.pages_for(len(r.ids) + 1)
+        if need * r.n > self.pages.num_free:
+          return  # wait for pages; admission stays in order
+      self.queue.popleft()
+      self._start(rid, r, submitted, slots)
+
+  def _start(self, rid: int, r: Request, submitted: float, slots: list[int]) -> None:
+    e = self.engine
+    row = self._request_row(r)
+    seqs = [Sequence(r, rid, j, submitted=submitted) for j in range(r.n)]
+    self.sequences[rid] = seqs
+    try:
+      existing = None
+      ids = list(r.ids)
+      if self.prefix_cache is not None:
+        hit = self.prefix_cache.lookup(ids)
+        if hit is not None:
+          existing = e.truncate(hit[0], hit[1])
+          ids = ids[hit[1]:]
+      key = jax.random.PRNGKey(r.seed) if r.seed is not None else self._split()
+      prefix = e.prefill_ids(self.params, ids, key, request=row, num_samples=r.n, existing_prefix=existing)
+      if self.prefix_cache is not None:
+        self.prefix_cache.put(r.ids, prefix)
+      pages = None
+      if self.pages is not None:
+        for b in slots:
+          self.pages.ensure(b, len(r.ids) + 1)
+        pages = [self.pages.table_row(b) for b in slots]
+      self.state = e.bulk_insert(prefix, self.state, slots, request=row, pages=pages)
+    except (EngineError, PagesExhausted) as err:
+      for seq in seqs:
+        self._close(seq, "error", str(err))
+      for b in slots:
+        if self.pages is not None:
+          self.pages.release(b)
+      return
+    first, logp = jax.device_get((prefix.tokens, prefix.log_probs))
+    now = time.perf_counter()
+    for j, b in enumerate(slots):
+      self.slots[b] = seqs[j]
+      self.lengths[b] = len(r.ids)
+      stop = int(first[j]) in row.stop_ids
+      done = stop or row.max_tokens <= 1 or len(r.ids) >= e.max_target_length
+      self._emit(b, int(first[j]), float(logp[j]), done, now)
+
+  def _split(self):
+    self.rng, key = jax.random.split(self.rng)
+    return key
+
+  def _emit(self, b: int, token: int, logp: float, done: bool, now: float) -> None:
+    seq = self.slots[b]
+    if seq.first_token_at is None:
+      seq.first_token_at = now
+    stop = token in self._request_row(seq.request).stop_ids
+    if not stop:
+      seq.tokens.append(token)
+      seq.log_probs.append(logp)
+      if seq.request.on_token is not None:
+        seq.request.on_token(seq.sample, token, logp)
+    if done:
+      reason = "stop" if stop else "length"
+      self._finish(b, reason, now=now)
+
+  def _finish(self, b: int, reason: str, error: str | None = None, now: float | None = None) -> None:
+    seq = self.slots[b]
+    self.slots[b] = None
+    if reason in ("cancelled", "error"):  # the device still thinks it is live
+      self.state = self.engine.free(self.state, b)
+    if self.pages is not None:
+      self.pages.release(b)
+      self.state = self.engine.set_page_tables(self.state, self.pages.table())
+    self._close(seq, reason, error, now)
+
+  def _close(self, seq: Sequence, reason: str, error: str | None = None, now: float | None = None) -> None:
+    seq.finish_reason, seq.error = reason, error
+    seq.done_at = now or time.perf_counter()
+    if seq.first_token_at is None:
+      seq.first_token_at = seq.done_at
+    if seq.request.on_done is not None:
+      seq.request.on_done(seq.sample, reason, error)
+
+  def _grow_pages(self, live: list[int], n: int) -> None:
+    changed = False
+    for b in live:
+      try:
+        changed |= self.pages.ensure(b, self.lengths[b] + n)
+      except PagesExhausted as err:
+        self._finish(b, "error", f"the paged KV cache is full: {err}")
+        changed = True
+    if changed:
+      self.state = self.engine.set_page_tables(self.state, self.pages.table())
