@@ -8,7 +8,7 @@ Two measurements per batch size:
   * "jit step": `model.prefill` and `model.decode_step` + argmax, each under one `jax.jit` (graphdef/state split, so
     no per-call NNX graph traversal); decode tokens/s = batch / median per-step latency (each step
     `block_until_ready`-ed). Prefill time is the median over the repeats.
-  * "generate_ids": the library's end-to-end path (maxtext_like.inference.engine.generate_ids, greedy), timed as a
+  * "generate_ids": the library's end-to-end path (maxtext_like.inference.static_batch.generate_ids, greedy), timed as a
     whole (prefill + decode + host round trips per token): tokens/s = batch * decode tokens / median wall time.
 Warm-up (compilation) runs are excluded; medians because the 2-core CPU box is shared and noisy.
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
   import numpy as np
   from flax import nnx
   from maxtext_like.config import load_config
-  from maxtext_like.inference.engine import generate_ids, load_model
+  from maxtext_like.inference.loading import load_model
+  from maxtext_like.inference.static_batch import generate_ids
   from maxtext_like.inference.sampling import SamplingOptions
 
   max_len = args.prefill + args.decode

@@ -27,7 +27,7 @@ def load_config(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Co
 
 
 def load_model(cfg: Config):
-  from maxtext_like.inference.engine import load_model as _load
+  from maxtext_like.inference.loading import load_model as _load
   return _load(cfg)
 
 
@@ -38,14 +38,26 @@ def count_params(cfg: Config) -> int:
 
 
 def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False) -> list[str]:
-  from maxtext_like.inference.engine import generate_ids, sampling_options
+  """Continuations through the serving engine (continuous batching over min(len(prompts), slots) slots).
+
+  Each prompt gets max_target_length - max_prefill_predict_length tokens at most and stops at EOS; without
+  chunked prefill a prompt longer than max_prefill_predict_length keeps its last tokens."""
+  from maxtext_like.inference.batching import Batcher, Request
+  from maxtext_like.inference.engine import Engine
+  from maxtext_like.inference.prefix_cache import PrefixCache
   from maxtext_like.runtime.tokenizer import tokenizer_for
+  inf = cfg.inference
   tok = tokenizer_for(cfg)
   loaded = load_model(cfg)
   if verbose:
     print(f"parameters: {loaded.source}", file=sys.stderr, flush=True)
   ids = [tok.encode(p, add_eos=False) for p in prompts]
-  out = generate_ids(loaded.model, ids, max_prefill=cfg.inference.max_prefill_predict_length,
-                     max_target=cfg.inference.max_target_length, eos_id=tok.eos_id, options=sampling_options(cfg),
-                     seed=cfg.training.data_shuffle_seed)
-  return [tok.decode(o) for o in out]
+  if not inf.use_chunked_prefill:
+    ids = [i[-inf.max_prefill_predict_length:] for i in ids]
+  engine = Engine(cfg, loaded.model, num_slots=max(1, min(len(ids), Engine.slots_for(cfg))))
+  cache = PrefixCache(inf.prefix_caching_hbm_byte, inf.prefix_caching_dram_byte) if inf.enable_prefix_caching else None
+  batcher = Batcher(engine, engine.load_params(), eos_id=tok.eos_id, prefix_cache=cache,
+                    seed=cfg.training.data_shuffle_seed)
+  budget = inf.max_target_length - inf.max_prefill_predict_length
+  done = batcher.run([Request(list(i), max_tokens=budget) for i in ids])
+  return [tok.decode(seqs[0].tokens) for seqs in done]

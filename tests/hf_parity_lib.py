@@ -14,7 +14,7 @@ import torch
 import yaml
 from flax import nnx
 
-from maxtext_like.inference.engine import generate_ids
+from maxtext_like.inference.static_batch import generate_ids
 from maxtext_like.inference.sampling import SamplingOptions
 from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models.hf_registry import get_hf_mapping, mapping_for_architecture

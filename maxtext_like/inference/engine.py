@@ -124,8 +124,7 @@ class Engine:
     self.graphdef, params = nnx.split(model)
     self._params = params
     self.mesh, self.rules = mesh, (None if mesh is None else [tuple(r) for r in (rules or cfg.mesh.logical_axis_rules)])
-    devices = 1 if mesh is None else mesh.devices.size
-    self.max_concurrent_decodes = num_slots or max(1, int(cfg.dataset.per_device_batch_size * devices))
+    self.max_concurrent_decodes = num_slots or self.slots_for(cfg, 1 if mesh is None else mesh.devices.size)
     self.max_target_length = inf.max_target_length
     self.max_prefill_length = inf.max_prefill_predict_length
     self.use_chunked_prefill = inf.use_chunked_prefill
@@ -138,6 +137,11 @@ class Engine:
       from maxtext_like.inference.paging import PagedLayout
       self.paged = PagedLayout.from_config(cfg, self.max_target_length, self.max_concurrent_decodes)
     self._fns = _Compiled(self)
+
+  @staticmethod
+  def slots_for(cfg: Config, devices: int = 1) -> int:
+    """max_concurrent_decodes: per_device_batch_size x devices (at least 1)."""
+    return max(1, int(cfg.dataset.per_device_batch_size * devices))
 
   # ---- parameters and state ------------------------------------------------------------------------------
 
