@@ -28,7 +28,8 @@ def check(cfg) -> list[int]:
   problems, lengths = [], []
   raw = str(inf.inference_microbenchmark_prefill_lengths)
   try:
-    lengths = [int(x) for x in raw.split(",") if x.strip()]
+    from maxtext_like.inference.microbenchmark import prefill_lengths
+    lengths = prefill_lengths(raw)
   except ValueError:
     problems.append(Problem("inference_microbenchmark_prefill_lengths", "must be comma-separated integers", raw))
   bad = [n for n in lengths if not 1 <= n < inf.max_target_length]

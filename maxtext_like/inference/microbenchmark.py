@@ -41,6 +41,11 @@ def prefill_tflops_per_device(num_params: int, length: int, spec, devices: int) 
   return weights + attention
 
 
+def prefill_lengths(raw) -> list[int]:
+  """`inference_microbenchmark_prefill_lengths` as ints; MaxText's CLI quoting ("...='64,128'") is accepted."""
+  return [int(x) for x in str(raw).strip().strip("'\"").split(",") if x.strip()]
+
+
 def measure_memory_bandwidth(nbytes: int = BANDWIDTH_PROBE_BYTES, probes: int = BANDWIDTH_PROBES) -> dict:
   """This machine's memory bandwidth in bytes/s, best of `probes` runs of each probe:
     read: a jitted sum over n bytes (XLA's threads, no output buffer): what a decode step does to weights and cache
@@ -150,7 +155,7 @@ class _Bench:
 def run_benchmarks(cfg: Config, engine: Engine, prompt_ids: list[int], *, log=print) -> dict:
   """MaxText's results dict (see the module docstring), printing each figure as MaxText does."""
   inf = cfg.inference
-  lengths = [int(x) for x in str(inf.inference_microbenchmark_prefill_lengths).split(",") if x.strip()]
+  lengths = prefill_lengths(inf.inference_microbenchmark_prefill_lengths)
   stages = [s.strip() for s in inf.inference_microbenchmark_stages.split(",") if s.strip()]
   b = _Bench(cfg, engine, prompt_ids, inf.inference_microbenchmark_loop_iters)
   devices = 1 if engine.mesh is None else engine.mesh.devices.size

@@ -19,8 +19,9 @@ SIZES = {"model_size_in_gb", "cache_size_in_gb", "model_params_in_billions"}
 
 
 def _run(tmp_path, capsys, *extra):
+  # the lengths quoted as MaxText's CLI wants them
   argv = ["base.yml", *TINY, f"base_output_directory={tmp_path}", "run_name=mb", "inference_microbenchmark_loop_iters=2",
-          "inference_microbenchmark_prefill_lengths=8,16", *extra]
+          "inference_microbenchmark_prefill_lengths='8,16'", *extra]
   code = inference_microbenchmark.main(argv)
   out, err = capsys.readouterr()
   return code, out, err
