@@ -94,7 +94,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "remat_policy_for_vit", "moe_mlpwi_0", "moe_mlpwi_1", "moe_mlpwo", "query_wa_proj", "kv_wa_proj", "mla_q",
     "mla_kv", "attention_out", "engram",
     # tokenizer
-    "use_chat_template", "chat_template_path", "chat_template", "num_vocab_tiling",
+    "use_chat_template", "num_vocab_tiling",  # (built, serving/chat.py: chat_template, chat_template_path)
     # dataset
     "max_corpus_chars", "train_image_column", "eval_image_column",
     "enable_rampup_batch_size", "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",
@@ -137,7 +137,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "dump_jaxpr_delete_local_after", "dump_jaxpr_gcs_dir", "collect_stack_trace", "stack_trace_to_cloud",
     "stack_trace_interval_seconds", "rl",
     # metrics
-    "gcs_metrics", "save_config_to_gcs", "record_internal_nn_metrics", "prometheus_port",
+    "gcs_metrics", "save_config_to_gcs", "record_internal_nn_metrics",  # (built, serving/metrics.py: prometheus_port)
     "enable_checkpoint_cloud_logger", "enable_tunix_perf_metrics", "managed_mldiagnostics",
     "managed_mldiagnostics_run_group", "enable_goodput_recording", "monitor_goodput",
     "goodput_upload_interval_seconds", "enable_pathways_goodput", "monitor_step_time_deviation",
