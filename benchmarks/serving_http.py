@@ -3,8 +3,8 @@
 Starts `python -m maxtext_like.serve` on a free localhost port with the tests' tiny random llama (emb 64, 2 layers,
 vocab 4096, float32; `--slots` decode slots, rows of 512), warms it up (every prefill bucket and generate variant
 compiles before timing), then for each client count C runs C concurrent streaming /v1/completions clients
-(openai.AsyncOpenAI), each sending `--requests` requests one after another with mixed prompt lengths (5 to ~60
-tokens) and output lengths (8 to 128 tokens), greedy.
+(openai.AsyncOpenAI), each sending `--requests` requests one after another with mixed prompt lengths (4 to 39
+words, about 5 to 50 tokens) and output lengths (8 to 128 tokens), greedy.
 
 Every request is checked: it ends with finish_reason "length" and exactly max_tokens tokens (or "stop" at EOS),
 and its text is a prefix of the same prompt's greedy text measured alone first, so no stream lost or swapped
