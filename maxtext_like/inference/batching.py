@@ -24,7 +24,7 @@ from maxtext_like.inference.paging import PageAllocator, PagesExhausted
 from maxtext_like.inference.prefix_cache import PrefixCache
 from maxtext_like.inference.sampling import SamplingOptions
 
-STEP_CHOICES = (1, 2, 4, 8, 16, 32)  # generate steps per call (each a compiled variant)
+STEP_CHOICES = (1, 4, 16)  # generate steps per call (each a compiled variant)
 
 
 @dataclasses.dataclass
@@ -68,7 +68,7 @@ class Sequence:
 
 class Batcher:
   def __init__(self, engine: Engine, params, *, eos_id: int | None = None, prefix_cache: PrefixCache | None = None,
-               seed: int = 0, steps_per_call: int = 8):
+               seed: int = 0, steps_per_call: int = 4):
     self.engine, self.params, self.eos_id = engine, params, eos_id
     self.prefix_cache = prefix_cache
     self.state = engine.init_decode_state()
@@ -120,7 +120,7 @@ class Batcher:
       return
     n = self._steps(live)
     if self.pages is not None:
-      self._grow_pages(live, n)
+      n = self._grow_pages(live, n)
       live = [b for b, s in enumerate(self.slots) if s is not None]
       if not live:
         return
@@ -159,7 +159,7 @@ class Batcher:
       budget = self._budget(seq.request) - len(seq.tokens)
       left.append(max(1, min(budget, e.max_target_length - self.lengths[b])))
     want = min(left) if self.queue else max(left)
-    want = min(want, self.steps_per_call if self.queue else 4 * self.steps_per_call)
+    want = min(want, self.steps_per_call if self.queue else STEP_CHOICES[-1])
     return max(c for c in STEP_CHOICES if c <= max(1, want))
 
   def _budget(self, r: Request) -> int:
@@ -259,13 +259,26 @@ class Batcher:
     if seq.request.on_done is not None:
       seq.request.on_done(seq.sample, reason, error)
 
-  def _grow_pages(self, live: list[int], n: int) -> None:
+  def _target(self, b: int, n: int) -> int:
+    """Tokens slot b can hold after n more steps: never more than its request can reach."""
+    seq = self.slots[b]
+    most = len(seq.request.ids) + self._budget(seq.request)
+    return min(self.lengths[b] + n, most, self.engine.max_target_length)
+
+  def _grow_pages(self, live: list[int], n: int) -> int:
+    """Pages for the next n steps of every live slot; fewer steps when the pool is short, and at one step a slot
+    that still cannot get a page finishes with an error (the others go on). Returns the steps to run."""
+    need = lambda n: sum(max(0, self.pages.layout.pages_for(self._target(b, n)) - len(self.pages.owned.get(b, [])))  # noqa: E731
+                         for b in live)
+    while n > 1 and need(n) > self.pages.num_free:
+      n //= 2
     changed = False
     for b in live:
       try:
-        changed |= self.pages.ensure(b, self.lengths[b] + n)
+        changed |= self.pages.ensure(b, self._target(b, n))
       except PagesExhausted as err:
         self._finish(b, "error", f"the paged KV cache is full: {err}")
         changed = True
     if changed:
       self.state = self.engine.set_page_tables(self.state, self.pages.table())
+    return n

@@ -136,7 +136,10 @@ class Engine:
     if cfg.attention.attention == "paged":
       from maxtext_like.inference.paging import PagedLayout
       self.paged = PagedLayout.from_config(cfg, self.max_target_length, self.max_concurrent_decodes)
-    self._fns = _Compiled(self)
+    key = (self.graphdef, self.max_target_length, self.paged, self.mesh, repr(self.rules))
+    if key not in _COMPILED:  # engines of the same model and layout share compiled steps
+      _COMPILED[key] = _Compiled(self)
+    self._fns = _COMPILED[key]
 
   @staticmethod
   def slots_for(cfg: Config, devices: int = 1) -> int:
@@ -186,6 +189,10 @@ class Engine:
     if self.mesh is None:
       return None
     named = lambda axes: jax.sharding.NamedSharding(self.mesh, logical_to_pspec(axes, self.mesh, self.rules))  # noqa: E731
+    ways = (1 << 20) // named(CACHE_B_AXES).shard_shape((1 << 20,))[0]  # devices the slot axis is split over
+    if self.max_concurrent_decodes % ways:
+      raise EngineError(f"{self.max_concurrent_decodes} decode slots cannot be split over the {ways} devices the "
+                        f"cache_batch rule shards them on; use a multiple of {ways} (per_device_batch_size x devices)")
     c = state.cache
     cache = dataclasses.replace(
         c, k_LBSKH=named(CACHE_KV_AXES if self.paged is None else (None,) * 5),
@@ -326,6 +333,9 @@ class Engine:
 
 def _stop_hit(tok_B, stop_BS):
   return jnp.any(tok_B[:, None] == stop_BS, axis=1)
+
+
+_COMPILED: dict = {}
 
 
 class _Compiled:
