@@ -57,16 +57,15 @@ class Server:
       raise APIError(404, f"the model {name!r} does not exist; this server serves {self.model_name!r}",
                      param="model", code="model_not_found")
 
-  def check_prompt(self, ids: list[int], max_tokens: int | None, n: int) -> int:
+  def check_prompt(self, ids: list[int], max_tokens: int | None, n: int, param: str) -> int:
     """The token budget of one prompt: `max_tokens`, or all the room left in the cache row when it is None."""
     bad = [i for i in ids if not 0 <= i < self.vocab_size]
     if bad:
-      raise APIError(400, f"prompt token ids must be in [0, {self.vocab_size}); got {bad[:5]}", param="prompt")
+      raise APIError(400, f"prompt token ids must be in [0, {self.vocab_size}); got {bad[:5]}", param=param)
     try:
       self.engine.check_prompt(len(ids))
     except EngineError as e:
-      raise APIError(400, str(e), param="messages" if max_tokens is None else "prompt",
-                     code="context_length_exceeded") from None
+      raise APIError(400, str(e), param=param, code="context_length_exceeded") from None
     room = self.engine.max_target_length - len(ids)
     if max_tokens is not None and max_tokens > room:
       raise APIError(400, f"max_tokens={max_tokens} with a prompt of {len(ids)} tokens needs {len(ids) + max_tokens}"
@@ -83,8 +82,8 @@ class Server:
       raise APIError(400, f"at most {MAX_STOP_IDS - 1 - len(self.extra_stop_ids)} stop_token_ids", param="stop_token_ids")
     return ids
 
-  def generation(self, req, prompts: list[list[int]], budget: int | None) -> Generation:
-    budgets = [self.check_prompt(ids, budget, req.n) for ids in prompts]
+  def generation(self, req, prompts: list[list[int]], budget: int | None, param: str) -> Generation:
+    budgets = [self.check_prompt(ids, budget, req.n, param) for ids in prompts]
     return Generation(self.engine_loop, self.metrics, self.tok, prompts, n=req.n, max_tokens=budgets,
                       stop_strings=req.stop_strings(), sampling=req.sampling(self.default_sampling),
                       stop_ids=self.stop_ids(req.stop_token_ids), seed=req.seed)
@@ -102,11 +101,15 @@ def _error_of(gen: Generation) -> APIError | None:
 async def _wait(gen: Generation, request: HTTPRequest) -> bool:
   """Runs a non-streamed generation to its end; False if the client left first (its slots are freed)."""
   gen.start()
+  checked = time.monotonic()
   try:
     while not gen.finished:
       try:
         await gen.next_events(timeout=DISCONNECT_POLL_S)
       except asyncio.TimeoutError:
+        pass
+      if time.monotonic() - checked >= DISCONNECT_POLL_S:  # by the clock: tokens may arrive without pause
+        checked = time.monotonic()
         if await request.is_disconnected():
           return False
     return True
@@ -141,7 +144,7 @@ async def completions(s: Server, request: HTTPRequest):
     else:
       texts.append(None)
       prompts.append(list(p))
-  gen = s.generation(req, prompts, req.max_tokens)
+  gen = s.generation(req, prompts, req.max_tokens, "prompt")
   echo = [""] * len(gen.choices)
   if req.echo:
     echo = [texts[k // req.n] if texts[k // req.n] is not None else s.tok.decode(prompts[k // req.n])
@@ -214,7 +217,7 @@ async def chat_completions(s: Server, request: HTTPRequest):
     ids = s.chat.encode([m.as_template_input() for m in req.messages], req.add_generation_prompt)
   except ChatTemplateError as e:
     raise APIError(400, str(e), param="messages") from None
-  gen = s.generation(req, [ids], req.token_budget)
+  gen = s.generation(req, [ids], req.token_budget, "messages")
   rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
   top = req.top_logprobs or 0
 

@@ -144,6 +144,9 @@ def test_bad_bodies_and_routes(server, client):
   assert status == 415 and "application/json" in body["error"]["message"]
   status, body = _post_raw(server, "/v1/chat/completions", b'{"model": "default"}')
   assert status == 400 and body["error"]["param"] == "messages"
+  long_chat = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "word " * 80}]}).encode()
+  status, body = _post_raw(server, "/v1/chat/completions", long_chat)
+  assert status == 400 and body["error"]["code"] == "context_length_exceeded" and body["error"]["param"] == "messages"
   status, body = _post_raw(server, "/v1/nothing", b"{}")
   assert status == 404 and body["error"]["code"] == "not_found"
   with pytest.raises(openai.BadRequestError):
@@ -172,6 +175,22 @@ def test_disconnect_frees_the_slots(server):
   assert generated < 4 * 448 / 2, generated  # stopped well before their budgets
   fresh = server.client().completions.create(model=MODEL, prompt=PROMPT, max_tokens=3, temperature=0)
   assert fresh.usage.completion_tokens == 3
+
+
+def test_disconnect_frees_the_slots_of_a_non_streamed_request(server, client):
+  args = {"model": MODEL, "prompt": PROMPT, "max_tokens": 448, "n": 4, "temperature": 0.7}
+  client.completions.create(**{**args, "max_tokens": 2})  # compiles the 4-sample prefill
+  t0 = time.perf_counter()
+  client.completions.create(**args)  # all four slots for its whole length
+  full = time.perf_counter() - t0
+  conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+  conn.request("POST", "/v1/completions", body=json.dumps(args), headers={"Content-Type": "application/json"})
+  time.sleep(0.05)
+  conn.sock.close()
+  conn.close()
+  t0 = time.perf_counter()
+  client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=2, temperature=0)  # needs a free slot
+  assert time.perf_counter() - t0 < 0.6 * full, (time.perf_counter() - t0, full)
 
 
 def test_metrics_count_requests_and_tokens(server):
