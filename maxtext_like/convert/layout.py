@@ -69,16 +69,19 @@ def fill_state(spec: ModelSpec, arrays: dict[str, np.ndarray]) -> nnx.State:
   return nnx.from_flat_state(flat)
 
 
-def iter_unscanned(spec: ModelSpec, state: nnx.State):
-  """(dotted unscanned path, numpy array) for every parameter of a restored state, layer by layer."""
+def iter_unscanned(spec: ModelSpec, state: nnx.State, *, to_host: bool = True):
+  """(dotted unscanned path, array) for every parameter of a restored state, layer by layer: numpy arrays, or
+  with `to_host=False` device arrays (sliced where they are)."""
   for path, var in nnx.to_flat_state(state):
     name = ".".join(str(k) for k in path)
-    value = np.asarray(jax.device_get(var[...] if hasattr(var, "__getitem__") else var))
+    value = var[...] if hasattr(var, "__getitem__") else var
+    value = np.asarray(jax.device_get(value)) if to_host else value
     stack = re.fullmatch(r"decoder\.(\w*layers)\.(?:sublayers\.(\d+)\.)?(.+)", name)
     if spec.scan_layers and stack:
       c = _cycles(spec).get(stack.group(1), 1)
       j = int(stack.group(2) or 0)
       for u in range(value.shape[spec.param_scan_axis]):
-        yield f"decoder.{stack.group(1)}.{u * c + j}.{stack.group(3)}", np.take(value, u, axis=spec.param_scan_axis)
+        take = np.take if to_host else jax.numpy.take
+        yield f"decoder.{stack.group(1)}.{u * c + j}.{stack.group(3)}", take(value, u, axis=spec.param_scan_axis)
     else:
       yield name, value

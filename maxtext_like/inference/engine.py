@@ -32,6 +32,7 @@ from flax import nnx
 
 from maxtext_like.config import Config
 from maxtext_like.inference.sampling import SamplingOptions, row_params, sample_rows
+from maxtext_like.models import build_model
 from maxtext_like.models.kv_cache import KVCache
 from maxtext_like.models.sharding import logical_to_pspec, under_activation_sharding
 
@@ -97,6 +98,22 @@ class SlotRequest:
   stop_ids: tuple[int, ...] = ()
 
 
+def unscanned(model: nnx.Module) -> nnx.Module:
+  """The model in the unscanned layout (one module per layer), its parameters sliced once here. Decoding a scanned
+  model would slice (copy) every layer's weights and cache out of the stacked arrays on every step; unscanned,
+  each layer reads its own weights and updates its part of the cache in place (models/kv_cache.py LayerKV.layer)."""
+  spec = model.spec
+  if not spec.scan_layers:
+    return model
+  from maxtext_like.convert.layout import fill_state, iter_unscanned
+  spec_u = spec.replace(scan_layers=False)
+  graphdef, _, rest = nnx.split(nnx.eval_shape(lambda: build_model(spec_u, nnx.Rngs(0))), nnx.Param, ...)
+  if jax.tree.leaves(rest):  # e.g. dropout RNG streams: keep the model as it is
+    return model
+  arrays = dict(iter_unscanned(spec, nnx.state(model, nnx.Param), to_host=False))
+  return nnx.merge(graphdef, fill_state(spec_u, arrays))
+
+
 def prefill_buckets(max_prefill: int, minimum: int = MIN_PREFILL_BUCKET) -> tuple[int, ...]:
   """Powers of two from `minimum` below `max_prefill`, then `max_prefill` itself."""
   out, b = [], minimum
@@ -120,6 +137,7 @@ class Engine:
                num_slots: int | None = None):
     inf = cfg.inference
     self.cfg = cfg
+    model = unscanned(model)
     self.spec = model.spec
     self.graphdef, params = nnx.split(model)
     self._params = params

@@ -81,6 +81,46 @@ def _scores(q_BTKGH, k_BSKH, opts: AttentionOptions) -> jax.Array:
   return s
 
 
+DECODE_MAX_QUERIES = 4  # rows with at most this many queries take `_few_queries` (decode, short chunks)
+
+
+def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sinks_N) -> jax.Array:
+  """out_BTKGH for a few queries against a long cache, with the cache read in its stored [B, S, K, H] order.
+
+  The usual batched dots (batch b, k) make XLA transpose every layer's whole cache to [B, K, S, H] on each decode
+  step, which costs more than the attention itself. Here the queries go into a block-diagonal matrix
+  Q [B, K*H, T*K*G] (head k's queries only against head k's key features), so the logits are one plain matmul
+  keys[B, S, K*H] @ Q, and the context p[B, T*K*G, S] @ values[B, S, K*Hv] keeps its diagonal blocks: K times the
+  (tiny) arithmetic, no cache transposes."""
+  B, T, K, G, H = q_BTKGH.shape
+  S, Hv = k_BSKH.shape[1], v_BSKH.shape[-1]
+  f32 = jnp.float32
+  prec = jax.lax.Precision(opts.precision)
+  if opts.float32_qk_product:
+    q_BTKGH, k_BSKH = q_BTKGH.astype(f32), k_BSKH.astype(f32)
+  scale = H ** -0.5 if opts.query_scale is None else opts.query_scale
+  q_BTKGH = q_BTKGH * jnp.asarray(scale, q_BTKGH.dtype)
+  eye_KK = jnp.eye(K, dtype=q_BTKGH.dtype)
+  q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
+  s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
+                     preferred_element_type=f32 if opts.float32_logits else None).astype(f32)
+  s_BSTKG = s_BSY.reshape(B, S, T, K, G)
+  if opts.soft_cap:
+    s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
+  s_BSTKG = jnp.where(jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None], s_BSTKG, MASK_VALUE)
+  m_B1TKG = jnp.max(s_BSTKG, axis=1, keepdims=True)
+  if sinks_N is not None:
+    sink_11KG = sinks_N.astype(f32).reshape(1, 1, 1, K, G)
+    m_B1TKG = jnp.maximum(m_B1TKG, sink_11KG)
+  e_BSTKG = jnp.exp(s_BSTKG - m_B1TKG)
+  denom_B1TKG = jnp.sum(e_BSTKG, axis=1, keepdims=True)
+  if sinks_N is not None:
+    denom_B1TKG = denom_B1TKG + jnp.exp(sink_11KG - m_B1TKG)
+  p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
+  o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
+  return jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
+
+
 def _group(q_BTNH, num_kv_heads: int) -> jax.Array:
   B, T, N, H = q_BTNH.shape
   if N % num_kv_heads:
@@ -98,8 +138,10 @@ def dot_product(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: Att
   B, T, N, _ = q_BTNH.shape
   H = v_BSKH.shape[-1]
   S = k_BSKH.shape[1]
-  s_BKGTS = _scores(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, opts)
   mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, S), kv_seg_BS, opts.window, opts.chunk)
+  if T <= DECODE_MAX_QUERIES < S:
+    return _few_queries(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, v_BSKH, mask_BTS, opts, sinks_N).reshape(B, T, N, H)
+  s_BKGTS = _scores(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, opts)
   s_BKGTS = jnp.where(mask_BTS[:, None, None], s_BKGTS, MASK_VALUE)
   if sinks_N is None:
     p_BKGTS = jax.nn.softmax(s_BKGTS, axis=-1).astype(v_BSKH.dtype)
@@ -234,10 +276,12 @@ def jax_dot_product_attention(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg
   return jax.nn.dot_product_attention(q_BTNH, k_BSKH, v_BSKH, mask=mask_BTS[:, None], scale=opts.query_scale)
 
 
-def resolve_kernel(name: str, kv_length: int) -> str:
-  """'autoselected' -> 'flash' for long key sequences, else 'dot_product'."""
+def resolve_kernel(name: str, kv_length: int, q_length: int | None = None) -> str:
+  """'autoselected' -> 'flash' when queries and keys are both long, else 'dot_product'. A few queries against a
+  long cache (decode, a short chunk) are faster unblocked: their logits are small."""
   if name == "autoselected":
-    return "flash" if kv_length >= AUTOSELECT_FLASH_MIN_LENGTH else "dot_product"
+    q_length = kv_length if q_length is None else q_length
+    return "flash" if min(kv_length, q_length) >= AUTOSELECT_FLASH_MIN_LENGTH else "dot_product"
   if name not in KERNELS:
     raise ValueError(f"unknown attention kernel {name!r}; allowed: {sorted(KERNELS) + ['autoselected']}")
   return name
@@ -246,7 +290,7 @@ def resolve_kernel(name: str, kv_length: int) -> str:
 def attend(name: str, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
            block_size: int = 512, sinks_N=None, kv_idx_S=None) -> jax.Array:
   """Runs the kernel `name` (after resolving 'autoselected')."""
-  kernel = resolve_kernel(name, k_BSKH.shape[1])
+  kernel = resolve_kernel(name, k_BSKH.shape[1], q_BTNH.shape[1])
   extra = {k: v for k, v in (("sinks_N", sinks_N), ("kv_idx_S", kv_idx_S)) if v is not None}
   if kernel == "flash":
     return flash(q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts, block_size, **extra)

@@ -134,15 +134,22 @@ class Decoder(nnx.Module):
       from maxtext_like.models.pipeline import run_pipelined
       x_BTD, kv = run_pipelined(self, x_BTD, positions_BT, segment_ids_BT, layer_key), None
     else:
-      offset, kvs = 0, []
+      offset, kvs, whole = 0, [], cache
       for st in self.stacks:
         n = st.num_layers
-        sub = None if cache is None else (cache[0][offset:offset + n], cache[1][offset:offset + n], *cache[2:])
-        run = self._run_scanned if self.spec.scan_layers else self._run_looped
-        x_BTD, kv = run(st, offset, x_BTD, positions_BT, segment_ids_BT, layer_key, sub, aux)
-        kvs.append(kv)
+        if self.spec.scan_layers:
+          sub = None if cache is None else (cache[0][offset:offset + n], cache[1][offset:offset + n], *cache[2:])
+          x_BTD, kv = self._run_scanned(st, offset, x_BTD, positions_BT, segment_ids_BT, layer_key, sub, aux)
+          kvs.append(kv)
+        else:  # each layer updates its part of the whole cache in place (LayerKV.layer)
+          x_BTD, whole = self._run_looped(st, offset, x_BTD, positions_BT, segment_ids_BT, layer_key, whole, aux)
         offset += n
-      kv = None if cache is None else (kvs[0] if len(kvs) == 1 else tuple(jnp.concatenate(p) for p in zip(*kvs)))
+      if cache is None:
+        kv = None
+      elif not self.spec.scan_layers:
+        kv = tuple(whole[:2])
+      else:
+        kv = kvs[0] if len(kvs) == 1 else tuple(jnp.concatenate(p) for p in zip(*kvs))
     y_BTD = self.decoder_norm(x_BTD)
     y_BTD = self.dropout(y_BTD, deterministic=final_key is None, rngs=final_key)
     return self.logits(y_BTD, embedder), kv, aux
@@ -161,7 +168,7 @@ class Decoder(nnx.Module):
     return constrain(logits_BTV, ACT_BTV)
 
   def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool, takes_index: bool,
-                index: int | None = None):
+                index: int | None = None, cache_layer: int | None = None):
     """Pure (layer_state, x, k, v, key, i) -> (x, k, v, aux), rematted when training.
 
     With `takes_index` the layer gets `layer_index=`: the static `index` when given (loop), else the traced i (scan).
@@ -169,7 +176,7 @@ class Decoder(nnx.Module):
 
     def apply(state, x_BTD, k_BSKH, v_BSKH, key, i):
       layer = nnx.merge(graphdef, state)
-      layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, *cache[2:])
+      layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, *cache[2:], layer=cache_layer)
       extra = {"layer_index": i if index is None else index} if takes_index else {}
       y_BTD, layer_kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=layer_kv, **extra)
       aux = moe_lib.pop_layer_aux(layer)  # MoE losses / bias updates sown by the layer ({} for dense layers)
@@ -178,19 +185,19 @@ class Decoder(nnx.Module):
     return apply if cache is not None else maybe_remat(apply, self.spec.remat_spec, prevent_cse=not in_scan)
 
   def _run_looped(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
-    ks, vs = [], []
+    """cache: the whole (k_LBSKH, v_LBSKH, index_B, segment_ids_BS, page_table_BM); layer i writes its part."""
     for j, layer in enumerate(getattr(self, st.name)):
       i = offset + j
       graphdef, state = nnx.split(layer)
       fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False,
-                          takes_index=self.index_at_call, index=i)
+                          takes_index=self.index_at_call, index=i, cache_layer=i)
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      k, v = (None, None) if cache is None else (cache[0][j], cache[1][j])
+      k, v = (None, None) if cache is None else cache[:2]
       x_BTD, k, v, layer_aux = fn(state, x_BTD, k, v, key, i)
       moe_lib.add_aux(aux, layer_aux, ("decoder", st.name, j))
-      ks.append(k)
-      vs.append(v)
-    return x_BTD, None if cache is None else (jnp.stack(ks), jnp.stack(vs))
+      if cache is not None:
+        cache = (k, v, *cache[2:])
+    return x_BTD, cache
 
   def _run_scanned(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
     axis, c = self.spec.param_scan_axis, st.cycle

@@ -61,32 +61,48 @@ class LayerKV:
 
   `segment_ids_BS` already includes the tokens of the current call;
   `index_B` is where they are written (the value before the call).
+
+  With `layer` set, k/v are the whole cache of every layer ([L, B, S, K, H], or [L, P, page, K, H] paged) and this
+  view reads and writes layer `layer` of it in place: the layer loop then passes one buffer along instead of
+  slicing a copy of each layer's cache and stacking them again on every decode step.
   """
 
-  k_BSKH: jax.Array  # paged: this layer's page pool [P, page, K, H]
+  k_BSKH: jax.Array  # paged: the page pool [P, page, K, H]; with `layer`: all layers' arrays
   v_BSKH: jax.Array
   index_B: jax.Array
   segment_ids_BS: jax.Array
   page_table_BM: jax.Array | None = None
+  layer: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+  def _mine(self, a: jax.Array) -> jax.Array:
+    return a if self.layer is None else a[self.layer]
 
   def keys(self) -> jax.Array:
     """Keys [B, S, K, H] by slot (paged: the row's pages gathered)."""
-    return self.k_BSKH if self.page_table_BM is None else gather_pages(self.k_BSKH, self.page_table_BM)
+    k = self._mine(self.k_BSKH)
+    return k if self.page_table_BM is None else gather_pages(k, self.page_table_BM)
 
   def values(self) -> jax.Array:
-    return self.v_BSKH if self.page_table_BM is None else gather_pages(self.v_BSKH, self.page_table_BM)
+    v = self._mine(self.v_BSKH)
+    return v if self.page_table_BM is None else gather_pages(v, self.page_table_BM)
 
   def write(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> "LayerKV":
     """Stores the new tokens' keys and values at index_B in each row."""
-    if self.page_table_BM is not None:
-      return dataclasses.replace(
-          self, k_BSKH=write_pages(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), self.index_B, self.page_table_BM),
-          v_BSKH=write_pages(self.v_BSKH, v_BTKH.astype(self.v_BSKH.dtype), self.index_B, self.page_table_BM))
-    return dataclasses.replace(
-        self,
-        k_BSKH=write_rows(self.k_BSKH, k_BTKH.astype(self.k_BSKH.dtype), self.index_B),
-        v_BSKH=write_rows(self.v_BSKH, v_BTKH.astype(self.v_BSKH.dtype), self.index_B),
-    )
+    return dataclasses.replace(self, k_BSKH=self._write(self.k_BSKH, k_BTKH), v_BSKH=self._write(self.v_BSKH, v_BTKH))
+
+  def _write(self, cache: jax.Array, new_BTKH: jax.Array) -> jax.Array:
+    new_BTKH = new_BTKH.astype(cache.dtype)
+    if self.layer is None:
+      if self.page_table_BM is None:
+        return write_rows(cache, new_BTKH, self.index_B)
+      return write_pages(cache, new_BTKH, self.index_B, self.page_table_BM)
+    B, T = new_BTKH.shape[:2]
+    if self.page_table_BM is None:  # slots past the row's end are dropped
+      rows_BT = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, T))
+      slots_BT = self.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+      return cache.at[self.layer, rows_BT, slots_BT].set(new_BTKH, mode="drop")
+    ids_BT, off_BT = page_slots(self.index_B, T, self.page_table_BM, cache.shape[2])
+    return cache.at[self.layer, ids_BT, off_BT].set(new_BTKH)
 
 
 def write_rows(cache_BS: jax.Array, new_BT: jax.Array, index_B: jax.Array) -> jax.Array:
