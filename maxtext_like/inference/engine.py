@@ -59,6 +59,7 @@ class Prefix:
   log_probs: jax.Array  # float32 [n]
   logits: jax.Array  # float32 [V]: the last prompt token's logits
   true_length: jax.Array  # int32 []: tokens in the cache
+  key: jax.Array  # uint32 [2]: the continuation's random key (sample j's slot gets fold_in(key, j))
 
 
 @jax.tree_util.register_dataclass
@@ -75,6 +76,7 @@ class DecodeState:
   temperature_B: jax.Array  # float32, 0 = greedy
   top_k_B: jax.Array  # int32, 0 = off
   top_p_B: jax.Array  # float32, 1 = off
+  key_B: jax.Array  # uint32 [B, 2]: each slot's own random key, so a seeded request samples the same in any batch
 
 
 @jax.tree_util.register_dataclass
@@ -200,7 +202,7 @@ class Engine:
         tokens_B=jnp.zeros((B,), jnp.int32), live_B=jnp.zeros((B,), bool), generated_B=jnp.zeros((B,), jnp.int32),
         max_tokens_B=jnp.zeros((B,), jnp.int32), stop_BS=jnp.full((B, MAX_STOP_IDS), -1, jnp.int32),
         temperature_B=jnp.zeros((B,), jnp.float32), top_k_B=jnp.zeros((B,), jnp.int32),
-        top_p_B=jnp.ones((B,), jnp.float32))
+        top_p_B=jnp.ones((B,), jnp.float32), key_B=jnp.zeros((B, 2), jnp.uint32))
     return self._place_state(state)
 
   def state_shardings(self, state: DecodeState):
@@ -219,7 +221,7 @@ class Engine:
         **({} if c.page_table_BM is None else {"page_table_BM": named(CACHE_BS_AXES)}))
     b = named(CACHE_B_AXES)
     return DecodeState(cache=cache, tokens_B=b, live_B=b, generated_B=b, max_tokens_B=b, stop_BS=named(CACHE_BS_AXES),
-                       temperature_B=b, top_k_B=b, top_p_B=b)
+                       temperature_B=b, top_k_B=b, top_p_B=b, key_B=named(CACHE_BS_AXES))
 
   def _place_state(self, state: DecodeState) -> DecodeState:
     sh = self.state_shardings(state)
@@ -332,7 +334,8 @@ class Engine:
 
   def generate(self, params, decode_state: DecodeState, rng=None, *,
                greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
-    """Every live slot advances by one token. `greedy_only` (all live slots greedy) skips the sampler."""
+    """Every live slot advances by one token. `greedy_only` (all live slots greedy) skips the sampler. Slots
+    sample with their own keys (from their prefill's `rng`); `rng` is taken for MaxEngine's signature."""
     rng = jax.random.PRNGKey(0) if rng is None else rng
     state, toks = self._fns.generate(params, decode_state, rng, 1, greedy_only)
     return state, jax.tree.map(lambda a: a[0], toks)
@@ -390,12 +393,14 @@ class _Compiled:
     logits_1PV, cache = model(tokens_P[None], None, seg_1P, cache=cache)
     last_V = logits_1PV[0, true_length - 1].astype(jnp.float32)
     rows = lambda x: jnp.broadcast_to(x, (n,))  # noqa: E731
-    toks = sample_rows(jnp.broadcast_to(last_V, (n, last_V.shape[0])), rng, rows(temperature), rows(top_k),
+    first_key, rest_key = jax.random.split(rng)
+    toks = sample_rows(jnp.broadcast_to(last_V, (n, last_V.shape[0])), first_key, rows(temperature), rows(top_k),
                        rows(top_p), greedy_only=greedy_only)
     logp = jax.nn.log_softmax(last_V)[toks]
-    return Prefix(cache=cache, tokens=toks, log_probs=logp, logits=last_V, true_length=start + true_length)
+    return Prefix(cache=cache, tokens=toks, log_probs=logp, logits=last_V, true_length=start + true_length,
+                  key=rest_key)
 
-  def _slot_fields(self, ds: DecodeState, slot, first, true_length, row):
+  def _slot_fields(self, ds: DecodeState, slot, first, true_length, row, key):
     temperature, top_k, top_p, max_tokens, stops = row
     done = _stop_hit(first[None], stops[None])[0] | (max_tokens <= 1) | (true_length >= self.e.max_target_length)
     set_ = lambda a, v: a.at[slot].set(v)  # noqa: E731
@@ -403,7 +408,7 @@ class _Compiled:
         ds, tokens_B=set_(ds.tokens_B, first), live_B=set_(ds.live_B, ~done), generated_B=set_(ds.generated_B, 1),
         max_tokens_B=set_(ds.max_tokens_B, max_tokens), stop_BS=set_(ds.stop_BS, stops),
         temperature_B=set_(ds.temperature_B, temperature), top_k_B=set_(ds.top_k_B, top_k),
-        top_p_B=set_(ds.top_p_B, top_p))
+        top_p_B=set_(ds.top_p_B, top_p), key_B=set_(ds.key_B, key))
 
   def _insert(self, prefix: Prefix, ds: DecodeState, slot, sample, row):
     c, pc = ds.cache, prefix.cache
@@ -414,12 +419,14 @@ class _Compiled:
     cache = dataclasses.replace(c, k_LBSKH=k, v_LBSKH=v, segment_ids_BS=c.segment_ids_BS.at[slot].set(seg_S),
                                 index_B=c.index_B.at[slot].set(prefix.true_length))
     ds = dataclasses.replace(ds, cache=cache)
-    return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row)
+    return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row,
+                             jax.random.fold_in(prefix.key, sample))
 
   def _insert_paged(self, prefix: Prefix, ds: DecodeState, slot, sample, row, pages_M):
     cache = self.e.paged.insert(ds.cache, prefix.cache, slot, pages_M, prefix.true_length)
     ds = dataclasses.replace(ds, cache=cache)
-    return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row)
+    return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row,
+                             jax.random.fold_in(prefix.key, sample))
 
   def _truncate(self, prefix: Prefix, m):
     c = prefix.cache
@@ -437,8 +444,10 @@ class _Compiled:
     model = self._model(params)
     S = self.e.max_target_length
 
-    def step(ds: DecodeState, key):
+    def step(ds: DecodeState, _):
       live = ds.live_B
+      keys_B2 = jax.vmap(jax.random.split)(ds.key_B)  # [B, 2, 2]: (next key, this step's key) per slot
+      key = keys_B2[:, 1]
       logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32), cache=ds.cache)
       logits_BV = logits_B1V[:, -1].astype(jnp.float32)
       nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
@@ -446,14 +455,14 @@ class _Compiled:
       generated = ds.generated_B + live.astype(jnp.int32)
       done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
       ds = dataclasses.replace(ds, cache=cache, tokens_B=jnp.where(live, nxt, ds.tokens_B), live_B=live & ~done,
-                               generated_B=generated)
+                               generated_B=generated, key_B=keys_B2[:, 0])
       return ds, ResultTokens(nxt, logp, live, done)
 
-    keys = jax.random.split(rng, n)
+    del rng  # slots carry their own keys
     if n == 1:
-      ds, out = step(ds, keys[0])
+      ds, out = step(ds, None)
       return ds, jax.tree.map(lambda a: a[None], out)
-    return jax.lax.scan(step, ds, keys)
+    return jax.lax.scan(step, ds, None, length=n)
 
 
 def kv_cache_bytes(state: DecodeState) -> int:

@@ -57,7 +57,8 @@ def row_params(o: SamplingOptions) -> tuple[float, int, float]:
 def sample_rows(logits_BV: jax.Array, key: jax.Array, temperature_B: jax.Array, top_k_B: jax.Array,
                 top_p_B: jax.Array, *, greedy_only: bool) -> jax.Array:
   """One token per row, each row with its own (temperature, top_k, top_p) from `row_params`; the same
-  distribution as `sample` with that row's options. `greedy_only` (static) compiles the argmax alone."""
+  distribution as `sample` with that row's options. `key` is one key for all rows, or one per row ([B, 2]: a
+  row's draws then depend on its own key only). `greedy_only` (static) compiles the argmax alone."""
   logits_BV = logits_BV.astype(jnp.float32)
   greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
   if greedy_only:
@@ -76,5 +77,9 @@ def sample_rows(logits_BV: jax.Array, key: jax.Array, temperature_B: jax.Array, 
   use_p = (top_p_B > 0) & (top_p_B < 1)
   filtered_BV = jnp.where(use_p[:, None] & (filtered_BV < cutoff_B), -jnp.inf, filtered_BV)
   t_B = jnp.where(temperature_B > 0, temperature_B, 1.0)
-  drawn_B = jax.random.categorical(key, filtered_BV / t_B[:, None], axis=-1).astype(jnp.int32)
+  scaled_BV = filtered_BV / t_B[:, None]
+  if key.ndim == 2:
+    drawn_B = jax.vmap(lambda k, row: jax.random.categorical(k, row))(key, scaled_BV).astype(jnp.int32)
+  else:
+    drawn_B = jax.random.categorical(key, scaled_BV, axis=-1).astype(jnp.int32)
   return jnp.where(temperature_B > 0, drawn_B, greedy_B)

@@ -235,6 +235,11 @@ def test_per_slot_sampling_and_multi_sampling(make_cfg, model):
   samples = [s.tokens for s in out[0]]
   assert len(samples) == 3 and len({tuple(s) for s in samples}) == 3  # independent draws at temperature 5
   assert out[1][0].tokens == greedy  # the greedy slot decoding beside them is unaffected
+  # a seeded request samples the same alone or beside others (each slot has its own key)
+  seeded = lambda: Request(p, max_tokens=6, sampling=hot, seed=7)  # noqa: E731
+  (solo,) = Batcher(engine, engine.load_params(), seed=3).run([seeded()])
+  crowd = Batcher(engine, engine.load_params(), seed=4).run([Request(p, max_tokens=3, sampling=hot), seeded()])
+  assert crowd[1][0].tokens == solo[0].tokens
   topk1 = SamplingOptions("topk", top_k=1, temperature=3.0)  # top-1 sampling is greedy
   (seqs,) = Batcher(engine, engine.load_params(), seed=2).run([Request(p, max_tokens=6, sampling=topk1)])
   assert seqs[0].tokens == greedy
