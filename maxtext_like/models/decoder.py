@@ -218,7 +218,8 @@ class Decoder(nnx.Module):
       k_LBSKH, v_LBSKH = (a.reshape(n, c, *a.shape[1:]) for a in (k_LBSKH, v_LBSKH))
     xs = (state_L, offset // c + jnp.arange(n), k_LBSKH, v_LBSKH)
     x_BTD, (k_LBSKH, v_LBSKH, layer_aux) = jax.lax.scan(body, x_BTD, xs)
-    layer_aux = {p: jnp.moveaxis(a, 0, axis) if a.ndim > axis else a for p, a in layer_aux.items()}  # as the params
+    layer_aux = {p: jnp.moveaxis(a, 0, axis) if p[-1] == "bias_delta" and a.ndim > axis else a  # as the params
+                 for p, a in layer_aux.items()}
     moe_lib.add_aux(aux, layer_aux, ("decoder", st.name))
     if cache is None:
       return x_BTD, None

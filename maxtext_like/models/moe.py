@@ -44,6 +44,8 @@ Auxiliary outputs, sown as `nnx.Intermediate` and collected by the decoder (`pop
                P_e: mean router probability of e), added to the training loss by training/step.py.
   bias_delta   routed_bias_update_rate * sign(mean load - load_e): the step adds it to gate.bias after the
                optimizer update (DeepSeek-V3 aux-loss-free balancing; the bias gets no gradient).
+  router_load  the fraction of this layer's routed token copies each expert received [E] (router statistics;
+               uniform routing is 1/E each). The train step logs the largest as `moe_max_expert_load` (x E).
 """
 
 from __future__ import annotations
@@ -372,6 +374,8 @@ class MoeBlock(nnx.Module):
 
   def _sow_aux(self, probs_BTE, experts_BTA):
     m = self.m
+    counts_E = jnp.bincount(experts_BTA.reshape(-1), length=m.num_experts).astype(jnp.float32)
+    self.sow(nnx.Intermediate, "router_load", counts_E / jnp.maximum(jnp.sum(counts_E), 1.0))
     if m.load_balance_loss_weight > 0:
       self.sow(nnx.Intermediate, "lb_loss", load_balance_loss(probs_BTE, experts_BTA, m.num_experts)
                * m.load_balance_loss_weight)
@@ -435,8 +439,8 @@ def pop_layer_aux(layer: nnx.Module) -> dict[tuple, jax.Array]:
 def empty_aux() -> dict[str, Any]:
   """The decoder's auxiliary outputs before any layer: {'lb_loss': scalar (summed over layers), 'bias_delta':
   {'/'-joined param path: delta shaped like the param}, 'has_lb_loss': whether any layer produced a load-balance
-  loss (static)}."""
-  return {"lb_loss": jnp.float32(0), "bias_delta": {}, "has_lb_loss": False}
+  loss (static), 'router_load': {'/'-joined layer path: [E] fractions, or [units, E] for a scanned stack}}."""
+  return {"lb_loss": jnp.float32(0), "bias_delta": {}, "has_lb_loss": False, "router_load": {}}
 
 
 def add_aux(aux: dict[str, Any], layer_aux: dict[tuple, jax.Array], param_prefix: tuple) -> None:
@@ -448,6 +452,8 @@ def add_aux(aux: dict[str, Any], layer_aux: dict[tuple, jax.Array], param_prefix
       aux["has_lb_loss"] = True
     elif path[-1] == "bias_delta":
       aux["bias_delta"][param_key(param_prefix + path[:-1] + ("bias",))] = value
+    elif path[-1] == "router_load":
+      aux["router_load"][param_key(param_prefix + path[:-1])] = value
 
 
 def param_key(path) -> str:

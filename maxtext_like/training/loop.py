@@ -259,6 +259,8 @@ class Trainer:
       record["mfu"] = flops / dt / n / peak
     if "moe_lb_loss" in m:  # MoE load-balance loss, already included in "loss"
       record["moe_lb_loss"] = m["moe_lb_loss"]
+    if "moe_max_expert_load" in m:  # the busiest expert's token share x num_experts (1 = balanced)
+      record["moe_max_expert_load"] = m["moe_max_expert_load"]
     return record
 
   def _reached_target(self, record: dict) -> bool:

@@ -90,6 +90,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     moe0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), {k: v for k, v in moe0.items() if k != "has_lb_loss"})
     (total, count, grads, rest, moe), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0), zeros, rest, moe0), micro)
     moe["bias_delta"] = jax.tree.map(lambda d: d / opts.grad_accum, moe["bias_delta"])
+    moe["router_load"] = jax.tree.map(lambda d: d / opts.grad_accum, moe["router_load"])
     return total, count, grads, rest, {**moe, **static}
 
   def _sum_loss(params, rest, batch):
@@ -132,6 +133,8 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
                "skipped": skip.astype(jnp.int32), "param_norm": optax.tree.norm(params)}
     if moe["has_lb_loss"]:  # MoE: load-balance loss (included in "loss"), mean over micro-batches
       metrics["moe_lb_loss"] = moe["lb_loss"] / opts.grad_accum
+    if moe["router_load"]:  # router statistics: the busiest expert's share of its layer's tokens, x E (1 = uniform)
+      metrics["moe_max_expert_load"] = jnp.max(jnp.stack([jnp.max(a) * a.shape[-1] for a in moe["router_load"].values()]))
     return new_state, metrics
 
   return train_step

@@ -41,6 +41,9 @@ def test_interleaved_moe_scanned_equals_loop():
   got, got_aux = scanned(toks, return_aux=True)
   np.testing.assert_allclose(got, want, atol=1e-5)
   np.testing.assert_allclose(got_aux["lb_loss"], want_aux["lb_loss"], rtol=1e-5)
+  (got_load,) = got_aux["router_load"].values()  # [units, E] of the MoE sublayer = loop layers 1 and 3
+  want_load = np.stack([want_aux["router_load"][f"decoder/layers/{i}/mlp"] for i in (1, 3)])
+  np.testing.assert_allclose(got_load, want_load, atol=1e-6)
   # back again: iter_unscanned of the scanned model gives the loop model's parameters
   again = dict(layout.iter_unscanned(spec, nnx.state(scanned, nnx.Param)))
   assert set(again) == set(flat) and all(np.array_equal(again[k], flat[k]) for k in flat)

@@ -103,8 +103,9 @@ def test_routed_bias_changes_selection_not_weights():
   np.testing.assert_allclose(w_b, jnp.take_along_axis(probs, experts_b, -1), rtol=1e-6)
   blk(x)
   aux = moe_lib.pop_layer_aux(blk)
-  (path, delta), = aux.items()
-  assert path == ("gate", "bias_delta") and delta.shape == (8,)
+  assert set(aux) == {("gate", "bias_delta"), ("router_load",)}
+  delta = aux[("gate", "bias_delta")]
+  assert delta.shape == (8,) and float(aux[("router_load",)][5]) >= 1 / 2  # expert 5 takes one of 2 copies per token
   assert float(delta[5]) == pytest.approx(-0.01)  # overloaded expert: bias goes down
 
 
@@ -125,6 +126,8 @@ def test_model_returns_lb_loss_only_when_asked():
   toks = jnp.arange(12).reshape(2, 6)
   _, aux = model(toks, return_aux=True)
   assert aux["has_lb_loss"] and 0.1 <= float(aux["lb_loss"]) / 2 <= 0.4  # 2 layers, each >= weight * 1
+  (load,) = aux["router_load"].values()  # router statistics: per layer, each expert's share of routed copies
+  assert load.shape == (2, 4) and np.allclose(np.sum(load, -1), 1.0)
   assert model(toks).shape == (2, 6, 64)  # logits only; no state left on the model
   assert not jax.tree.leaves(nnx.state(model, nnx.Intermediate))
 
