@@ -4,6 +4,7 @@ config's Literals hold them).
 """
 
 ATTENTION_KERNELS = ("dot_product", "flash", "autoselected", "cudnn_flash_jax")
+ATTENTION_VALUES = ATTENTION_KERNELS + ("paged",)  # `attention=paged`: the engine's paged KV cache (inference/paging.py)
 ROPE_TYPES = ("default", "llama3.1", "yarn")
 ATTENTION_TYPES = ("global", "mla")
 ACTIVATIONS = ("linear", "silu", "swish", "gelu", "gelu_exact", "relu", "tanh", "sigmoid")

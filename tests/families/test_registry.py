@@ -50,7 +50,7 @@ def test_one_source_for_enumerated_values():
   assert literal(RematSection, "remat_policy") == set(choices.REMAT_POLICIES)
   assert unsupported.PARTIAL["rope_type"] == set(choices.ROPE_TYPES) <= literal(RopeSection, "rope_type")
   assert unsupported.PARTIAL["attention_type"] == set(choices.ATTENTION_TYPES) <= literal(AttentionSection, "attention_type")
-  assert unsupported.PARTIAL["attention"] <= set(choices.ATTENTION_KERNELS) <= literal(AttentionSection, "attention")
+  assert unsupported.PARTIAL["attention"] <= set(choices.ATTENTION_VALUES) <= literal(AttentionSection, "attention")
   assert set(choices.REMAT_NAMES) <= set(RematSection.model_fields)  # each remat location is a key
 
 
