@@ -37,11 +37,12 @@ def count_params(cfg: Config) -> int:
   return _count(model_spec(cfg))
 
 
-def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False) -> list[str]:
+def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False, with_log_probs: bool = False):
   """Continuations through the serving engine (continuous batching over min(len(prompts), slots) slots).
 
   Each prompt gets max_target_length - max_prefill_predict_length tokens at most and stops at EOS; without
-  chunked prefill a prompt longer than max_prefill_predict_length keeps its last tokens."""
+  chunked prefill a prompt longer than max_prefill_predict_length keeps its last tokens. `with_log_probs`: a list of
+  (text, per-token log-probs) instead of texts."""
   from maxtext_like.inference.batching import Batcher, Request
   from maxtext_like.inference.engine import Engine
   from maxtext_like.inference.prefix_cache import PrefixCache
@@ -60,4 +61,6 @@ def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False) -> l
                     seed=cfg.training.data_shuffle_seed)
   budget = inf.max_target_length - inf.max_prefill_predict_length
   done = batcher.run([Request(list(i), max_tokens=budget) for i in ids])
+  if with_log_probs:
+    return [(tok.decode(seqs[0].tokens), seqs[0].log_probs) for seqs in done]
   return [tok.decode(seqs[0].tokens) for seqs in done]

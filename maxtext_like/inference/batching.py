@@ -87,6 +87,8 @@ class Batcher:
     """Queues a request; returns its id. Bad requests (too long, n > slots) raise EngineError at once."""
     e = self.engine
     e.check_prompt(len(request.ids))
+    if request.n > 1 and not e.multi_sampling:
+      raise EngineError(f"n={request.n}: several samples per prompt need multi_sampling=true")
     if request.n > e.max_concurrent_decodes:
       raise EngineError(f"n={request.n} samples need that many slots; this engine has {e.max_concurrent_decodes}")
     if self.pages is not None and not self._fits_ever(request):

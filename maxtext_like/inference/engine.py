@@ -148,6 +148,7 @@ class Engine:
     self.max_target_length = inf.max_target_length
     self.max_prefill_length = inf.max_prefill_predict_length
     self.use_chunked_prefill = inf.use_chunked_prefill
+    self.multi_sampling = inf.multi_sampling  # several samples per request (Batcher, server `n`) only when set
     self.prefill_chunk_size = inf.prefill_chunk_size
     self.buckets = prefill_buckets(self.max_prefill_length)
     self.default_request = SlotRequest(SamplingOptions(inf.decode_sampling_strategy, inf.decode_sampling_temperature,

@@ -71,6 +71,9 @@ class Server:
       raise APIError(400, f"max_tokens={max_tokens} with a prompt of {len(ids)} tokens needs {len(ids) + max_tokens}"
                      f" positions; this server's max_target_length is {self.engine.max_target_length} (at most "
                      f"{room} new tokens for this prompt)", param="max_tokens", code="context_length_exceeded")
+    if n > 1 and not self.engine.multi_sampling:
+      raise APIError(400, f"n={n}: several samples per prompt need the server started with multi_sampling=true",
+                     param="n")
     if n > self.engine.max_concurrent_decodes:
       raise APIError(400, f"n={n} samples need that many slots; this server has {self.engine.max_concurrent_decodes}",
                      param="n")

@@ -51,9 +51,10 @@ def test_resume_continues_from_latest(trained):
 
 def test_decode_from_the_run(trained):
   d, _ = trained
-  out = run("decode", *TINY, "run_name=e2e", "prompt=It is a truth|||She", "max_target_length=40", cwd=d)
+  out = run("decode", *TINY, "run_name=e2e", "prompt=It is a truth|||She", "max_target_length=40",
+            "return_log_prob=true", cwd=d)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert out.stdout.count("continuation:") == 2
+  assert out.stdout.count("continuation:") == 2 and out.stdout.count("log_probs: [") == 2
   assert "checkpoints/" in out.stderr  # says where the parameters came from
 
 

@@ -188,7 +188,7 @@ def test_pages_exhausted_fails_that_sequence_and_the_others_continue(make_cfg, m
     Batcher(small, small.load_params()).submit(Request(prompts((12,))[0]))
 
 
-def test_bad_engine_input_is_refused_clearly(engine, model):
+def test_bad_engine_input_is_refused_clearly(make_cfg, engine, model):
   params, state = engine.load_params(), engine.init_decode_state()
   with pytest.raises(EngineError, match=r"17 tokens .* at most 16 .*use_chunked_prefill"):
     engine.prefill_ids(params, list(range(1, 18)))
@@ -196,7 +196,7 @@ def test_bad_engine_input_is_refused_clearly(engine, model):
     engine.insert(engine.prefill_ids(params, [1, 2]), state, 3)
   with pytest.raises(EngineError, match="empty prompt"):
     engine.prefill_ids(params, [])
-  batcher = Batcher(engine, params)
+  batcher = Batcher(Engine(make_cfg("multi_sampling=true"), model), params)
   with pytest.raises(EngineError, match="n=4 samples"):
     batcher.submit(Request([1, 2], n=4))
   # a refused request leaves a running one untouched
@@ -226,7 +226,9 @@ def test_stop_ids_eos_and_log_probs(engine, model):
 
 
 def test_per_slot_sampling_and_multi_sampling(make_cfg, model):
-  engine = Engine(make_cfg("per_device_batch_size=4"), model)
+  with pytest.raises(EngineError, match="multi_sampling=true"):
+    Batcher(Engine(make_cfg(), model), None).submit(Request([1, 2], n=2))
+  engine = Engine(make_cfg("per_device_batch_size=4", "multi_sampling=true"), model)
   (p,) = prompts((6,), seed=16)
   greedy = alone(model, p, 6)
   hot = SamplingOptions("weighted", temperature=5.0)

@@ -15,7 +15,7 @@ import pytest
 SERVE_TINY = ["base.yml", "override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4",
               "base_num_kv_heads=2", "head_dim=16", "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=4096",
               "dtype=float32", "enable_tensorboard=false", "max_target_length=512", "max_prefill_predict_length=64",
-              "per_device_batch_size=4", "run_name=serve"]
+              "per_device_batch_size=4", "run_name=serve", "multi_sampling=true"]
 
 CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}\n{% endfor %}"
                  "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
