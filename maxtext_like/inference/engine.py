@@ -349,13 +349,13 @@ class Engine:
     """Every live slot advances by one token. `greedy_only` (all live slots greedy) skips the sampler. Slots
     sample with their own keys (from their prefill's `rng`); `rng` is taken for MaxEngine's signature."""
     rng = jax.random.PRNGKey(0) if rng is None else rng
-    state, toks = self._fns.generate(params, decode_state, rng, 1, greedy_only)
-    return state, jax.tree.map(lambda a: a[0], toks)
+    return self._fns.generate(params, decode_state, rng, 1, greedy_only)
 
   def generate_n(self, params, decode_state: DecodeState, rng, n: int, *,
                  greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
     """n generate steps in one call (fields [n, B]): fewer host round trips when nothing is waiting for a slot."""
-    return self._fns.generate(params, decode_state, rng, n, greedy_only)
+    state, toks = self._fns.generate(params, decode_state, rng, n, greedy_only)
+    return state, (jax.tree.map(lambda a: a[None], toks) if n == 1 else toks)
 
   # ---- sizes -----------------------------------------------------------------------------------------------
 
@@ -471,9 +471,8 @@ class _Compiled:
       return ds, ResultTokens(nxt, logp, live, done)
 
     del rng  # slots carry their own keys
-    if n == 1:
-      ds, out = step(ds, None)
-      return ds, jax.tree.map(lambda a: a[None], out)
+    if n == 1:  # `generate`: fields [B]
+      return step(ds, None)
     return jax.lax.scan(step, ds, None, length=n)
 
 
