@@ -163,8 +163,7 @@ def part_batching(args):
 
 
 def nnx_model(engine):
-  from flax import nnx
-  return nnx.merge(engine.graphdef, engine.load_params())
+  return engine.model(engine.load_params())
 
 
 def part_prefix(args):

@@ -160,7 +160,7 @@ def run_benchmarks(cfg: Config, engine: Engine, prompt_ids: list[int], *, log=pr
   stages = [s.strip() for s in inf.inference_microbenchmark_stages.split(",") if s.strip()]
   b = _Bench(cfg, engine, prompt_ids, inf.inference_microbenchmark_loop_iters)
   devices = 1 if engine.mesh is None else engine.mesh.devices.size
-  weights = nnx.state(nnx.merge(engine.graphdef, b.params), nnx.Param)
+  weights = nnx.state(engine.model(b.params), nnx.Param)
   num_params, model_bytes, _ = _pytree_summary(weights)
   _, cache_bytes, _ = _pytree_summary(b.state.cache)
   log(f"Model stats:\n\tTotal number of params: {num_params / 1e9:.3f} billion\n\tTotal memory usage: "

@@ -55,6 +55,10 @@ def test_results_have_maxtexts_keys(tmp_path, capsys):
   _positive(res["memory_bandwidth"], {"measured_GB_per_second", "read_GB_per_second", "copy_GB_per_second",
                                          "ar_fraction_of_measured"})
   _positive(res["sizes"], SIZES)
+  from maxtext_like.api import count_params, load_config
+  cfg = load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}"], env={})
+  assert res["sizes"]["model_params_in_billions"] * 1e9 == pytest.approx(count_params(cfg))
+  assert res["sizes"]["model_size_in_gb"] * 1e9 == pytest.approx(4 * count_params(cfg))  # float32
   assert "AR step average time" in out and "PREFILL_BUCKET_SIZE_TO_MS" in out
 
 
