@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from maxtext_like.config.errors import Problem
-from maxtext_like.models import registry
+from maxtext_like.models import choices, registry
 
 Rule = Callable[..., Iterator[Problem]]
 RULES: list[Rule] = []
@@ -356,6 +356,34 @@ def pipeline_blocks_supported(v, d):
   if (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1) and v["decoder_block"] in registry.moe_decoder_blocks():
     yield Problem("ici_pipeline_parallelism", f"pipeline parallelism is not supported yet for mixture-of-experts "
                   f"decoder_block={v['decoder_block']!r}", v["ici_pipeline_parallelism"], allowed="1")
+
+
+@rule
+def quantization_runs_here(v, d):
+  """Values that need other hardware (or are not built) are refused with the reason, never run in float."""
+  q = v["quantization"] or ""
+  if q in choices.QUANTIZATION_REFUSED:
+    yield Problem("quantization", f"is refused: {choices.QUANTIZATION_REFUSED[q]}", q,
+                  allowed="'', " + ", ".join(repr(x) for x in choices.QUANTIZATION_QWIX))
+
+
+_CALIBRATIONS = {"absmax": (0, 1), "minmax": (0, 1), "rms": (1, 1), "fixed": (2, 2)}  # method -> (min, max) arguments
+
+
+@rule
+def quantization_calibration_methods(v, d):
+  """qwix's calibration syntax: '<method>[,<args>]' (absmax[,s], minmax[,s], rms,s, fixed,lo,hi)."""
+  for key in ("weight_quantization_calibration_method", "act_quantization_calibration_method",
+              "bwd_quantization_calibration_method"):
+    method, *args = str(v[key]).split(",")
+    lo_hi = _CALIBRATIONS.get(method.strip())
+    try:
+      numbers_ok = all(float(a) == float(a) for a in args)
+    except ValueError:
+      numbers_ok = False
+    if lo_hi is None or not lo_hi[0] <= len(args) <= lo_hi[1] or not numbers_ok:
+      yield Problem(key, "is not a qwix calibration method", v[key],
+                    allowed="absmax, absmax,<scale>, minmax, minmax,<scale>, rms,<scale>, fixed,<min>,<max>")
 
 
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:

@@ -38,3 +38,19 @@ REMAT_NAMES = (
     "out_proj",
 )
 REMAT_LOCATIONS = ("remat", "device", "offload")
+
+# `quantization` values that train through qwix rules (models/quantization.py), and the rest with why they are refused.
+QUANTIZATION_QWIX = ("int8", "int4", "fp8", "fp8_full")
+_TE = "a TransformerEngine recipe: needs an NVIDIA GPU and the transformer_engine package (neither is here)"
+QUANTIZATION_REFUSED = {
+    "fp8_gpu": "NVIDIA fp8 with delayed scaling (flax Fp8DirectDotGeneralOp): needs an NVIDIA GPU with fp8 matmuls; "
+               "use fp8 or fp8_full (qwix, which emulates fp8 where the hardware lacks it)",
+    "nanoo_fp8": "AMD fp8 (NANOO, flax NANOOFp8DotGeneralOp): needs an AMD MI300-class GPU; use fp8 or fp8_full",
+    "fp8_nanoo": "AMD fp8 (NANOO, flax NANOOFp8DotGeneralOp): needs an AMD MI300-class GPU; use fp8 or fp8_full",
+    "te_fp8_delayedscaling": _TE,
+    "te_fp8_currentscaling": _TE,
+    "te_mxfp8": _TE,
+    "te_nvfp4": _TE,
+    "te_nvfp4_no_rht": _TE,
+    "intmp": "mixed precision from quant_cfg_path is not built yet; use int8, int4, fp8 or fp8_full",
+}

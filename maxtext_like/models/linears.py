@@ -78,7 +78,10 @@ class DenseGeneral(nnx.Module):
     x = x.swapaxes(0, 1) if swap else x
     batch_shape = x.shape[:x.ndim - n_in]
     x2 = x.astype(self.dtype).reshape(-1, int(np.prod(self.in_features)))
-    y = jnp.dot(x2, kernel.reshape(x2.shape[1], -1), precision=matmul_precision(self.precision))
+    # jax.lax.dot_general by name, not jnp.dot: qwix intercepts this function to quantize the matmul
+    # (models/quantization.py), and jnp.dot's own jit would hide the call from it.
+    y = jax.lax.dot_general(x2, kernel.reshape(x2.shape[1], -1), (((1,), (0,)), ((), ())),
+                            precision=matmul_precision(self.precision))
     y = y.reshape(*batch_shape, *self.out_features)
     if hasattr(self, "bias"):
       y = y + self.bias[...].astype(self.dtype)

@@ -19,6 +19,7 @@ from flax import nnx
 from maxtext_like.config import Config
 from maxtext_like.config.resolve import Plan, resolve
 from maxtext_like.models import build_model
+from maxtext_like.models.quantization import quant_spec
 from maxtext_like.models.sharding import under_activation_sharding
 from maxtext_like.runtime import checkpoints as reading
 from maxtext_like.training import checkpointing as ckpt
@@ -105,7 +106,8 @@ class Trainer:
     self.optimizer, self.schedule = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, abs_params)
     self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval,
                                      offload_params=cfg.remat.parameter_memory_host_offload,
-                                     offload_opt_state=cfg.remat.optimizer_memory_host_offload)
+                                     offload_opt_state=cfg.remat.optimizer_memory_host_offload,
+                                     quant=quant_spec(cfg.quantization))
     self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
                        skip_step_on_spikes=cfg.optimizer.skip_step_on_spikes,

@@ -14,6 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from maxtext_like.config.resolve import Plan
 from maxtext_like.models import ModelSpec, build_model
+from maxtext_like.models.quantization import QuantSpec, quantize_for_training
 from maxtext_like.models.sharding import logical_to_mesh_sharding
 
 SKIP_WINDOW = "loss_window"
@@ -52,9 +53,14 @@ def _split(model):
 
 
 def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation, mesh: Mesh, rules, *,
-                       loss_window: int, offload_params: bool = False, offload_opt_state: bool = False) -> StateLayout:
-  """Abstract init (no memory), shardings from logical axis names, and a jitted initialiser that writes shards."""
-  abs_model = nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0)))
+                       loss_window: int, offload_params: bool = False, offload_opt_state: bool = False,
+                       quant: QuantSpec | None = None) -> StateLayout:
+  """Abstract init (no memory), shardings from logical axis names, and a jitted initialiser that writes shards.
+
+  With `quant` the graphdef is the qwix-quantized model's (models/quantization.py): the step and eval then run
+  quantized matmuls over the same state, which QAT leaves unchanged.
+  """
+  abs_model = quantize_for_training(nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0))), quant or QuantSpec())
   graphdef, abs_params, abs_rest = _split(abs_model)
   param_shardings = logical_to_mesh_sharding(abs_params, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())
