@@ -40,6 +40,11 @@ def _forward(model, tokens_BT):
 
 def load_model(cfg: Config) -> LoadedModel:
   """Parameters from load_parameters_path, else the latest checkpoint of run_name, else the seeded init."""
+  if cfg.quantization.quantization:  # quantized training is built (models/quantization.py); quantizing on load is not
+    from maxtext_like.config import ConfigError, Problem
+    raise ConfigError([Problem("quantization", "post-training quantization on load (decode, serve, the "
+                               "microbenchmark) is not built yet; refused rather than run in float",
+                               cfg.quantization.quantization, allowed="'' (float)")])
   spec = model_spec(cfg)
   model = build_model(spec, nnx.Rngs(params=cfg.training.init_weights_seed, dropout=1))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)

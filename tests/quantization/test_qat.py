@@ -154,3 +154,9 @@ def test_bad_calibration_method_is_refused(tmp_path):
     cfg_of(tmp_path, "quantization=int8", "act_quantization_calibration_method=maxabs")
   cfg_of(tmp_path, "quantization=int8", "weight_quantization_calibration_method=absmax,0.9",
          "bwd_quantization_calibration_method=fixed,-4,4")
+
+
+def test_quantizing_on_load_is_refused_not_run_in_float(tmp_path):
+  from maxtext_like.inference.loading import load_model
+  with pytest.raises(ConfigError, match="post-training quantization"):
+    load_model(cfg_of(tmp_path, "quantization=int8"))
