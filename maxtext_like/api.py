@@ -40,7 +40,8 @@ def count_params(cfg: Config) -> int:
 def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False, with_log_probs: bool = False):
   """Continuations through the serving engine (continuous batching over min(len(prompts), slots) slots).
 
-  Each prompt gets max_target_length - max_prefill_predict_length tokens at most and stops at EOS; without
+  Each prompt gets max_target_length - max_prefill_predict_length tokens at most and stops at EOS (with
+  `use_chat_template`, a prompt is a user message in the model's chat template); without
   chunked prefill a prompt longer than max_prefill_predict_length keeps its last tokens. `with_log_probs`: a list of
   (text, per-token log-probs) instead of texts."""
   from maxtext_like.inference.batching import Batcher, Request
@@ -52,7 +53,13 @@ def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False, with
   loaded = load_model(cfg)
   if verbose:
     print(f"parameters: {loaded.source}", file=sys.stderr, flush=True)
-  ids = [tok.encode(p, add_eos=False) for p in prompts]
+  if cfg.tokenizer.use_chat_template:  # each prompt is one user message, rendered by the model's chat template
+    from maxtext_like import assets
+    from maxtext_like.serving.chat import ChatFormatter, find_template
+    chat = ChatFormatter(*find_template(cfg, cfg.tokenizer.tokenizer_path or assets.tokenizer_path()), tok)
+    ids = [chat.encode([{"role": "user", "content": p}]) for p in prompts]
+  else:
+    ids = [tok.encode(p, add_eos=False) for p in prompts]
   if not inf.use_chunked_prefill:
     ids = [i[-inf.max_prefill_predict_length:] for i in ids]
   engine = Engine(cfg, loaded.model, num_slots=max(1, min(len(ids), Engine.slots_for(cfg))))

@@ -1,7 +1,9 @@
 """`python -m maxtext_like.decode base.yml run_name=x prompt="..." [key=value ...]`: generate from a run's checkpoint.
 
 Several prompts: separate them with `|||` in `prompt`; they share the engine's slots (continuous batching).
-`return_log_prob=true` also prints each generated token's log-probability.
+`return_log_prob=true` also prints each generated token's log-probability; `use_chat_template=true` sends each prompt
+as a user message through the model's chat template (`chat_template`, `chat_template_path`, or the Hugging Face
+tokenizer's own).
 """
 
 from __future__ import annotations

@@ -94,7 +94,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "remat_policy_for_vit", "moe_mlpwi_0", "moe_mlpwi_1", "moe_mlpwo", "query_wa_proj", "kv_wa_proj", "mla_q",
     "mla_kv", "attention_out", "engram",
     # tokenizer
-    "use_chat_template", "num_vocab_tiling",  # (built, serving/chat.py: chat_template, chat_template_path)
+    "num_vocab_tiling",  # (built, serving/chat.py: chat_template, chat_template_path, use_chat_template for decode)
     # dataset
     "max_corpus_chars", "train_image_column", "eval_image_column",
     "enable_rampup_batch_size", "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",

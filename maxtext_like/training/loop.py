@@ -95,6 +95,10 @@ class Trainer:
 
   def __init__(self, cfg: Config, devices: list | None = None, *, with_io: bool = True):
     self.cfg = cfg
+    if cfg.tokenizer.use_chat_template:
+      from maxtext_like.data.errors import DataError
+      raise DataError("use_chat_template=true formats decode and serving prompts; training on chat-formatted "
+                      "conversations (use_sft) is not built yet, so training refuses it rather than ignore it")
     check_hardware(cfg.mesh.hardware, jax.default_backend())
     self.devices = list(jax.devices() if devices is None else devices)
     self.plan = resolve(cfg, len(self.devices), num_slices=max(cfg.mesh.num_slices, 1))

@@ -58,6 +58,12 @@ def test_decode_from_the_run(trained):
   assert "checkpoints/" in out.stderr  # says where the parameters came from
 
 
+def test_train_refuses_use_chat_template_until_sft_exists(tmp_path, capsys):
+  from maxtext_like.train import main
+  assert main(["base.yml", *TINY, "use_chat_template=true", f"base_output_directory={tmp_path}", "run_name=c"]) == 2
+  assert "use_sft" in capsys.readouterr().err
+
+
 def test_bad_config_exits_2_with_one_paragraph(tmp_path):
   out = run("train", "stepz=3", "dtype=float8", cwd=tmp_path)
   assert out.returncode == 2

@@ -59,6 +59,16 @@ def test_greedy_http_equals_decode(server, greedy):
                                                            False).encode(PROMPT))
 
 
+def test_greedy_chat_equals_decode_with_the_chat_template(server, client):
+  """decode with use_chat_template=true sends its prompt as one user message through the same template."""
+  from maxtext_like.api import generate
+  from maxtext_like.config import load_config
+  msg = [{"role": "user", "content": "Who is Emma Woodhouse?"}]
+  got = client.chat.completions.create(model=MODEL, messages=msg, max_tokens=40, temperature=0)
+  cfg = load_config([*server.argv, "use_chat_template=true", "max_target_length=104"], env={})  # 104 - 64 = 40 tokens
+  assert got.choices[0].message.content == generate(cfg, [msg[0]["content"]])[0]
+
+
 def test_models_and_health(server, client):
   assert [m.id for m in client.models.list().data] == [MODEL]
   assert json.loads(_get(server, "/health"))["slots"] == 4
