@@ -69,6 +69,13 @@ def test_greedy_chat_equals_decode_with_the_chat_template(server, client):
   assert got.choices[0].message.content == generate(cfg, [msg[0]["content"]])[0]
 
 
+def test_seed_makes_sampling_reproducible(client):
+  args = dict(model=MODEL, prompt=PROMPT, max_tokens=12, temperature=1.5, seed=11)
+  a, b = (client.completions.create(**args).choices[0].text for _ in range(2))
+  other = client.completions.create(**{**args, "seed": 12}).choices[0].text
+  assert a == b and a != other
+
+
 def test_models_and_health(server, client):
   assert [m.id for m in client.models.list().data] == [MODEL]
   assert json.loads(_get(server, "/health"))["slots"] == 4
