@@ -458,8 +458,11 @@ class _Compiled:
 
     def step(ds: DecodeState, _):
       live = ds.live_B
-      keys_B2 = jax.vmap(jax.random.split)(ds.key_B)  # [B, 2, 2]: (next key, this step's key) per slot
-      key = keys_B2[:, 1]
+      if greedy_only:  # no live slot samples: keys stay as they are
+        key, next_keys = None, ds.key_B
+      else:
+        keys_B2 = jax.vmap(jax.random.split)(ds.key_B)  # [B, 2, 2]: (next key, this step's key) per slot
+        key, next_keys = keys_B2[:, 1], keys_B2[:, 0]
       logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32), cache=ds.cache)
       logits_BV = logits_B1V[:, -1].astype(jnp.float32)
       nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
@@ -467,7 +470,7 @@ class _Compiled:
       generated = ds.generated_B + live.astype(jnp.int32)
       done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
       ds = dataclasses.replace(ds, cache=cache, tokens_B=jnp.where(live, nxt, ds.tokens_B), live_B=live & ~done,
-                               generated_B=generated, key_B=keys_B2[:, 0])
+                               generated_B=generated, key_B=next_keys)
       return ds, ResultTokens(nxt, logp, live, done)
 
     del rng  # slots carry their own keys
