@@ -18,7 +18,8 @@ TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4
 
 def run(module, *argv, cwd):
   env = {k: v for k, v in os.environ.items() if not k.startswith("M_")}
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+  inherited = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join([*inherited, "--xla_force_host_platform_device_count=2"])
   return subprocess.run([sys.executable, "-m", f"maxtext_like.{module}", "base.yml", *argv], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=600)
 

@@ -21,7 +21,8 @@ TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4
 
 def _env(devices):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("M_", "JAX_COORD", "JAX_NUM_PROC", "JAX_PROCESS"))}
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  inherited = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join([*inherited, f"--xla_force_host_platform_device_count={devices}"])
   env["JAX_PLATFORMS"] = "cpu"
   return env
 
