@@ -9,6 +9,7 @@ from flax import nnx
 from maxtext_like.convert import layout
 from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models.moe import MoeSpec
+from models_testlib import jit
 
 SPEC = ModelSpec(decoder_block="qwen3_moe", vocab_size=64, emb_dim=32, num_query_heads=4, num_kv_heads=2, head_dim=8,
                  mlp_dim=40, num_decoder_layers=4, use_qk_norm=True, scan_layers=False, max_target_length=16,
@@ -30,6 +31,12 @@ def scanned_from_loop(loop_model, spec):
   return model, flat
 
 
+def forward(model, toks):
+  """(logits, aux) of the model's full forward, jitted: op-by-op dispatch of the loop layout costs seconds."""
+  graphdef, state = nnx.split(model)
+  return jit(lambda s, t: nnx.merge(graphdef, s)(t, return_aux=True))(state, toks)
+
+
 def test_interleaved_moe_scanned_equals_loop():
   loop = build_model(SPEC, nnx.Rngs(0))
   spec = SPEC.replace(scan_layers=True)
@@ -37,8 +44,8 @@ def test_interleaved_moe_scanned_equals_loop():
   assert "decoder.layers.1.mlp.gate.kernel" in flat and "decoder.layers.0.mlp.wi_0.kernel" in flat  # dense, MoE
   assert jax.tree.leaves(nnx.state(scanned.decoder.layers))[0].shape[spec.param_scan_axis] == 2  # 2 units of 2
   toks = (jnp.arange(24).reshape(2, 12) * 5) % 64
-  want, want_aux = loop(toks, return_aux=True)
-  got, got_aux = scanned(toks, return_aux=True)
+  want, want_aux = forward(loop, toks)
+  got, got_aux = forward(scanned, toks)
   np.testing.assert_allclose(got, want, atol=1e-5)
   np.testing.assert_allclose(got_aux["lb_loss"], want_aux["lb_loss"], rtol=1e-5)
   (got_load,) = got_aux["router_load"].values()  # [units, E] of the MoE sublayer = loop layers 1 and 3
