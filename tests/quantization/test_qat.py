@@ -13,9 +13,8 @@ from maxtext_like import train
 from maxtext_like.config import ConfigError, load_config
 from maxtext_like.models import build_model
 from maxtext_like.models.quantization import QuantSpec, quantize_for_training
-from maxtext_like.models.sharding import activation_sharding
 from maxtext_like.runtime.model_spec import model_spec
-from maxtext_like.training.loop import Trainer, to_global
+from train_lib import run_steps
 
 TINY = ["override_model_config=true", "base_emb_dim=32", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=8",
         "base_mlp_dim=64", "base_num_decoder_layers=2", "vocab_size=256", "max_target_length=16", "dtype=float32",
@@ -27,18 +26,6 @@ TINY_MOE = ["decoder_block=mixtral", "num_experts=4", "num_experts_per_tok=2", "
 
 def cfg_of(tmp_path, *argv):
   return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", "run_name=q", *argv], env={})
-
-
-def run_steps(cfg, n, devices):
-  tr = Trainer(cfg, devices=devices)
-  state, _ = tr.initial_state()
-  losses, norms = [], []
-  with tr.mesh, activation_sharding(tr.mesh, tr.rules):
-    for _ in range(n):
-      state, m = tr.train_step(state, to_global(next(tr.data), tr.batch_sharding))
-      losses.append(float(m["loss"]))
-      norms.append(float(m["grad_norm"]))
-  return state, np.array(losses), np.array(norms)
 
 
 def quantized_dots(fn, *args) -> int:
@@ -65,7 +52,7 @@ def runs(tmp_path_factory):
   def run(argv, devices=1):
     key = (tuple(argv), devices)
     if key not in out:
-      out[key] = run_steps(cfg_of(tmp, *argv), 2, jax.devices()[:devices])
+      out[key] = run_steps(cfg_of(tmp, *argv), 2, jax.devices()[:devices])[1:]
     return out[key]
   return run
 

@@ -2,24 +2,12 @@
 
 import jax
 import numpy as np
-import optax
 import pytest
 
 from maxtext_like.models.sharding import activation_sharding
-from maxtext_like.training.loop import Trainer, TrainingAborted, to_global
+from maxtext_like.training.loop import Trainer, TrainingAborted
 from maxtext_like.training.schedules import learning_rate_schedule
-
-
-def run_steps(cfg, n, devices=None):
-  tr = Trainer(cfg, devices=devices)
-  state, _ = tr.initial_state()
-  losses, norms = [], []
-  with tr.mesh, activation_sharding(tr.mesh, tr.rules):
-    for _ in range(n):
-      state, m = tr.train_step(state, to_global(next(tr.data), tr.batch_sharding))
-      losses.append(float(m["loss"]))
-      norms.append(float(m["grad_norm"]))
-  return tr, state, np.array(losses), np.array(norms)
+from train_lib import run_steps
 
 
 COMMON = ["dataset_type=synthetic", "enable_checkpointing=false", "per_device_batch_size=1", "steps=3"]

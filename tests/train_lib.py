@@ -1,0 +1,18 @@
+"""Shared by the training and quantization tests: run a Trainer's jitted step n times."""
+
+import numpy as np
+
+from maxtext_like.models.sharding import activation_sharding
+from maxtext_like.training.loop import Trainer, to_global
+
+
+def run_steps(cfg, n, devices=None):
+  tr = Trainer(cfg, devices=devices)
+  state, _ = tr.initial_state()
+  losses, norms = [], []
+  with tr.mesh, activation_sharding(tr.mesh, tr.rules):
+    for _ in range(n):
+      state, m = tr.train_step(state, to_global(next(tr.data), tr.batch_sharding))
+      losses.append(float(m["loss"]))
+      norms.append(float(m["grad_norm"]))
+  return tr, state, np.array(losses), np.array(norms)
