@@ -19,7 +19,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-from maxtext_like.inference.engine import Engine, EngineError, SlotRequest
+from maxtext_like.inference.engine import Engine, EngineError, SlotRequest, host_key
 from maxtext_like.inference.paging import PageAllocator, PagesExhausted
 from maxtext_like.inference.prefix_cache import PrefixCache
 from maxtext_like.inference.sampling import SamplingOptions
@@ -76,7 +76,7 @@ class Batcher:
     self.lengths = [0] * engine.max_concurrent_decodes  # host copy of each slot's cache length
     self.queue: collections.deque[tuple[int, Request, float]] = collections.deque()
     self.pages = None if engine.paged is None else PageAllocator(engine.paged)
-    self.rng = jax.random.PRNGKey(seed)
+    self.keys = np.random.default_rng(seed)  # prefill keys of unseeded requests, drawn on the host
     self.steps_per_call = steps_per_call
     self._next_id = 0
     self.sequences: dict[int, list[Sequence]] = {}
@@ -127,8 +127,7 @@ class Batcher:
       if not live:
         return
     greedy = all(self._greedy(self.slots[b].request) for b in live)
-    self.rng, key = jax.random.split(self.rng)
-    self.state, out = self.engine.generate_n(self.params, self.state, key, n, greedy_only=greedy)
+    self.state, out = self.engine.generate_n(self.params, self.state, None, n, greedy_only=greedy)
     toks, logps, valid, done = (np.asarray(a) for a in jax.device_get((out.tokens_B, out.log_probs_B, out.valid_B,
                                                                         out.done_B)))
     now = time.perf_counter()
@@ -199,7 +198,7 @@ class Batcher:
         if hit is not None:
           existing = e.truncate(hit[0], hit[1])
           ids = ids[hit[1]:]
-      key = jax.random.PRNGKey(r.seed) if r.seed is not None else self._split()
+      key = host_key(r.seed) if r.seed is not None else self.keys.integers(0, 1 << 32, size=2, dtype=np.uint32)
       prefix = e.prefill_ids(self.params, ids, key, request=row, num_samples=r.n, existing_prefix=existing)
       if self.prefix_cache is not None:
         self.prefix_cache.put(r.ids, prefix)
@@ -224,10 +223,6 @@ class Batcher:
       stop = int(first[j]) in row.stop_ids
       done = stop or row.max_tokens <= 1 or len(r.ids) >= e.max_target_length
       self._emit(b, int(first[j]), float(logp[j]), done, now)
-
-  def _split(self):
-    self.rng, key = jax.random.split(self.rng)
-    return key
 
   def _emit(self, b: int, token: int, logp: float, done: bool, now: float) -> None:
     seq = self.slots[b]

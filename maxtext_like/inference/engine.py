@@ -100,6 +100,13 @@ class SlotRequest:
   stop_ids: tuple[int, ...] = ()
 
 
+def host_key(seed: int) -> np.ndarray:
+  """jax.random.PRNGKey(seed) (threefry's raw [0, seed] words) built on the host: no device dispatch."""
+  if not 0 <= seed < 1 << 32:  # rare: let jax convert it
+    return np.asarray(jax.random.PRNGKey(seed))
+  return np.array([0, seed], np.uint32)
+
+
 def unscanned(model: nnx.Module) -> nnx.Module:
   """The model in the unscanned layout (one module per layer), its parameters sliced once here. Decoding a scanned
   model would slice (copy) every layer's weights and cache out of the stacked arrays on every step; unscanned,
@@ -266,7 +273,7 @@ class Engine:
     Returns the prefix and the first token(s) (`num_samples` independent draws, for `bulk_insert`)."""
     request = request or self.default_request
     padded = jnp.asarray(padded_tokens, jnp.int32)
-    rng = jax.random.PRNGKey(0) if rng is None else rng
+    rng = host_key(0) if rng is None else rng
     t, k, p = row_params(request.sampling)
     prefix = self._fns.prefill(params, padded, jnp.int32(true_length), rng, existing_prefix,
                                jnp.float32(t), jnp.int32(k), jnp.float32(p), num_samples, t == 0)
@@ -347,14 +354,16 @@ class Engine:
   def generate(self, params, decode_state: DecodeState, rng=None, *,
                greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
     """Every live slot advances by one token. `greedy_only` (all live slots greedy) skips the sampler. Slots
-    sample with their own keys (from their prefill's `rng`); `rng` is taken for MaxEngine's signature."""
-    rng = jax.random.PRNGKey(0) if rng is None else rng
-    return self._fns.generate(params, decode_state, rng, 1, greedy_only)
+    sample with their own keys (from their prefill's `rng`); `rng` is taken for MaxEngine's signature and not used
+    (building a key every step would cost a dispatch of its own)."""
+    del rng
+    return self._fns.generate(params, decode_state, None, 1, greedy_only)
 
   def generate_n(self, params, decode_state: DecodeState, rng, n: int, *,
                  greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
     """n generate steps in one call (fields [n, B]): fewer host round trips when nothing is waiting for a slot."""
-    state, toks = self._fns.generate(params, decode_state, rng, n, greedy_only)
+    del rng  # as in `generate`
+    state, toks = self._fns.generate(params, decode_state, None, n, greedy_only)
     return state, (jax.tree.map(lambda a: a[None], toks) if n == 1 else toks)
 
   # ---- sizes -----------------------------------------------------------------------------------------------
