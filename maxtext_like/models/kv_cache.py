@@ -7,7 +7,8 @@ index_B[b]+T-1 and advances index_B[b] by the number of non-padding tokens
 (segment id != 0). Prompts must therefore be right-padded: trailing padding
 slots are overwritten by the next tokens, and slot index == position.
 Slots never written have segment id 0, so real tokens never attend them.
-Callers keep index_B + T <= max_length (writes past the end are clamped).
+Callers keep index_B + T <= max_length (writes past the end are clamped; in the layer loop's in-place path,
+`LayerKV.layer`, they are dropped).
 
 Paged layout (`page_table_BM` set; built by inference/paging.py): k/v hold a pool of pages [L, P, page, K, H]
 shared by all rows, and row b's slot s lives in page page_table_BM[b, s // page] at offset s % page. Slot indices,
