@@ -210,6 +210,14 @@ def part_paged(args):
   return res
 
 
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+  """A markdown table."""
+  print("| " + " | ".join(header) + " |")
+  print("|" + "---|" * len(header))
+  for row in rows:
+    print("| " + " | ".join(row) + " |")
+
+
 def main(argv=None):
   args = parse(sys.argv[1:] if argv is None else argv)
   results = {}
@@ -219,33 +227,26 @@ def main(argv=None):
     r = results["batching"] = part_batching(args)
     print(f"\n### Continuous vs static batching ({r['requests']} requests, {r['tokens']} output tokens, "
           f"{r['slots']} slots)\n")
-    print("| path | wall (s) | tokens/s | TTFT p50 (s) | TTFT p99 (s) | per-token p50 (ms) | per-token p99 (ms) |")
-    print("|---|---|---|---|---|---|---|")
-    for k in ("static", "continuous"):
-      v = r[k]
-      print(f"| {k} | {v['wall_s']:.1f} | {v['tokens_per_s']:.0f} | {v['ttft_p50_s']:.2f} | {v['ttft_p99_s']:.2f} | "
-            f"{v['per_token_p50_ms']:.1f} | {v['per_token_p99_ms']:.1f} |")
+    print_table(["path", "wall (s)", "tokens/s", "TTFT p50 (s)", "TTFT p99 (s)", "per-token p50 (ms)",
+                 "per-token p99 (ms)"],
+                [[k, f"{v['wall_s']:.1f}", f"{v['tokens_per_s']:.0f}", f"{v['ttft_p50_s']:.2f}", f"{v['ttft_p99_s']:.2f}",
+                  f"{v['per_token_p50_ms']:.1f}", f"{v['per_token_p99_ms']:.1f}"]
+                 for k, v in ((k, r[k]) for k in ("static", "continuous"))])
     print(f"\ncontinuous / static tokens/s: **{r['continuous']['tokens_per_s'] / r['static']['tokens_per_s']:.2f}x**")
   if "prefix" in args.parts:
     r = results["prefix"] = part_prefix(args)
     print(f"\n### Prefix caching ({r['requests']} requests sharing a 512-token system prompt, 8 output tokens)\n")
-    print("| enable_prefix_caching | wall (s) | TTFT mean (s) | TTFT p50 (s) | TTFT p99 (s) |")
-    print("|---|---|---|---|---|")
-    for k in ("without", "with"):
-      v = r[k]
-      print(f"| {k == 'with'} | {v['wall_s']:.2f} | {v['ttft_mean_s']:.3f} | {v['ttft_p50_s']:.3f} | "
-            f"{v['ttft_p99_s']:.3f} |")
+    print_table(["enable_prefix_caching", "wall (s)", "TTFT mean (s)", "TTFT p50 (s)", "TTFT p99 (s)"],
+                [[str(k == "with"), f"{v['wall_s']:.2f}", f"{v['ttft_mean_s']:.3f}", f"{v['ttft_p50_s']:.3f}",
+                  f"{v['ttft_p99_s']:.3f}"] for k, v in ((k, r[k]) for k in ("without", "with"))])
     print(f"\nTTFT p50 gain: **{r['without']['ttft_p50_s'] / r['with']['ttft_p50_s']:.2f}x**; cache {r['with']['cache']}")
   if "paged" in args.parts:
     r = results["paged"] = part_paged(args)
     print(f"\n### Paged vs contiguous cache at {r['budget_tokens']} cached tokens ({r['pages']} pages of "
           f"{r['page_tokens']})\n")
-    print("| cache | slots | peak concurrent | mean concurrent | wall (s) | tokens/s |")
-    print("|---|---|---|---|---|---|")
-    for k in ("contiguous", "paged"):
-      v = r[k]
-      print(f"| {k} | {v['slots']} | {v['peak_concurrent']} | {v['mean_concurrent']:.1f} | {v['wall_s']:.1f} | "
-            f"{v['tokens_per_s']:.0f} |")
+    print_table(["cache", "slots", "peak concurrent", "mean concurrent", "wall (s)", "tokens/s"],
+                [[k, str(v["slots"]), str(v["peak_concurrent"]), f"{v['mean_concurrent']:.1f}", f"{v['wall_s']:.1f}",
+                  f"{v['tokens_per_s']:.0f}"] for k, v in ((k, r[k]) for k in ("contiguous", "paged"))])
   if args.json:
     print(json.dumps(results))
 
