@@ -23,7 +23,7 @@ PARTIAL: dict[str, frozenset] = {
 
 UNSUPPORTED: frozenset[str] = frozenset({
     # run
-    "debug_sharding", "sharding_strategy",
+    "sharding_strategy",
     # checkpointing
     "lora_input_adapters_path", "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
     "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "checkpoint_is_quantized",
@@ -78,7 +78,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "custom_mesh", "custom_mesh_and_rule", "allow_split_physical_axes",
     "enable_nnx", "optimize_mesh_for_tpu_v6e", "shardy", "pure_nnx_decoder", "pure_nnx",
     "remove_size_one_mesh_axis_from_type", "context_sharding", "input_data_sharding_logical_axes",
-    "sharding_tolerance", "shard_optimizer_over_data", "internal_compile", "internal_compile_num_devices",
+    "shard_optimizer_over_data", "internal_compile", "internal_compile_num_devices",
     "compile_xla_flags",
     # dcn
     "dcn_diloco_parallelism",

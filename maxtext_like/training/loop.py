@@ -28,7 +28,7 @@ from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_s
 from maxtext_like.training.metrics_log import MetricsWriter
 from maxtext_like.runtime.model_spec import model_spec
 from maxtext_like.training.schedules import make_optimizer
-from maxtext_like.training.state import batch_sharding, build_state_layout, make_mesh
+from maxtext_like.training.state import batch_sharding, build_state_layout, make_mesh, sharding_report
 from maxtext_like.training.step import StepOptions, make_eval_step, make_train_step
 
 
@@ -112,6 +112,7 @@ class Trainer:
                                      offload_params=cfg.remat.parameter_memory_host_offload,
                                      offload_opt_state=cfg.remat.optimizer_memory_host_offload,
                                      quant=quant_spec(cfg.quantization))
+    self._report_sharding(abs_params)
     self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
                        skip_step_on_spikes=cfg.optimizer.skip_step_on_spikes,
@@ -253,6 +254,19 @@ class Trainer:
     if jax.process_index() == 0 and losses:
       print(f"done: {len(losses)} steps, final loss {losses[max(losses)]:.4f}; peak FLOP/s {peak:.3g} ({peak_how})", flush=True)
     return RunResult(losses=losses, final_state=state, plan=self.plan, history=writer.history, run_dir=self.run_dir)
+
+  def _report_sharding(self, abs_params) -> None:
+    """debug_sharding: every parameter's sharding. With several devices, a warning when more than
+    sharding_tolerance of the parameters are stored whole on every device (as MaxText checks)."""
+    if jax.process_index() != 0:
+      return
+    lines, replicated = sharding_report(abs_params, self.layout.shardings["params"])
+    if self.cfg.run.debug_sharding:
+      print(f"parameter shardings over mesh {dict(self.mesh.shape)}:\n  " + "\n  ".join(lines), flush=True)
+    tolerance = self.cfg.mesh.sharding_tolerance
+    if self.mesh.devices.size > 1 and replicated > tolerance:
+      print(f"warning: {replicated:.1%} of the parameters are replicated on every device (sharding_tolerance="
+            f"{tolerance}); debug_sharding=true lists each parameter's sharding", flush=True)
 
   def _throughput_record(self, metrics, dt: float, tokens_per_step: int, flops: float, peak: float) -> dict:
     """The logged metrics of one step: loss and optimizer figures, step time, tokens/s, TFLOP/s and MFU."""

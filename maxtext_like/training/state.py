@@ -121,6 +121,26 @@ def host_memory_kind(mesh: Mesh) -> str:
   return "pinned_host"
 
 
+def sharding_report(abs_params, param_shardings) -> tuple[list[str], float]:
+  """(one line per parameter: path, shape, and per dimension the mesh axes of size > 1 it is split over, '-' for
+  none; the fraction of parameter elements stored whole on every device). A parameter is replicated when none of
+  its dimensions is split."""
+  lines, replicated, total = [], 0, 0
+  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(abs_params)[0], jax.tree.leaves(param_shardings)):
+    dims = []
+    for d in range(len(leaf.shape)):
+      axes = sh.spec[d] if d < len(sh.spec) else None
+      dims.append([a for a in ((axes,) if isinstance(axes, str) else tuple(axes or ())) if sh.mesh.shape[a] > 1])
+    split = int(np.prod([sh.mesh.shape[a] for names in dims for a in names]))
+    size = int(np.prod(leaf.shape))
+    total += size
+    replicated += size if split == 1 else 0
+    name = ".".join(k for k in _path_key(path) if k != "value")
+    layout = ", ".join("+".join(names) or "-" for names in dims)
+    lines.append(f"{name} {tuple(leaf.shape)} [{layout}]{'' if split > 1 else '  replicated'}")
+  return lines, replicated / max(total, 1)
+
+
 def _path_key(path) -> tuple:
   return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
