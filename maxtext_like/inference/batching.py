@@ -47,6 +47,7 @@ class Sequence:
   request: Request
   index: int  # request number
   sample: int
+  stop_ids: frozenset[int] = frozenset()  # the request's stop ids and EOS: they end it and are not emitted
   tokens: list[int] = dataclasses.field(default_factory=list)
   log_probs: list[float] = dataclasses.field(default_factory=list)
   finish_reason: str | None = None  # stop | length | error | cancelled
@@ -80,6 +81,15 @@ class Batcher:
     self.steps_per_call = steps_per_call
     self._next_id = 0
     self.sequences: dict[int, list[Sequence]] = {}
+
+  @classmethod
+  def for_config(cls, engine: Engine, cfg, eos_id: int | None) -> "Batcher":
+    """The batcher decode and the server use: the engine's parameters, the config's prefix cache
+    (`enable_prefix_caching`) and seed (`data_shuffle_seed`); `eos_id` < 0 means the tokenizer has none."""
+    inf = cfg.inference
+    cache = PrefixCache(inf.prefix_caching_hbm_byte, inf.prefix_caching_dram_byte) if inf.enable_prefix_caching else None
+    return cls(engine, engine.load_params(), eos_id=eos_id if eos_id is not None and eos_id >= 0 else None,
+               prefix_cache=cache, seed=cfg.training.data_shuffle_seed)
 
   # ---- requests ----
 
@@ -188,7 +198,7 @@ class Batcher:
   def _start(self, rid: int, r: Request, submitted: float, slots: list[int]) -> None:
     e = self.engine
     row = self._request_row(r)
-    seqs = [Sequence(r, rid, j, submitted=submitted) for j in range(r.n)]
+    seqs = [Sequence(r, rid, j, frozenset(row.stop_ids), submitted=submitted) for j in range(r.n)]
     self.sequences[rid] = seqs
     try:
       existing = None
@@ -220,23 +230,21 @@ class Batcher:
     for j, b in enumerate(slots):
       self.slots[b] = seqs[j]
       self.lengths[b] = len(r.ids)
-      stop = int(first[j]) in row.stop_ids
-      done = stop or row.max_tokens <= 1 or len(r.ids) >= e.max_target_length
-      self._emit(b, int(first[j]), float(logp[j]), done, now)
+      self._emit(b, int(first[j]), float(logp[j]), row.max_tokens <= 1 or len(r.ids) >= e.max_target_length, now)
 
   def _emit(self, b: int, token: int, logp: float, done: bool, now: float) -> None:
+    """Records slot b's token; a stop token ends the sequence (as it ended the slot on the device) unemitted."""
     seq = self.slots[b]
     if seq.first_token_at is None:
       seq.first_token_at = now
-    stop = token in self._request_row(seq.request).stop_ids
+    stop = token in seq.stop_ids
     if not stop:
       seq.tokens.append(token)
       seq.log_probs.append(logp)
       if seq.request.on_token is not None:
         seq.request.on_token(seq.sample, token, logp)
-    if done:
-      reason = "stop" if stop else "length"
-      self._finish(b, reason, now=now)
+    if done or stop:
+      self._finish(b, "stop" if stop else "length", now=now)
 
   def _finish(self, b: int, reason: str, error: str | None = None, now: float | None = None) -> None:
     seq = self.slots[b]

@@ -366,12 +366,6 @@ class Engine:
     state, toks = self._fns.generate(params, decode_state, None, n, greedy_only)
     return state, (jax.tree.map(lambda a: a[None], toks) if n == 1 else toks)
 
-  # ---- sizes -----------------------------------------------------------------------------------------------
-
-  @staticmethod
-  def tree_bytes(tree) -> int:
-    return sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
-
 
 def _stop_hit(tok_B, stop_BS):
   return jnp.any(tok_B[:, None] == stop_BS, axis=1)
@@ -486,9 +480,4 @@ class _Compiled:
     if n == 1:  # `generate`: fields [B]
       return step(ds, None)
     return jax.lax.scan(step, ds, None, length=n)
-
-
-def kv_cache_bytes(state: DecodeState) -> int:
-  c = state.cache
-  return Engine.tree_bytes((c.k_LBSKH, c.v_LBSKH))
 

@@ -27,6 +27,7 @@ from flax import nnx
 
 from maxtext_like.config import Config
 from maxtext_like.inference.engine import DecodeState, Engine
+from maxtext_like.inference.prefix_cache import tree_bytes
 
 WARMUP_ITERS = 2  # MaxText's _WARMUP_ITERS
 BANDWIDTH_PROBE_BYTES = 64 << 20  # well past the CPU's last-level cache
@@ -72,9 +73,8 @@ def measure_memory_bandwidth(nbytes: int = BANDWIDTH_PROBE_BYTES, probes: int = 
 
 def _pytree_summary(tree) -> tuple[int, int, float]:
   """(elements, bytes, bytes per element), like MaxText's summarize_pytree_data."""
-  leaves = jax.tree.leaves(tree)
-  n = sum(int(np.prod(a.shape)) for a in leaves)
-  b = sum(int(np.prod(a.shape)) * jnp.dtype(a.dtype).itemsize for a in leaves)
+  n = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+  b = tree_bytes(tree)
   return n, b, b / max(n, 1)
 
 
