@@ -46,7 +46,6 @@ def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False, with
   (text, per-token log-probs) instead of texts."""
   from maxtext_like.inference.batching import Batcher, Request
   from maxtext_like.inference.engine import Engine
-  from maxtext_like.inference.prefix_cache import PrefixCache
   from maxtext_like.runtime.tokenizer import tokenizer_for
   inf = cfg.inference
   tok = tokenizer_for(cfg)
@@ -54,18 +53,15 @@ def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False, with
   if verbose:
     print(f"parameters: {loaded.source}", file=sys.stderr, flush=True)
   if cfg.tokenizer.use_chat_template:  # each prompt is one user message, rendered by the model's chat template
-    from maxtext_like import assets
-    from maxtext_like.serving.chat import ChatFormatter, find_template
-    chat = ChatFormatter(*find_template(cfg, cfg.tokenizer.tokenizer_path or assets.tokenizer_path()), tok)
+    from maxtext_like.serving.chat import ChatFormatter
+    chat = ChatFormatter.for_config(cfg, tok)
     ids = [chat.encode([{"role": "user", "content": p}]) for p in prompts]
   else:
     ids = [tok.encode(p, add_eos=False) for p in prompts]
   if not inf.use_chunked_prefill:
     ids = [i[-inf.max_prefill_predict_length:] for i in ids]
   engine = Engine(cfg, loaded.model, num_slots=max(1, min(len(ids), Engine.slots_for(cfg))))
-  cache = PrefixCache(inf.prefix_caching_hbm_byte, inf.prefix_caching_dram_byte) if inf.enable_prefix_caching else None
-  batcher = Batcher(engine, engine.load_params(), eos_id=tok.eos_id, prefix_cache=cache,
-                    seed=cfg.training.data_shuffle_seed)
+  batcher = Batcher.for_config(engine, cfg, tok.eos_id)
   budget = inf.max_target_length - inf.max_prefill_predict_length
   done = batcher.run([Request(list(i), max_tokens=budget) for i in ids])
   if with_log_probs:

@@ -7,10 +7,15 @@ from maxtext_like.data.errors import DataError
 from maxtext_like.data.tokenizers import build_tokenizer
 
 
+def tokenizer_path(cfg: Config) -> str:
+  """`tokenizer_path`, or the tokenizer shipped with the project."""
+  from maxtext_like import assets
+  return cfg.tokenizer.tokenizer_path or assets.tokenizer_path()
+
+
 def tokenizer_for(cfg: Config):
   """The configured tokenizer; refuses one that can emit ids >= vocab_size (they would index past the embedding)."""
-  from maxtext_like import assets
-  path = cfg.tokenizer.tokenizer_path or assets.tokenizer_path()
+  path = tokenizer_path(cfg)
   tok = build_tokenizer(cfg.tokenizer.tokenizer_type, path, cfg.tokenizer.add_bos, cfg.tokenizer.add_eos)
   if tok.vocab_size > cfg.tokenizer.vocab_size:
     raise DataError(f"the tokenizer {path} ({cfg.tokenizer.tokenizer_type}) has {tok.vocab_size} ids but vocab_size is "

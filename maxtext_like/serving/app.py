@@ -321,27 +321,20 @@ def create_app(s: Server, *, metrics_route: bool) -> FastAPI:
 
 def build_server(cfg: Config, *, model_name: str | None = None) -> Server:
   """Tokenizer, parameters (as decode loads them), engine, Batcher and the engine thread (not started yet)."""
-  from maxtext_like import assets
   from maxtext_like.inference.batching import Batcher
   from maxtext_like.inference.loading import load_model, sampling_options
-  from maxtext_like.inference.prefix_cache import PrefixCache
-  from maxtext_like.runtime.tokenizer import tokenizer_for
-  from maxtext_like.serving.chat import find_template, generation_stop_ids
-  inf = cfg.inference
+  from maxtext_like.runtime.tokenizer import tokenizer_for, tokenizer_path
+  from maxtext_like.serving.chat import generation_stop_ids
   tok = tokenizer_for(cfg)
-  tok_path = cfg.tokenizer.tokenizer_path or assets.tokenizer_path()
-  template, source = find_template(cfg, tok_path)
-  chat = ChatFormatter(template, source, tok)
+  chat = ChatFormatter.for_config(cfg, tok)
   loaded = load_model(cfg)
-  log.warning("parameters: %s; chat template: %s", loaded.source, source)
+  log.warning("parameters: %s; chat template: %s", loaded.source, chat.source)
   engine = Engine(cfg, loaded.model)
-  cache = PrefixCache(inf.prefix_caching_hbm_byte, inf.prefix_caching_dram_byte) if inf.enable_prefix_caching else None
-  batcher = Batcher(engine, engine.load_params(), eos_id=tok.eos_id if tok.eos_id >= 0 else None, prefix_cache=cache,
-                    seed=cfg.training.data_shuffle_seed)
+  batcher = Batcher.for_config(engine, cfg, tok.eos_id)
   metrics = Metrics()
   return Server(tok=tok, engine=engine, engine_loop=EngineLoop(batcher, on_counts=metrics.counts), chat=chat,
                 model_name=model_name or cfg.run.model_name, metrics=metrics, default_sampling=sampling_options(cfg),
-                extra_stop_ids=generation_stop_ids(cfg, tok_path), vocab_size=engine.vocab_size)
+                extra_stop_ids=generation_stop_ids(cfg, tokenizer_path(cfg)), vocab_size=engine.vocab_size)
 
 
 def serve(cfg: Config, *, host: str, port: int, metrics: bool = False, model_name: str | None = None) -> None:

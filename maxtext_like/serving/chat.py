@@ -123,6 +123,12 @@ def special_token_text(tok: Tokenizer, token_id: int) -> str:
 class ChatFormatter:
   """Messages -> prompt ids with one model's template and tokenizer."""
 
+  @classmethod
+  def for_config(cls, cfg: Config, tok: Tokenizer) -> "ChatFormatter":
+    """The formatter of the config's template (`find_template`) for its tokenizer."""
+    from maxtext_like.runtime.tokenizer import tokenizer_path
+    return cls(*find_template(cfg, tokenizer_path(cfg)), tok)
+
   def __init__(self, template: str | None, source: str, tok: Tokenizer):
     self.template, self.source, self.tok = template, source, tok
     self._compiled = None if template is None else _compile(template)
