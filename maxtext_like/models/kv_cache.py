@@ -93,17 +93,14 @@ class LayerKV:
 
   def _write(self, cache: jax.Array, new_BTKH: jax.Array) -> jax.Array:
     new_BTKH = new_BTKH.astype(cache.dtype)
+    if self.page_table_BM is not None:
+      return write_pages(cache, new_BTKH, self.index_B, self.page_table_BM, self.layer)
     if self.layer is None:
-      if self.page_table_BM is None:
-        return write_rows(cache, new_BTKH, self.index_B)
-      return write_pages(cache, new_BTKH, self.index_B, self.page_table_BM)
-    B, T = new_BTKH.shape[:2]
-    if self.page_table_BM is None:  # slots past the row's end are dropped
-      rows_BT = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, T))
-      slots_BT = self.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
-      return cache.at[self.layer, rows_BT, slots_BT].set(new_BTKH, mode="drop")
-    ids_BT, off_BT = page_slots(self.index_B, T, self.page_table_BM, cache.shape[2])
-    return cache.at[self.layer, ids_BT, off_BT].set(new_BTKH)
+      return write_rows(cache, new_BTKH, self.index_B)
+    B, T = new_BTKH.shape[:2]  # in place into layer `layer`; slots past the row's end are dropped
+    rows_BT = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, T))
+    slots_BT = self.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
+    return cache.at[self.layer, rows_BT, slots_BT].set(new_BTKH, mode="drop")
 
 
 def write_rows(cache_BS: jax.Array, new_BT: jax.Array, index_B: jax.Array) -> jax.Array:
@@ -126,10 +123,13 @@ def page_slots(index_B: jax.Array, T: int, page_table_BM: jax.Array, page: int) 
   return jnp.where(m_BT < M, ids, 0), s_BT % page
 
 
-def write_pages(pool_PpKH: jax.Array, new_BTKH: jax.Array, index_B: jax.Array, page_table_BM: jax.Array) -> jax.Array:
-  """pool[page of slot index_B[b] + t, its offset] = new[b, t]."""
-  ids_BT, off_BT = page_slots(index_B, new_BTKH.shape[1], page_table_BM, pool_PpKH.shape[1])
-  return pool_PpKH.at[ids_BT, off_BT].set(new_BTKH)
+def write_pages(pool: jax.Array, new_BTKH: jax.Array, index_B: jax.Array, page_table_BM: jax.Array,
+                layer: int | None = None) -> jax.Array:
+  """pool[page of slot index_B[b] + t, its offset] = new[b, t]; pool is [P, page, K, H], or all layers'
+  [L, P, page, K, H] with `layer` naming the one to write."""
+  lead = () if layer is None else (layer,)
+  ids_BT, off_BT = page_slots(index_B, new_BTKH.shape[1], page_table_BM, pool.shape[len(lead) + 1])
+  return pool.at[(*lead, ids_BT, off_BT)].set(new_BTKH)
 
 
 def advance(cache: KVCache, segment_ids_BT: jax.Array, k_LBSKH: jax.Array, v_LBSKH: jax.Array) -> KVCache:
