@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from conftest import CHAT_TEMPLATE, TEXTS, hf_tokenizer_dir, tiktoken_file
+from serving_lib import CHAT_TEMPLATE, TEXTS, hf_tokenizer_dir, tiktoken_file
 from maxtext_like import assets
 from maxtext_like.config import load_config
 from maxtext_like.data import build_tokenizer
