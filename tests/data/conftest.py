@@ -7,13 +7,7 @@ import pytest
 from maxtext_like import assets
 from maxtext_like.data import build_tokenizer
 
-WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
-
-
-def make_doc(i: int) -> str:
-  """A unique document; lengths vary from a few to ~100 tokens."""
-  n = 1 + (i * 7) % 23
-  return f"Document {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(n)) + "."
+from data_files import make_doc
 
 
 @pytest.fixture(scope="module")

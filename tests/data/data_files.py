@@ -4,7 +4,14 @@ import json
 
 import numpy as np
 
-from conftest import make_doc
+WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+
+
+def make_doc(i: int) -> str:
+  """A unique document; lengths vary from a few to ~100 tokens."""
+  n = 1 + (i * 7) % 23
+  return f"Document {i}: " + " ".join(WORDS[(i + k) % len(WORDS)] for k in range(n)) + "."
+
 
 # Small everything: short rows, in-process loading (no worker processes), few threads.
 BASE = ["base.yml", "max_target_length=32", "max_prefill_predict_length=16", "vocab_size=4096", "grain_worker_count=0",
