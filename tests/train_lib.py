@@ -1,7 +1,8 @@
-"""Shared by the training and quantization tests: run a Trainer's jitted step n times."""
+"""Shared by the training, parallelism and quantization tests: config makers, and running a Trainer's step."""
 
 import numpy as np
 
+from maxtext_like.config import load_config
 from maxtext_like.models.sharding import activation_sharding
 from maxtext_like.training.loop import Trainer, to_global
 
@@ -16,3 +17,10 @@ def run_steps(cfg, n, devices=None):
       losses.append(float(m["loss"]))
       norms.append(float(m["grad_norm"]))
   return tr, state, np.array(losses), np.array(norms)
+
+
+def config_maker(args, out_dir):
+  """`make(*argv)`: base.yml + `args` with outputs under `out_dir`, then `argv` (a later value of a key wins)."""
+  def make(*argv):
+    return load_config(["base.yml", *args, f"base_output_directory={out_dir}", *argv], env={})
+  return make

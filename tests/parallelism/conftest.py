@@ -1,6 +1,6 @@
 import pytest
 
-from maxtext_like.config import load_config
+from train_lib import config_maker
 
 TINY = ["override_model_config=true", "base_emb_dim=32", "base_num_query_heads=2", "base_num_kv_heads=2", "head_dim=16",
         "base_mlp_dim=64", "base_num_decoder_layers=4", "vocab_size=256", "max_target_length=16", "dtype=float32",
@@ -9,9 +9,7 @@ TINY = ["override_model_config=true", "base_emb_dim=32", "base_num_query_heads=2
 
 
 def _maker(out_dir):
-  def make(*argv):
-    return load_config(["base.yml", *TINY, f"base_output_directory={out_dir}", *argv], env={})
-  return make
+  return config_maker(TINY, out_dir)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from maxtext_like.config import load_config
+from train_lib import config_maker
 
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
         "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=4096", "max_target_length=32", "dtype=float32",
@@ -10,11 +10,7 @@ TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4
 
 
 def _tiny_maker(out_dir):
-  def make(*argv):
-    extra = [] if any(a.startswith("run_name=") for a in argv) else ["run_name=t"]
-    extra += [] if any(a.startswith("log_period=") for a in argv) else ["log_period=1000"]
-    return load_config(["base.yml", *TINY, f"base_output_directory={out_dir}", *extra, *argv], env={})
-  return make
+  return config_maker([*TINY, "run_name=t", "log_period=1000"], out_dir)
 
 
 @pytest.fixture
@@ -38,9 +34,7 @@ TINY_MOE = ["override_model_config=true", "decoder_block=mixtral", "base_emb_dim
 
 
 def _moe_maker(out_dir):
-  def make(*argv):
-    return load_config(["base.yml", *TINY_MOE, f"base_output_directory={out_dir}", "run_name=moe", *argv], env={})
-  return make
+  return config_maker([*TINY_MOE, "run_name=moe"], out_dir)
 
 
 @pytest.fixture
