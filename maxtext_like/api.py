@@ -61,6 +61,7 @@ def generate(cfg: Config, prompts: Sequence[str], *, verbose: bool = False, with
   if not inf.use_chunked_prefill:
     ids = [i[-inf.max_prefill_predict_length:] for i in ids]
   engine = Engine(cfg, loaded.model, num_slots=max(1, min(len(ids), Engine.slots_for(cfg))))
+  del loaded  # the engine holds its own (unscanned) copy of the parameters; free the loaded layout's arrays
   batcher = Batcher.for_config(engine, cfg, tok.eos_id)
   budget = inf.max_target_length - inf.max_prefill_predict_length
   done = batcher.run([Request(list(i), max_tokens=budget) for i in ids])
