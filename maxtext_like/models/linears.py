@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 Initializer = Callable[..., jax.Array]
@@ -77,11 +76,12 @@ class DenseGeneral(nnx.Module):
     swap = x.ndim - n_in == 2 and _sequence_sharded()
     x = x.swapaxes(0, 1) if swap else x
     batch_shape = x.shape[:x.ndim - n_in]
-    x2 = x.astype(self.dtype).reshape(-1, int(np.prod(self.in_features)))
+    xn = x.astype(self.dtype).reshape(-1, *self.in_features)
     # jax.lax.dot_general by name, not jnp.dot: qwix intercepts this function to quantize the matmul
-    # (models/quantization.py), and jnp.dot's own jit would hide the call from it.
-    y = jax.lax.dot_general(x2, kernel.reshape(x2.shape[1], -1), (((1,), (0,)), ((), ())),
-                            precision=matmul_precision(self.precision))
+    # (models/quantization.py), and jnp.dot's own jit would hide the call from it. The kernel keeps its stored
+    # shape (qwix's PTQ and LoRA work on the parameter as stored); only x's batch axes are merged into one.
+    contract = tuple(range(1, n_in + 1)), tuple(range(n_in))
+    y = jax.lax.dot_general(xn, kernel, (contract, ((), ())), precision=matmul_precision(self.precision))
     y = y.reshape(*batch_shape, *self.out_features)
     if hasattr(self, "bias"):
       y = y + self.bias[...].astype(self.dtype)
