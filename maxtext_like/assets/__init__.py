@@ -39,3 +39,9 @@ def corpus_path(split: str = "train") -> str:
 def tokenizer_path() -> str:
   """Path of the embedded sentencepiece model (vocab 4096; pad 0, bos 1, eos 2, unk 3)."""
   return str(_asset("tokenizer", TOKENIZER_NAME))
+
+
+def chat_path(name: str) -> str:
+  """Path of a file of the shipped fine-tuning set (chat/README.md): sft_{train,eval}.jsonl, dpo_{train,eval}.jsonl,
+  and plain.jinja, the plain-text chat template they are trained with on the embedded tokenizer."""
+  return str(_asset("chat", name))

@@ -258,10 +258,51 @@ def eval_data_named(v, d):
 
 @rule
 def single_data_column(v, d):
-  """Pretraining reads one text (or token-id) column; several columns are for SFT/DPO, which are not built."""
+  """Pretraining reads one text (or token-id) column; several columns are SFT/DPO record formats."""
+  if v["use_sft"] or v["use_dpo"]:
+    return
   for key in ("train_data_columns", "eval_data_columns"):
     if len(v[key]) != 1:
-      yield Problem(key, "must name exactly one column (the document text, or its token ids)", v[key])
+      yield Problem(key, "must name exactly one column (the document text, or its token ids); several columns are "
+                         "for use_sft / use_dpo", v[key])
+
+
+# dataset_type values whose rows SFT and DPO read as records (data/conversations.py).
+FINETUNE_DATASET_TYPES = ("embedded", "hf")
+
+
+@rule
+def finetune_data(v, d, sources=None):
+  """SFT / DPO: one of the two, their record columns, a source that reads records, and DPO without packing."""
+  if not (v["use_sft"] or v["use_dpo"]):
+    return
+  if v["use_sft"] and v["use_dpo"]:
+    yield Problem("use_dpo", "and use_sft cannot both be true (DPO trains on preference pairs, SFT on conversations)", True)
+    return
+  kind = "use_dpo" if v["use_dpo"] else "use_sft"
+  counts = (2, 3) if v["use_dpo"] else (1, 2, 3)
+  embedded_default = lambda key: v["dataset_type"] == "embedded" and sources is not None and \
+      str(sources.get(key, "")).split(":")[0].endswith("base.yml")
+  for key in ("train_data_columns", "eval_data_columns"):
+    if len(v[key]) not in counts and not embedded_default(key):
+      allowed = ("[chosen, rejected] or [prompt, chosen, rejected]" if v["use_dpo"] else
+                 "[messages], [prompt, completion] (or [question, answer]), or [instruction, input, output]")
+      yield Problem(key, f"names the record columns of {kind}: {allowed}", v[key], allowed=allowed)
+  if v["dataset_type"] not in FINETUNE_DATASET_TYPES:
+    yield Problem("dataset_type", f"{kind} reads records from {' or '.join(FINETUNE_DATASET_TYPES)} (local JSON/Parquet "
+                                  "files through dataset_type=hf hf_path=json hf_train_files=...)", v["dataset_type"],
+                  allowed=list(FINETUNE_DATASET_TYPES))
+  if v["hf_streaming"]:
+    yield Problem("hf_streaming", f"is not supported with {kind} yet", True)
+  if not v["tokenize_train_data"]:
+    yield Problem("tokenize_train_data", f"must be true with {kind} (records are rendered and tokenized)", False)
+  if v["use_dpo"] and v["packing"]:
+    yield Problem("packing", "must be false with use_dpo: a row holds one (chosen, rejected) pair, whose log-probabilities "
+                             "are sums over one sequence (MaxText refuses DPO packing too)", True, allowed="false")
+  if v["use_dpo"] and not 0 <= v["dpo_label_smoothing"] < 0.5:
+    yield Problem("dpo_label_smoothing", "must be in [0, 0.5)", v["dpo_label_smoothing"])
+  if v["use_dpo"] and v["dpo_beta"] <= 0:
+    yield Problem("dpo_beta", "must be > 0", v["dpo_beta"])
 
 
 @rule
@@ -384,6 +425,36 @@ def quantization_calibration_methods(v, d):
     if lo_hi is None or not lo_hi[0] <= len(args) <= lo_hi[1] or not numbers_ok:
       yield Problem(key, "is not a qwix calibration method", v[key],
                     allowed="absmax, absmax,<scale>, minmax, minmax,<scale>, rms,<scale>, fixed,<min>,<max>")
+
+
+@rule
+def lora_keys(v, d):
+  """LoRA needs a rank; its other keys mean nothing without enable_lora; QAT and pipelining are not combined with it."""
+  import re
+  if v["enable_lora"] and v["lora_rank"] <= 0:
+    yield Problem("lora_rank", "must be > 0 when enable_lora=true", v["lora_rank"], allowed="an integer > 0 (e.g. 8)")
+  for key in ("lora_weight_qtype", "lora_tile_size", "lora_restore_path", "hf_lora_adapter_path"):
+    if v[key] and not v["enable_lora"]:
+      yield Problem(key, "applies to LoRA training only; set enable_lora=true (or leave it unset)", v[key])
+  if v["lora_weight_qtype"] and v["lora_weight_qtype"] not in choices.LORA_WEIGHT_QTYPES:
+    yield Problem("lora_weight_qtype", "is not a QLoRA base type", v["lora_weight_qtype"],
+                  allowed="null, " + ", ".join(choices.LORA_WEIGHT_QTYPES))
+  if v["lora_restore_path"] and v["hf_lora_adapter_path"]:
+    yield Problem("hf_lora_adapter_path", "and lora_restore_path both name a starting adapter; set one",
+                  v["hf_lora_adapter_path"])
+  if v["enable_lora"] and v["quantization"]:
+    yield Problem("quantization", "quantized training (QAT) and LoRA are not combined; for a quantized frozen base "
+                  "use lora_weight_qtype (QLoRA)", v["quantization"], allowed="''")
+  if v["enable_lora"] and (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1):
+    yield Problem("ici_pipeline_parallelism", "LoRA with pipeline parallelism is not supported yet",
+                  v["ici_pipeline_parallelism"], allowed="1")
+  if v["enable_lora"] and v["lora_input_adapters_path"]:
+    yield Problem("lora_input_adapters_path", "serves an adapter (decode, api); to train from one use "
+                  "lora_restore_path or hf_lora_adapter_path", v["lora_input_adapters_path"])
+  try:
+    re.compile(v["lora_module_path"] or "")
+  except re.error as e:
+    yield Problem("lora_module_path", f"is not a regular expression ({e})", v["lora_module_path"])
 
 
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:

@@ -25,7 +25,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # run
     "sharding_strategy",
     # checkpointing
-    "lora_input_adapters_path", "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
+    "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
     "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "checkpoint_is_quantized",
     "save_quantized_params_path", "enable_orbax_v1", "checkpoint_conversion_fn", "source_checkpoint_layout",
     "enable_continuous_checkpointing", "colocated_python_checkpointing", "enable_autocheckpoint",
@@ -94,14 +94,16 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "remat_policy_for_vit", "moe_mlpwi_0", "moe_mlpwi_1", "moe_mlpwo", "query_wa_proj", "kv_wa_proj", "mla_q",
     "mla_kv", "attention_out", "engram",
     # tokenizer
-    "num_vocab_tiling",  # (built, serving/chat.py: chat_template, chat_template_path, use_chat_template for decode)
+    "num_vocab_tiling",  # (built, serving/chat.py: chat_template, chat_template_path, use_chat_template for decode and SFT/DPO)
     # dataset
     "max_corpus_chars", "train_image_column", "eval_image_column",
     "enable_rampup_batch_size", "per_device_batch_size_start", "per_device_batch_size_increment", "global_rampup_samples",
     "colocated_python_data_input", "grain_use_elastic_iterator", "grain_ram_budget_mb", "grain_data_source_max_workers",
     "olmo_index_path", "olmo_path_remap_from", "olmo_path_remap_to", "olmo_apply_ngram_filter",
     # finetune
-    "use_dpo", "dpo_label_smoothing", "dpo_beta", "use_sft", "sft_train_on_completion_only", "formatting_func_path",
+    # (built, data/conversations.py + training/dpo.py: use_sft, sft_train_on_completion_only, use_dpo, dpo_beta,
+    #  dpo_label_smoothing)
+    "formatting_func_path",
     "formatting_func_kwargs", "use_grpo", "student_overrides", "teacher_overrides", "offline_data_dir",
     "distill_alpha", "distill_temperature", "distill_beta", "distill_feature_loss_type", "distill_layer_indices",
     "distill_alpha_end", "distill_alpha_schedule", "distill_temperature_end", "distill_temperature_schedule",
@@ -127,21 +129,21 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # debug
     "constant_bound_config", "jax_cache_dir", "jax_debug_log_modules",
     "enable_single_controller", "subslice_shape", "max_checkify",
-    "upload_all_profiler_results", "profile_cleanly",
-    "profile_periodically_period", "hide_profiler_step_metric", "enable_jax_profiler", "jax_profiler_port",
     "enable_tpu_profiling_options", "tpu_num_chips_to_profile_per_task", "tpu_num_sparse_cores_to_trace",
     "tpu_num_sparse_core_tiles_to_trace", "xprof_tpu_power_trace_level", "xprof_e2e_enable_fw_throttle_event",
-    "xprof_e2e_enable_fw_power_level_event", "xprof_e2e_enable_fw_thermal_event", "profile_power_events", "dump_hlo",
-    "dump_step", "dump_hlo_local_dir", "dump_hlo_delete_local_after", "dump_hlo_gcs_dir", "dump_hlo_module_name",
-    "dump_hlo_local_module_name", "dump_hlo_xla_flags", "dump_hlo_upload_all", "dump_jaxpr", "dump_jaxpr_local_dir",
+    "xprof_e2e_enable_fw_power_level_event", "xprof_e2e_enable_fw_thermal_event", "profile_power_events",
+    # (built, training/profiling.py: profiler=xplane windows, enable_jax_profiler, dump_hlo*, dump_jaxpr*; the GCS
+    #  upload keys below stay at their defaults: dumps and profiles are local)
+    "dump_hlo_delete_local_after", "dump_hlo_gcs_dir", "dump_hlo_upload_all",
     "dump_jaxpr_delete_local_after", "dump_jaxpr_gcs_dir", "collect_stack_trace", "stack_trace_to_cloud",
     "stack_trace_interval_seconds", "rl",
     # metrics
     "gcs_metrics", "save_config_to_gcs", "record_internal_nn_metrics",  # (built, serving/metrics.py: prometheus_port)
     "enable_checkpoint_cloud_logger", "enable_tunix_perf_metrics", "managed_mldiagnostics",
-    "managed_mldiagnostics_run_group", "enable_goodput_recording", "monitor_goodput",
-    "goodput_upload_interval_seconds", "enable_pathways_goodput", "monitor_step_time_deviation",
-    "step_deviation_interval_seconds", "enable_gcp_goodput_metrics", "enable_gcp_step_deviation_metrics",
+    "managed_mldiagnostics_run_group",
+    # (built, training/goodput.py: enable_goodput_recording, monitor_goodput, goodput_upload_interval_seconds,
+    #  monitor_step_time_deviation, step_deviation_interval_seconds)
+    "enable_pathways_goodput", "enable_gcp_goodput_metrics", "enable_gcp_step_deviation_metrics",
     "report_heartbeat_metric_for_gcp_monitoring", "heartbeat_reporting_interval_in_seconds",
     "report_performance_metric_for_gcp_monitoring", "use_vertex_tensorboard", "vertex_tensorboard_project",
     "vertex_tensorboard_region",

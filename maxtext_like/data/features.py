@@ -45,17 +45,24 @@ _GRAIN_TO_MAXTEXT = {
 }
 
 
-def lm_pieces(tokens: np.ndarray, seq_len: int) -> list[dict[str, np.ndarray]]:
+def lm_pieces(tokens: np.ndarray, seq_len: int, mask: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
   """Splits one document's tokens into shifted (inputs, targets) pieces.
 
+  With a per-token `mask` (SFT: 1 where the token is trained), each piece
+  also carries "loss_mask", the mask of its targets.
   Returns [] for documents with fewer than 2 tokens (nothing to predict).
   """
   tokens = np.asarray(tokens, dtype=np.int32)
   inputs, targets = tokens[:-1], tokens[1:]
-  return [
+  pieces = [
       {"inputs": inputs[s:s + seq_len], "targets": targets[s:s + seq_len]}
       for s in range(0, len(inputs), seq_len)
   ]
+  if mask is not None:
+    target_mask = np.asarray(mask, np.int32)[1:]
+    for s, piece in zip(range(0, len(inputs), seq_len), pieces):
+      piece["loss_mask"] = target_mask[s:s + seq_len]
+  return pieces
 
 
 def pad_unpacked(piece: Mapping[str, np.ndarray], seq_len: int) -> dict[str, np.ndarray]:
@@ -66,23 +73,30 @@ def pad_unpacked(piece: Mapping[str, np.ndarray], seq_len: int) -> dict[str, np.
   tokens_in[:n], tokens_out[:n] = piece["inputs"], piece["targets"]
   segmentation = (np.arange(seq_len) < n).astype(np.int32)
   position = np.where(segmentation, np.arange(seq_len), 0).astype(np.int32)
+  target_segmentation = segmentation.copy()
+  if "loss_mask" in piece:  # SFT: untrained targets leave the loss like padding (attention is unchanged)
+    target_segmentation[:n] *= np.asarray(piece["loss_mask"], np.int32)
   return {
       "inputs": tokens_in,
       "inputs_position": position,
       "inputs_segmentation": segmentation,
       "targets": tokens_out,
       "targets_position": position.copy(),
-      "targets_segmentation": segmentation.copy(),
+      "targets_segmentation": target_segmentation,
   }
 
 
 def rename_packed(packed: Mapping[str, Any]) -> dict[str, np.ndarray]:
-  """grain packing output -> MaxText batch keys, int32."""
-  return {
+  """grain packing output -> MaxText batch keys, int32; a packed "loss_mask" (SFT) zeroes the untrained targets'
+  segmentation, so they leave the loss while attention still sees every token of their segment."""
+  out = {
       _GRAIN_TO_MAXTEXT[k]: np.asarray(v, np.int32)
       for k, v in packed.items()
       if k in _GRAIN_TO_MAXTEXT
   }
+  if "loss_mask" in packed:
+    out["targets_segmentation"] = out["targets_segmentation"] * np.asarray(packed["loss_mask"], np.int32)
+  return out
 
 
 def packing_efficiency(batch: Mapping[str, np.ndarray]) -> float:

@@ -78,6 +78,20 @@ class _Tokenize(grain.transforms.Map):
     return ids
 
 
+class _Format(grain.transforms.Map):
+  """(row, record) -> {"tokens", "mask"}: an SFT record rendered and masked by a `conversations.Formatter`."""
+
+  def __init__(self, formatter, vocab_size: int | None, src):
+    self._formatter, self._vocab_size, self._src = formatter, vocab_size, src
+
+  def map(self, element) -> dict:
+    row, record = element
+    enc = self._formatter.sft(record, self._src.where(row))
+    if self._vocab_size and enc.ids.size and enc.ids.max() >= self._vocab_size:
+      raise DataError(f"{self._src.where(row)}: token id {int(enc.ids.max())} is outside [0, vocab_size={self._vocab_size})")
+    return {"tokens": enc.ids, "mask": enc.mask}
+
+
 class _Pieces(grain.experimental.FlatMapTransform):
   """Token ids -> shifted (inputs, targets) pieces of at most seq_len (only the first if truncating)."""
 
@@ -86,8 +100,11 @@ class _Pieces(grain.experimental.FlatMapTransform):
   def __init__(self, seq_len: int, truncate: bool):
     self._seq_len, self._truncate = seq_len, truncate
 
-  def flat_map(self, tokens: np.ndarray):
-    pieces = features.lm_pieces(tokens, self._seq_len)
+  def flat_map(self, tokens):
+    if isinstance(tokens, dict):  # SFT: tokens with their loss mask
+      pieces = features.lm_pieces(tokens["tokens"], self._seq_len, tokens["mask"])
+    else:
+      pieces = features.lm_pieces(tokens, self._seq_len)
     return pieces[:1] if self._truncate else pieces
 
 
@@ -114,10 +131,10 @@ def _validate(seq_len, global_batch_size, packing_type, process_index, process_c
 
 
 def _pack(ds: grain.IterDataset, *, packing: bool, packing_type: str, seq_len: int, batch: int,
-          shuffle: bool, seed: int, max_segments: int | None) -> grain.IterDataset:
+          shuffle: bool, seed: int, max_segments: int | None, masked: bool = False) -> grain.IterDataset:
   if not packing:
     return ds.map(functools.partial(features.pad_unpacked, seq_len=seq_len))
-  lengths = {"inputs": seq_len, "targets": seq_len}
+  lengths = {"inputs": seq_len, "targets": seq_len, **({"loss_mask": seq_len} if masked else {})}
   if packing_type in ("first_fit", "best_fit"):
     cls = (grain.experimental.FirstFitPackIterDataset if packing_type == "first_fit"
            else grain.experimental.BestFitPackIterDataset)
@@ -129,11 +146,13 @@ def _pack(ds: grain.IterDataset, *, packing: bool, packing_type: str, seq_len: i
 
 
 def _component(src, *, tokenizer, add_bos, add_eos, vocab_size, tokenize, shuffle, shuffle_window, seed,
-               num_epoch, process_index, process_count, read_options) -> grain.IterDataset:
+               num_epoch, process_index, process_count, read_options, transform=None) -> grain.IterDataset:
+  """One source read, sharded, shuffled, repeated and turned into token ids by `transform` (default: tokenize)."""
+  transform = transform or _Tokenize(tokenizer, add_bos, add_eos, vocab_size, src, tokenize)
   if getattr(src, "streaming", False):  # hf_stream.HFStreamSource: shards, shuffles (buffer) and repeats itself
     ds = src.iter_dataset(shuffle=shuffle, buffer_size=shuffle_window, seed=seed, num_epoch=num_epoch,
                           process_index=process_index, process_count=process_count)
-    return ds.map(_Tokenize(tokenizer, add_bos, add_eos, vocab_size, src, tokenize))
+    return ds.map(transform)
   ds = grain.MapDataset.source(_Indexed(src))[process_index::process_count]
   if len(ds) == 0:  # pylint: disable=g-explicit-length-test
     raise DataError(f"process {process_index}/{process_count} got no documents from"
@@ -143,7 +162,7 @@ def _component(src, *, tokenizer, add_bos, add_eos, vocab_size, tokenize, shuffl
   elif shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epoch if num_epoch > 0 else None)
-  ds = ds.map(_Tokenize(tokenizer, add_bos, add_eos, vocab_size, src, tokenize))
+  ds = ds.map(transform)
   return ds.to_iter_dataset(read_options)
 
 
@@ -173,6 +192,7 @@ def make_lm_iterator(
     worker_count: int = 0,
     per_worker_buffer_size: int = 1,
     pad_when_exhausted: bool = False,
+    formatter=None,
 ) -> checkpointable.GrainBatchIterator:
   """Iterator of this process's [global_batch_size // process_count, seq_len] batches.
 
@@ -205,6 +225,9 @@ def make_lm_iterator(
     worker_count, per_worker_buffer_size: > 0 runs the pipeline in that many
       worker processes (grain mp_prefetch).
     pad_when_exhausted: after the last batch, yield all-padding batches forever.
+    formatter: SFT: a `conversations.Formatter`; the sources' rows are records
+      it renders, and only the tokens it marks count in the loss (the others'
+      targets_segmentation is 0; their attention segments are unchanged).
   """
   if weights is not None and len(sources) == 1:
     weights = None
@@ -216,13 +239,14 @@ def make_lm_iterator(
   comps = [_component(s, tokenizer=tokenizer, add_bos=add_bos, add_eos=add_eos, vocab_size=vocab_size,
                       tokenize=tokenize, shuffle=shuffle, shuffle_window=shuffle_window, seed=seed + 1000 * k,
                       num_epoch=num_epoch, process_index=process_index, process_count=process_count,
-                      read_options=read_options)
+                      read_options=read_options,
+                      transform=_Format(formatter, vocab_size, s) if formatter is not None else None)
            for k, s in enumerate(sources)]
   ids = comps[0] if len(comps) == 1 else grain.IterDataset.mix(comps, [w / sum(weights or [1] * len(comps)) for w in (weights or [1] * len(comps))])
   pieces = grain.experimental.FlatMapIterDataset(ids, _Pieces(seq_len, truncate))
   local_batch = global_batch_size // process_count
   rows = _pack(pieces, packing=packing, packing_type=packing_type, seq_len=seq_len, batch=local_batch,
-               shuffle=shuffle, seed=seed, max_segments=max_segments_per_seq)
+               shuffle=shuffle, seed=seed, max_segments=max_segments_per_seq, masked=formatter is not None)
   batches = rows.batch(local_batch, drop_remainder=True)
   if worker_count > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
@@ -239,6 +263,9 @@ def make_lm_iterator(
       num_epoch=num_epoch, process_index=process_index,
       process_count=process_count, add_bos=add_bos, add_eos=add_eos, worker_count=worker_count,
   )
+  if formatter is not None:
+    fingerprint["sft"] = dict(columns=list(formatter.columns), template=formatter.template_source,
+                              completion_only=formatter.completion_only)
   return checkpointable.GrainBatchIterator(iter(batches), fingerprint,
                                            pad_batch_shape=(local_batch, seq_len) if pad_when_exhausted else None)
 

@@ -51,9 +51,43 @@ def setting(cfg: Config, key: str):
   return cfg.get(key)
 
 
+# Fine-tuning on the embedded data (the shipped chat and preference sets, maxtext_like/assets/chat) reads their
+# columns unless train_data_columns / eval_data_columns are set explicitly.
+EMBEDDED_FINETUNE_COLUMNS = {"sft": ["messages"], "dpo": ["prompt", "chosen", "rejected"]}
+
+
+def finetune_kind(cfg: Config) -> str | None:
+  """'sft', 'dpo' or None (pretraining)."""
+  return "dpo" if cfg.finetune.use_dpo else "sft" if cfg.finetune.use_sft else None
+
+
+def finetune_columns(cfg: Config, split: str) -> list[str]:
+  """The record columns an SFT/DPO run reads (train_data_columns or eval_data_columns)."""
+  key = "train_data_columns" if split == "train" else "eval_data_columns"
+  if cfg.dataset.dataset_type == "embedded" and os.path.basename(cfg.source(key).split(":")[0]) == "base.yml":
+    return EMBEDDED_FINETUNE_COLUMNS[finetune_kind(cfg)]
+  return list(cfg.get(key))
+
+
+def finetune_iterator(cfg: Config, src, global_batch: int, split: str, process_index: int, process_count: int,
+                      *, shuffle_window: int = 0):
+  """SFT (the shared pipeline, rendering and masking each record) or DPO (pairs, unpacked) over one row source."""
+  from maxtext_like.data.conversations import formatter_for
+  fmt = formatter_for(cfg, finetune_columns(cfg, split))
+  if finetune_kind(cfg) == "sft":
+    return lm_iterator(cfg, [src], None, global_batch, split, process_index, process_count, loader_keys=False,
+                       shuffle_window=shuffle_window, formatter=fmt)
+  from maxtext_like.data.pair_pipeline import make_pair_iterator
+  train = split == "train"
+  return make_pair_iterator(source=src, formatter=fmt, seq_len=cfg.inference.max_target_length, global_batch_size=global_batch,
+                            shuffle=cfg.training.enable_data_shuffling and train, seed=cfg.training.data_shuffle_seed,
+                            num_epoch=setting(cfg, "num_epoch") if train else 1, process_index=process_index,
+                            process_count=process_count, vocab_size=cfg.tokenizer.vocab_size, shuffle_window=shuffle_window)
+
+
 def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: str, process_index: int, process_count: int,
-                *, loader_keys: bool = True, shuffle_window: int = 0, in_process: bool = False):
-  """The shared pipeline over `sources` with every data key of the config applied."""
+                *, loader_keys: bool = True, shuffle_window: int = 0, in_process: bool = False, formatter=None):
+  """The shared pipeline over `sources` with every data key of the config applied (`formatter`: SFT records)."""
   d, train = cfg.dataset, split == "train"
   loader = {}
   if loader_keys:  # the grain_* loader keys (MaxText applies them to its grain and hf pipelines)
@@ -73,7 +107,8 @@ def lm_iterator(cfg: Config, sources: list, weights, global_batch: int, split: s
       add_bos=cfg.tokenizer.add_bos, add_eos=cfg.tokenizer.add_eos, vocab_size=cfg.tokenizer.vocab_size,
       tokenize=cfg.tokenizer.tokenize_train_data if train else cfg.tokenizer.tokenize_eval_data,
       shuffle_window=shuffle_window,
-      pad_when_exhausted=d.generate_padding_batch_train if train else d.generate_padding_batch_eval, **loader)
+      pad_when_exhausted=d.generate_padding_batch_train if train else d.generate_padding_batch_eval, formatter=formatter,
+      **loader)
   return ReuseFirstBatch(it) if train and d.reuse_example_batch > 0 else it
 
 
@@ -110,6 +145,10 @@ class ProcessRows:
 @source("embedded")
 def _embedded(cfg: Config, global_batch: int, split: str, process_index: int, process_count: int):
   from maxtext_like import assets
+  if finetune_kind(cfg):  # the shipped chat (SFT) or preference (DPO) set
+    from maxtext_like.data.conversations import JsonRows
+    src = JsonRows([assets.chat_path(f"{finetune_kind(cfg)}_{split}.jsonl")], finetune_columns(cfg, split))
+    return finetune_iterator(cfg, src, global_batch, split, process_index, process_count)
   src = records.TextFileSource([assets.corpus_path(split)], "text")
   return lm_iterator(cfg, [src], None, global_batch, split, process_index, process_count, loader_keys=False)
 
@@ -155,6 +194,10 @@ def _hf(cfg: Config, global_batch: int, split: str, process_index: int, process_
     return lm_iterator(cfg, [HFStreamSource(ds, data_column(cfg, split), name)], None, global_batch, split,
                        process_index, process_count, shuffle_window=cfg.dataset.grain_shuffle_buffer_size, in_process=True)
   ds, name = hf_dataset(cfg, split)
+  if finetune_kind(cfg):
+    from maxtext_like.data.conversations import HFRows
+    return finetune_iterator(cfg, HFRows(ds, finetune_columns(cfg, split), name), global_batch, split, process_index,
+                             process_count)
   return lm_iterator(cfg, [records.HFSource(ds, data_column(cfg, split), name)], None, global_batch, split,
                      process_index, process_count)
 

@@ -47,7 +47,8 @@ class MetricsWriter:
       line += f" | moe_lb_loss {record['moe_lb_loss']:.4f}"
     if "moe_max_expert_load" in record:  # busiest expert's token share x num_experts (1 = balanced)
       line += f" | max expert load {record['moe_max_expert_load']:.2f}x"
-    for k, fmt in (("learning_rate", ".2e"), ("grad_norm", ".3f"), ("step_time_s", ".3f"), ("tokens_per_s", ",.0f"),
+    for k, fmt in (("rewards/margin", ".3f"), ("rewards/accuracy", ".2f"),  # DPO; all its metrics go to JSONL/TensorBoard
+                   ("learning_rate", ".2e"), ("grad_norm", ".3f"), ("step_time_s", ".3f"), ("tokens_per_s", ",.0f"),
                    ("tflops_per_device", ".3f"), ("mfu", ".1%")):
       if k in record:
         line += f" | {k} {record[k]:{fmt}}"

@@ -18,6 +18,7 @@ from maxtext_like.models.quantization import QuantSpec, quantize_for_training
 from maxtext_like.models.sharding import logical_to_mesh_sharding
 
 SKIP_WINDOW = "loss_window"
+REFERENCE = "reference_params"  # DPO's frozen reference (training/dpo.py)
 
 
 def make_mesh(plan: Plan, devices: list | None = None) -> Mesh:
@@ -54,11 +55,12 @@ def _split(model):
 
 def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation, mesh: Mesh, rules, *,
                        loss_window: int, offload_params: bool = False, offload_opt_state: bool = False,
-                       quant: QuantSpec | None = None) -> StateLayout:
+                       quant: QuantSpec | None = None, reference: bool = False) -> StateLayout:
   """Abstract init (no memory), shardings from logical axis names, and a jitted initialiser that writes shards.
 
   With `quant` the graphdef is the qwix-quantized model's (models/quantization.py): the step and eval then run
-  quantized matmuls over the same state, which QAT leaves unchanged.
+  quantized matmuls over the same state, which QAT leaves unchanged. With `reference` (DPO) the state also holds
+  "reference_params", a frozen copy of the parameters with their shardings, outside the optimizer.
   """
   abs_model = quantize_for_training(nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0))), quant or QuantSpec())
   graphdef, abs_params, abs_rest = _split(abs_model)
@@ -69,8 +71,11 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
     model = build_model(spec, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
     _, params, rest = _split(model)
     params = jax.lax.with_sharding_constraint(params, param_shardings)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params), "rest": rest,
-            SKIP_WINDOW: jnp.zeros((loss_window,), jnp.float32)}
+    state = {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params), "rest": rest,
+             SKIP_WINDOW: jnp.zeros((loss_window,), jnp.float32)}
+    if reference:
+      state[REFERENCE] = jax.tree.map(jnp.copy, params)
+    return state
 
   check_divisible(abs_params, param_shardings)
   key_abs = jax.ShapeDtypeStruct((2,), jnp.uint32)
@@ -78,6 +83,8 @@ def build_state_layout(spec: ModelSpec, optimizer: optax.GradientTransformation,
   shardings = {"step": replicated, "params": param_shardings,
                "opt_state": mirror_param_shardings(abstract_tree["opt_state"], abstract_tree["params"], param_shardings, replicated),
                "rest": jax.tree.map(lambda _: replicated, abstract_tree["rest"]), SKIP_WINDOW: replicated}
+  if reference:
+    shardings[REFERENCE] = param_shardings
   shardings = jax.tree.map(lambda a, s: s, abstract_tree, shardings)
   compute_shardings = None
   if offload_params or offload_opt_state:

@@ -18,6 +18,7 @@ from flax import nnx
 from maxtext_like.models import load_balance
 from maxtext_like.models import moe as moe_lib
 from maxtext_like.models.sharding import ACT_BT, constrain
+from maxtext_like.training import dpo
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,9 @@ class StepOptions:
   skip_step_scaling_factor: float = 6.0
   deterministic: bool = True
   rows_to_train_on: int = 0  # > 0: train on the first rows of the batch only (expansion_factor_real_data)
+  use_dpo: bool = False  # the loss of (chosen, rejected) pairs against state["reference_params"] (training/dpo.py)
+  dpo_beta: float = 0.1
+  dpo_label_smoothing: float = 0.0
 
 
 def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Array, z_loss: float) -> tuple[jax.Array, jax.Array]:
@@ -40,10 +44,8 @@ def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Arr
   return jnp.sum(per_token * mask), jnp.sum(mask)
 
 
-def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, moe_out: dict | None = None):
-  """(mean loss, (token-summed loss, token count, new rest)). MoE models add their load-balance loss per token
-  (models/moe.py); pass a dict as `moe_out` to receive {'lb_loss', 'bias_delta', 'has_lb_loss'}."""
-  model = nnx.merge(graphdef, params, rest)
+def forward(model, batch, deterministic: bool):
+  """(logits, MoE aux, the batch as the model saw it): the model on a batch of the LM keys."""
   # Load-balanced context parallelism: the model expects the sequence reordered (models/load_balance.py); the
   # token-summed loss does not depend on the order.
   batch = load_balance.reorder_batch(batch, model.spec.context_load_balance_shards, model.spec.context_reorder_strategy)
@@ -52,6 +54,15 @@ def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, m
   batch = {k: constrain(v, ACT_BT) for k, v in batch.items()}
   logits, moe_aux = model(batch["inputs"], batch["inputs_position"], batch["inputs_segmentation"],
                           deterministic=deterministic, return_aux=True)
+  return logits, moe_aux, batch
+
+
+def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, moe_out: dict | None = None):
+  """(mean loss, (token-summed loss, token count, new rest)). MoE models add their load-balance loss per token
+  (models/moe.py); pass a dict as `moe_out` to receive {'lb_loss', 'bias_delta', 'has_lb_loss'}. Only targets whose
+  targets_segmentation is not 0 count (padding, and the untrained tokens of SFT records)."""
+  model = nnx.merge(graphdef, params, rest)
+  logits, moe_aux, batch = forward(model, batch, deterministic)
   total, count = cross_entropy(logits, batch["targets"], batch["targets_segmentation"] != 0, z_loss)
   if moe_aux["has_lb_loss"]:
     total = total + moe_aux["lb_loss"] * count
@@ -69,33 +80,38 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
   loaded into for the step; the jit's out_shardings put them back in host memory.
   """
 
-  def grads_of(params, rest, batch):
+  def grads_of(params, rest, batch, ref):
     """(summed loss, count, summed grads, rest, moe) with moe = {'lb_loss' (summed over micro-batches),
-    'bias_delta' (averaged), 'has_lb_loss'}."""
+    'bias_delta' (averaged), 'has_lb_loss'} (and 'dpo', pair-summed statistics). `ref`: DPO's reference params."""
     if opts.grad_accum == 1:
       (_, (total, count, rest, moe)), grads = jax.value_and_grad(
-          lambda p: _sum_loss(p, rest, batch), has_aux=True)(params)
+          lambda p: _sum_loss(p, rest, batch, ref), has_aux=True)(params)
       return total, count, grads, rest, moe
     micro = jax.tree.map(lambda x: x.reshape(opts.grad_accum, x.shape[0] // opts.grad_accum, *x.shape[1:]), batch)
     static = {}
 
     def body(carry, mb):
       total, count, grads, rest, moe = carry
-      (_, (t, c, rest, m)), g = jax.value_and_grad(lambda p: _sum_loss(p, rest, mb), has_aux=True)(params)
+      (_, (t, c, rest, m)), g = jax.value_and_grad(lambda p: _sum_loss(p, rest, mb, ref), has_aux=True)(params)
       static["has_lb_loss"] = m.pop("has_lb_loss")
       return (total + t, count + c, jax.tree.map(jnp.add, grads, g), rest, jax.tree.map(jnp.add, moe, m)), None
 
     zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
-    moe0 = jax.eval_shape(lambda: _sum_loss(params, rest, jax.tree.map(lambda x: x[0], micro))[1][3])
+    moe0 = jax.eval_shape(lambda: _sum_loss(params, rest, jax.tree.map(lambda x: x[0], micro), ref)[1][3])
     moe0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), {k: v for k, v in moe0.items() if k != "has_lb_loss"})
     (total, count, grads, rest, moe), _ = jax.lax.scan(body, (jnp.float32(0), jnp.float32(0), zeros, rest, moe0), micro)
     moe["bias_delta"] = jax.tree.map(lambda d: d / opts.grad_accum, moe["bias_delta"])
     moe["router_load"] = jax.tree.map(lambda d: d / opts.grad_accum, moe["router_load"])
     return total, count, grads, rest, {**moe, **static}
 
-  def _sum_loss(params, rest, batch):
-    # Gradients of the token-summed loss; normalised by the token count after accumulation.
+  def _sum_loss(params, rest, batch, ref):
+    # Gradients of the token-summed (DPO: pair-summed) loss; normalised by the count after accumulation.
     moe = {}
+    if opts.use_dpo:
+      mean, (total, count, new_rest) = dpo.dpo_loss_fn(
+          params, ref, rest, graphdef, batch, forward, beta=opts.dpo_beta, label_smoothing=opts.dpo_label_smoothing,
+          deterministic=opts.deterministic, moe_out=moe)
+      return total, (total, count, new_rest, moe)
     mean, (total, count, new_rest) = loss_fn(params, rest, graphdef, batch, opts.z_loss_multiplier, opts.deterministic,
                                              moe_out=moe)
     return total, (total, count, new_rest, moe)
@@ -107,7 +123,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     params = state["params"]
     if opts.rows_to_train_on:  # the loaded batch has placeholder rows after these (expansion_factor_real_data)
       batch = jax.tree.map(lambda x: x[:opts.rows_to_train_on], batch)
-    total, count, grads, rest, moe = grads_of(params, state["rest"], batch)
+    total, count, grads, rest, moe = grads_of(params, state["rest"], batch, state.get(dpo.REFERENCE))
     denom = jnp.maximum(count, 1.0)
     loss = total / denom
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
@@ -129,8 +145,12 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
         "rest": rest,
         "loss_window": jnp.where(skip, window, jnp.roll(window, 1).at[0].set(loss)),
     }
+    if dpo.REFERENCE in state:
+      new_state[dpo.REFERENCE] = state[dpo.REFERENCE]
     metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state["step"]), "tokens": count,
                "skipped": skip.astype(jnp.int32), "param_norm": optax.tree.norm(params)}
+    if "dpo" in moe:  # rewards/chosen, rewards/rejected, rewards/margin, rewards/accuracy, log_probs/*: means over pairs
+      metrics.update(dpo.dpo_metrics(moe["dpo"], count))
     if moe["has_lb_loss"]:  # MoE: load-balance loss (included in "loss"), mean over micro-batches
       metrics["moe_lb_loss"] = moe["lb_loss"] / opts.grad_accum
     if moe["router_load"]:  # router statistics: the busiest expert's share of its layer's tokens, x E (1 = uniform)
@@ -140,10 +160,15 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
   return train_step
 
 
-def make_eval_step(graphdef, z_loss: float):
+def make_eval_step(graphdef, z_loss: float, opts: StepOptions = StepOptions()):
   def eval_step(state, batch):
     moe = {}
-    _, (total, count, _) = loss_fn(state["params"], state["rest"], graphdef, batch, z_loss, True, moe_out=moe)
+    if opts.use_dpo:  # the DPO loss of the eval pairs
+      _, (total, count, _) = dpo.dpo_loss_fn(state["params"], state[dpo.REFERENCE], state["rest"], graphdef, batch, forward,
+                                             beta=opts.dpo_beta, label_smoothing=opts.dpo_label_smoothing,
+                                             deterministic=True, moe_out=moe)
+    else:
+      _, (total, count, _) = loss_fn(state["params"], state["rest"], graphdef, batch, z_loss, True, moe_out=moe)
     if moe["has_lb_loss"]:  # eval loss is cross entropy only (as MaxText's); the MoE load-balance term is training's
       total = total - moe["lb_loss"] * count
     return {"total": total, "count": count}
