@@ -28,7 +28,7 @@ from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_s
 from maxtext_like.training.metrics_log import MetricsWriter
 from maxtext_like.runtime.model_spec import model_spec
 from maxtext_like.training.schedules import make_optimizer
-from maxtext_like.training.state import batch_sharding, build_state_layout, make_mesh, sharding_report
+from maxtext_like.training.state import REFERENCE, batch_sharding, build_state_layout, make_mesh, sharding_report
 from maxtext_like.training.step import StepOptions, make_eval_step, make_train_step
 
 
@@ -95,10 +95,10 @@ class Trainer:
 
   def __init__(self, cfg: Config, devices: list | None = None, *, with_io: bool = True):
     self.cfg = cfg
-    if cfg.tokenizer.use_chat_template:
+    if cfg.tokenizer.use_chat_template and not (cfg.finetune.use_sft or cfg.finetune.use_dpo):
       from maxtext_like.data.errors import DataError
-      raise DataError("use_chat_template=true formats decode and serving prompts; training on chat-formatted "
-                      "conversations (use_sft) is not built yet, so training refuses it rather than ignore it")
+      raise DataError("use_chat_template=true renders conversations: for training, set use_sft=true (or use_dpo=true) "
+                      "with conversation records; pretraining on plain documents would ignore it")
     check_hardware(cfg.mesh.hardware, jax.default_backend())
     self.devices = list(jax.devices() if devices is None else devices)
     self.plan = resolve(cfg, len(self.devices), num_slices=max(cfg.mesh.num_slices, 1))
@@ -111,7 +111,7 @@ class Trainer:
     self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval,
                                      offload_params=cfg.remat.parameter_memory_host_offload,
                                      offload_opt_state=cfg.remat.optimizer_memory_host_offload,
-                                     quant=quant_spec(cfg.quantization))
+                                     quant=quant_spec(cfg.quantization), reference=cfg.finetune.use_dpo)
     self._report_sharding(abs_params)
     self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
@@ -119,7 +119,9 @@ class Trainer:
                        skip_step_scaling_factor=cfg.optimizer.skip_step_scaling_factor,
                        deterministic=not (cfg.training.enable_dropout and cfg.training.dropout_rate > 0),
                        rows_to_train_on=self.plan.global_batch_size_to_train_on
-                       if self.plan.global_batch_size_to_load != self.plan.global_batch_size_to_train_on else 0)
+                       if self.plan.global_batch_size_to_load != self.plan.global_batch_size_to_train_on else 0,
+                       use_dpo=cfg.finetune.use_dpo, dpo_beta=cfg.finetune.dpo_beta,
+                       dpo_label_smoothing=cfg.finetune.dpo_label_smoothing)
     # The steps enter the activation-sharding context themselves (constraints never depend on the caller).
     step_fn = under_activation_sharding(make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts,
                                                         self.layout.compute_shardings), self.mesh, self.rules)
@@ -130,7 +132,7 @@ class Trainer:
       if not os.path.isfile(cfg.aot.compiled_trainstep_file):
         raise FileNotFoundError(f"compiled_trainstep_file {cfg.aot.compiled_trainstep_file} does not exist (write it with train_compile)")
       self.train_step = load_compiled(cfg.aot.compiled_trainstep_file, len(self.devices))
-    self.eval_step = jax.jit(under_activation_sharding(make_eval_step(self.layout.graphdef, cfg.model.z_loss_multiplier),
+    self.eval_step = jax.jit(under_activation_sharding(make_eval_step(self.layout.graphdef, cfg.model.z_loss_multiplier, opts),
                                                        self.mesh, self.rules),
                              in_shardings=(self.layout.shardings, self.batch_sharding))
     self.run_dir = os.path.join(cfg.run.base_output_directory, cfg.derived.run_name)
@@ -160,6 +162,8 @@ class Trainer:
       state = self.layout.init_fn(jax.random.PRNGKey(self.cfg.training.init_weights_seed))
       if c.load_parameters_path:
         state["params"] = reading.restore_from_path(c.load_parameters_path, self.layout.abstract, params_only=True)
+      if REFERENCE in state:  # DPO: the reference is the starting policy
+        state[REFERENCE] = jax.tree.map(jnp.copy, state["params"])
       return state, 0
 
   def save(self, step: int, state, *, force: bool = False) -> None:
@@ -281,6 +285,7 @@ class Trainer:
       record["moe_lb_loss"] = m["moe_lb_loss"]
     if "moe_max_expert_load" in m:  # the busiest expert's token share x num_experts (1 = balanced)
       record["moe_max_expert_load"] = m["moe_max_expert_load"]
+    record.update({k: v for k, v in m.items() if k.startswith(("rewards/", "log_probs/"))})  # DPO (training/dpo.py)
     return record
 
   def _reached_target(self, record: dict) -> bool:
