@@ -2,7 +2,8 @@
 
 Shows the data exactly as the train step receives it, from the same
 `make_iterator` the loop uses: for the first rows of the first batch, each
-segment's text and token ids, and per position the input id, target id,
+segment's text and token ids (for SFT and DPO records, the text with the
+part that counts in the loss inside «»), and per position the input id, target id,
 segment id, position and loss mask (1 where the target counts in the loss);
 then packing efficiency and tokens per example over the first K batches.
 Needs no devices: the batch is `--rows` rows of one process.
@@ -16,6 +17,24 @@ import sys
 import numpy as np
 
 from maxtext_like.cli_common import run_entry_point
+
+
+def loss_text(tok, targets, trained) -> str:
+  """The targets' text with the runs that count in the loss inside «» (eos shown as <eos>)."""
+  out, k = [], 0
+  while k < len(targets):
+    j = k
+    while j < len(targets) and trained[j] == trained[k]:
+      j += 1
+    run = [int(t) for t in targets[k:j]]
+    pieces, start = [], 0
+    for e in [i for i, t in enumerate(run) if t == tok.eos_id] + [len(run)]:  # decode between eos ids
+      pieces.append(tok.decode(run[start:e]) + ("<eos>" if e < len(run) else ""))
+      start = e + 1
+    text = "".join(pieces)
+    out.append(f"«{text}»" if trained[k] else text)
+    k = j
+  return "".join(out)
 
 
 def describe(cfg, *, rows: int = 2, batches: int = 8, split: str = "train", width: int = 24, out=sys.stdout) -> dict:
@@ -47,6 +66,12 @@ def describe(cfg, *, rows: int = 2, batches: int = 8, split: str = "train", widt
       text = tok.decode(ids) if tok else "(synthetic)"
       p(f"  segment {s}: positions {idx[0]}..{idx[-1]}  text: {text[:200]!r}{'...' if len(text) > 200 else ''}")
       p(f"    ids: {ids[:width]}{' ...' if len(ids) > width else ''}")
+      for prefix in ("", "rejected_") if "rejected_inputs" in first else ("",):  # DPO: the chosen row, then the rejected
+        trained = first[prefix + "targets_segmentation"][r][idx] != 0
+        if tok and not trained.all():  # SFT / DPO: which targets count in the loss
+          side = prefix or ("chosen_" if "rejected_inputs" in first else "")
+          p(f"    {side}loss on «...»: "
+            f"{loss_text(tok, first[prefix + 'targets'][r][idx], trained)!r}")
     p("   t | input  target  seg  pos  loss")
     for t in range(min(width, len(seg))):
       p(f"  {t:2d} | {first['inputs'][r][t]:6d} {first['targets'][r][t]:6d} {seg[t]:4d} {first['inputs_position'][r][t]:4d}"
