@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from maxtext_like.cli_common import run_entry_point
+from maxtext_like.cli_common import HELP_FLAGS, print_help, run_entry_point
 
 
 def loss_text(tok, targets, trained) -> str:
@@ -88,12 +88,15 @@ def describe(cfg, *, rows: int = 2, batches: int = 8, split: str = "train", widt
 
 
 def main(argv: list[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m maxtext_like.data_inspect", description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m maxtext_like.data_inspect", add_help=False)
   parser.add_argument("--rows", type=int, default=2, help="rows per batch to read and show")
   parser.add_argument("--batches", type=int, default=8, help="batches for the statistics")
   parser.add_argument("--split", choices=("train", "eval"), default="train")
   parser.add_argument("--width", type=int, default=24, help="positions shown per row")
-  args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+  argv = sys.argv[1:] if argv is None else argv
+  if any(a in HELP_FLAGS for a in argv):
+    return print_help(f"{__doc__}\n{parser.format_help()}", "data_inspect")
+  args, rest = parser.parse_known_args(argv)
   return run_entry_point("data_inspect", rest, lambda cfg: describe(cfg, rows=args.rows, batches=args.batches,
                                                                     split=args.split, width=args.width))
 

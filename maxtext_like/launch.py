@@ -49,7 +49,7 @@ def slurm_script(args, train_argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if any(a in HELP_FLAGS for a in argv[:argv.index("--") if "--" in argv else len(argv)]):
-    return print_help(__doc__ or "")
+    return print_help(__doc__ or "", "launch")
   if "--" not in argv:
     print("launch: put the training config after --, e.g. launch slurm --num_hosts 2 -- base.yml run_name=r1", file=sys.stderr)
     return 2

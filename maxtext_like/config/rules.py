@@ -457,6 +457,18 @@ def lora_keys(v, d):
     yield Problem("lora_module_path", f"is not a regular expression ({e})", v["lora_module_path"])
 
 
+@rule
+def profiler_windows(v, d):
+  """profiler=xplane traces profiler_steps steps, again every profile_periodically_period steps: windows must not overlap."""
+  if v["profiler"] == "xplane" and v["profiler_steps"] < 1:
+    yield Problem("profiler_steps", "must be at least 1 with profiler=xplane", v["profiler_steps"])
+  if v["profiler"] == "xplane" and 0 < v["profile_periodically_period"] < v["profiler_steps"]:
+    yield Problem("profile_periodically_period", f"must be at least profiler_steps ({v['profiler_steps']}): each "
+                  "profile covers profiler_steps steps", v["profile_periodically_period"])
+  if v["enable_jax_profiler"] and not 0 < v["jax_profiler_port"] < 65536:
+    yield Problem("jax_profiler_port", "must be a TCP port (1..65535) with enable_jax_profiler", v["jax_profiler_port"])
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

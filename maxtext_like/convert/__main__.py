@@ -38,10 +38,11 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
   return argv[0], opts, rest
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   if any(a in HELP_FLAGS for a in argv):
-    return print_help(f"{__doc__}\n\n{USAGE}")
+    return print_help(f"{__doc__}\n\n{USAGE}", "convert")
   try:
     command, opts, rest = parse(argv)
   except SystemExit as e:

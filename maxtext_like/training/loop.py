@@ -5,6 +5,7 @@ Hooks (logging, NaN checks, eval, checkpointing, profiling) are small functions 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -26,6 +27,7 @@ from maxtext_like.training import checkpointing as ckpt
 from maxtext_like.training.data_source import make_iterator
 from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_step
 from maxtext_like.training.metrics_log import MetricsWriter
+from maxtext_like.training.observers import Observers
 from maxtext_like.runtime.model_spec import model_spec
 from maxtext_like.training.schedules import make_optimizer
 from maxtext_like.training.state import REFERENCE, batch_sharding, build_state_layout, make_mesh, sharding_report
@@ -72,7 +74,10 @@ def changed_keys_summary(cfg: Config) -> str:
   from maxtext_like.config.loader import shipped_defaults
   defaults = shipped_defaults()
   from maxtext_like.config.schema import MASKED, SECRET_KEYS
-  lines = [f"  {k} = {(MASKED if k in SECRET_KEYS else v)!r}  ({cfg.source(k)})" for k, v in sorted(cfg.flat().items()) if defaults.get(k) != v]
+  import json
+  same = lambda a, b: json.dumps(a, default=str) == json.dumps(b, default=str)  # noqa: E731 - tuples == lists
+  lines = [f"  {k} = {(MASKED if k in SECRET_KEYS else v)!r}  ({cfg.source(k)})" for k, v in sorted(cfg.flat().items())
+           if not same(defaults.get(k), v)]
   return "config (differences from base.yml):\n" + "\n".join(lines)
 
 
@@ -169,7 +174,8 @@ class Trainer:
   def save(self, step: int, state, *, force: bool = False) -> None:
     if self.mngr is None:
       return
-    ckpt.save(self.mngr, step, state, {"train": all_process_states(self.data.get_state())}, config_record(self.cfg), force=force)
+    with self.obs.phase("checkpoint") if self.obs is not None else contextlib.nullcontext():
+      ckpt.save(self.mngr, step, state, {"train": all_process_states(self.data.get_state())}, config_record(self.cfg), force=force)
 
   def _own_data_state(self, data_state: dict, step: int) -> dict:
     """This process's iterator state; a different process count works only when every process saved the same state."""
@@ -218,12 +224,15 @@ class Trainer:
     losses: dict[int, float] = {}
     pending = None  # (step, metrics) of the previous step, checked one step late so dispatch stays asynchronous
     last_log_t, last_log_step = time.perf_counter(), start
+    self.obs = obs = Observers(cfg, self.run_dir, start, self.steps, log=lambda s: print(s, flush=True))
     try:
       with jax.set_mesh(self.mesh):
         for step in range(start, self.steps):
-          self._profile_hook(step, start, state)
-          batch = to_global(next(self.data), self.batch_sharding)
-          state, metrics = self.train_step(state, batch)
+          with obs.data():
+            batch = to_global(next(self.data), self.batch_sharding)
+          obs.before_step(step, state, self.train_step, batch)
+          with obs.dispatch(step):
+            state, metrics = self.train_step(state, batch)
           if pending is not None:
             self._finish_step(*pending, losses)
           pending = (step, metrics)
@@ -235,8 +244,10 @@ class Trainer:
             dt = (time.perf_counter() - last_log_t) / max(done - last_log_step, 1)  # the first interval includes compilation
             record = self._throughput_record(metrics, dt, tokens_per_step, flops, peak)
           if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
-            record["eval_loss"] = self.evaluate(state)
+            with obs.phase("eval"):
+              record["eval_loss"] = self.evaluate(state)
           if record:
+            record.update(obs.metrics())
             writer.write(done, record, eta_s=record["step_time_s"] * (self.steps - done) if "step_time_s" in record else None)
             last_log_t, last_log_step = time.perf_counter(), done
           if self._reached_target(record):
@@ -249,11 +260,10 @@ class Trainer:
         if cfg.checkpointing.save_checkpoint_on_completion and self.mngr is not None and losses and self.mngr.latest_step() != max(losses) + 1:
           self.save(max(losses) + 1, state, force=True)
     finally:
-      if self._profiling:
-        jax.profiler.stop_trace()
-        self._profiling = False
       if self.mngr is not None:
-        self.mngr.wait_until_finished()
+        with obs.phase("checkpoint"):
+          self.mngr.wait_until_finished()
+      self.observed = obs.close(state)
       writer.close(png_path=os.path.join(self.run_dir, "loss_curve.png"))
     if jax.process_index() == 0 and losses:
       print(f"done: {len(losses)} steps, final loss {losses[max(losses)]:.4f}; peak FLOP/s {peak:.3g} ({peak_how})", flush=True)
@@ -295,27 +305,14 @@ class Trainer:
       return True
     return False
 
-  _profiling = False
-
-  def _profile_hook(self, step: int, start: int, state) -> None:
-    """profiler=xplane: trace profiler_steps steps after skipping skip_first_n_steps_for_profiler (run_dir/profile)."""
-    p = self.cfg.debug
-    if p.profiler != "xplane" or jax.process_index() != 0:
-      return
-    first = start + p.skip_first_n_steps_for_profiler
-    if step == first and not self._profiling:
-      jax.block_until_ready(state)
-      jax.profiler.start_trace(os.path.join(self.run_dir, "profile"))
-      self._profiling = True
-    elif step == first + p.profiler_steps and self._profiling:
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      self._profiling = False
-      print(f"profile written to {os.path.join(self.run_dir, 'profile')}", flush=True)
+  obs: Observers | None = None  # profiler, dumps, goodput of the running loop
+  observed: dict | None = None  # what they wrote, after run()
 
   def _finish_step(self, step: int, metrics, losses: dict[int, float]) -> None:
     loss = float(metrics["loss"])
     losses[step] = loss
+    if self.obs is not None:
+      self.obs.finished(step)
     self._check_finite(step, loss)
 
 
