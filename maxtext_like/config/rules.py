@@ -428,36 +428,6 @@ def quantization_calibration_methods(v, d):
 
 
 @rule
-def lora_keys(v, d):
-  """LoRA needs a rank; its other keys mean nothing without enable_lora; QAT and pipelining are not combined with it."""
-  import re
-  if v["enable_lora"] and v["lora_rank"] <= 0:
-    yield Problem("lora_rank", "must be > 0 when enable_lora=true", v["lora_rank"], allowed="an integer > 0 (e.g. 8)")
-  for key in ("lora_weight_qtype", "lora_tile_size", "lora_restore_path", "hf_lora_adapter_path"):
-    if v[key] and not v["enable_lora"]:
-      yield Problem(key, "applies to LoRA training only; set enable_lora=true (or leave it unset)", v[key])
-  if v["lora_weight_qtype"] and v["lora_weight_qtype"] not in choices.LORA_WEIGHT_QTYPES:
-    yield Problem("lora_weight_qtype", "is not a QLoRA base type", v["lora_weight_qtype"],
-                  allowed="null, " + ", ".join(choices.LORA_WEIGHT_QTYPES))
-  if v["lora_restore_path"] and v["hf_lora_adapter_path"]:
-    yield Problem("hf_lora_adapter_path", "and lora_restore_path both name a starting adapter; set one",
-                  v["hf_lora_adapter_path"])
-  if v["enable_lora"] and v["quantization"]:
-    yield Problem("quantization", "quantized training (QAT) and LoRA are not combined; for a quantized frozen base "
-                  "use lora_weight_qtype (QLoRA)", v["quantization"], allowed="''")
-  if v["enable_lora"] and (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1):
-    yield Problem("ici_pipeline_parallelism", "LoRA with pipeline parallelism is not supported yet",
-                  v["ici_pipeline_parallelism"], allowed="1")
-  if v["enable_lora"] and v["lora_input_adapters_path"]:
-    yield Problem("lora_input_adapters_path", "serves an adapter (decode, api); to train from one use "
-                  "lora_restore_path or hf_lora_adapter_path", v["lora_input_adapters_path"])
-  try:
-    re.compile(v["lora_module_path"] or "")
-  except re.error as e:
-    yield Problem("lora_module_path", f"is not a regular expression ({e})", v["lora_module_path"])
-
-
-@rule
 def profiler_windows(v, d):
   """profiler=xplane traces profiler_steps steps, again every profile_periodically_period steps: windows must not overlap."""
   if v["profiler"] == "xplane" and v["profiler_steps"] < 1:
