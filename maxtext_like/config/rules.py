@@ -439,6 +439,57 @@ def profiler_windows(v, d):
     yield Problem("jax_profiler_port", "must be a TCP port (1..65535) with enable_jax_profiler", v["jax_profiler_port"])
 
 
+@rule
+def lora_keys(v, d):
+  """LoRA needs a rank; its other keys mean nothing without enable_lora; QAT and pipelining are not combined with it."""
+  import re
+  if v["enable_lora"] and v["lora_rank"] <= 0:
+    yield Problem("lora_rank", "must be > 0 when enable_lora=true", v["lora_rank"], allowed="an integer > 0 (e.g. 8)")
+  for key in ("lora_weight_qtype", "lora_tile_size", "lora_restore_path", "hf_lora_adapter_path"):
+    if v[key] and not v["enable_lora"]:
+      yield Problem(key, "applies to LoRA training only; set enable_lora=true (or leave it unset)", v[key])
+  if v["lora_weight_qtype"] and v["lora_weight_qtype"] not in choices.LORA_WEIGHT_QTYPES:
+    yield Problem("lora_weight_qtype", "is not a QLoRA base type", v["lora_weight_qtype"],
+                  allowed="null, " + ", ".join(choices.LORA_WEIGHT_QTYPES))
+  if v["lora_tile_size"] is not None and v["lora_tile_size"] <= 0:
+    yield Problem("lora_tile_size", "must be a positive tile size or null", v["lora_tile_size"], allowed="null, 32, 64, ...")
+  if v["lora_restore_path"] and v["hf_lora_adapter_path"]:
+    yield Problem("hf_lora_adapter_path", "and lora_restore_path both name a starting adapter; set one",
+                  v["hf_lora_adapter_path"])
+  if v["enable_lora"] and v["quantization"]:
+    yield Problem("quantization", "quantized training (QAT) and LoRA are not combined; for a quantized frozen base "
+                  "use lora_weight_qtype (QLoRA)", v["quantization"], allowed="''")
+  if v["enable_lora"] and (v["ici_pipeline_parallelism"] != 1 or v["dcn_pipeline_parallelism"] != 1):
+    yield Problem("ici_pipeline_parallelism", "LoRA with pipeline parallelism is not supported yet",
+                  v["ici_pipeline_parallelism"], allowed="1")
+  if v["enable_lora"] and v["use_dpo"]:
+    yield Problem("use_dpo", "DPO with LoRA adapters is not supported yet (the reference would be the frozen base)",
+                  v["use_dpo"], allowed="false with enable_lora=true")
+  for key in ("parameter_memory_host_offload", "optimizer_memory_host_offload"):
+    if v["enable_lora"] and v[key]:
+      yield Problem(key, "is not supported with LoRA yet (its adapters and their optimizer state are small)", v[key],
+                    allowed="false with enable_lora=true")
+  if v["enable_lora"] and v["lora_input_adapters_path"]:
+    yield Problem("lora_input_adapters_path", "serves an adapter (decode, api); to train from one use "
+                  "lora_restore_path or hf_lora_adapter_path", v["lora_input_adapters_path"])
+  try:
+    re.compile(v["lora_module_path"] or "")
+  except re.error as e:
+    yield Problem("lora_module_path", f"is not a regular expression ({e})", v["lora_module_path"])
+
+
+@rule
+def profiler_windows(v, d):
+  """profiler=xplane traces profiler_steps steps, again every profile_periodically_period steps: windows must not overlap."""
+  if v["profiler"] == "xplane" and v["profiler_steps"] < 1:
+    yield Problem("profiler_steps", "must be at least 1 with profiler=xplane", v["profiler_steps"])
+  if v["profiler"] == "xplane" and 0 < v["profile_periodically_period"] < v["profiler_steps"]:
+    yield Problem("profile_periodically_period", f"must be at least profiler_steps ({v['profiler_steps']}): each "
+                  "profile covers profiler_steps steps", v["profile_periodically_period"])
+  if v["enable_jax_profiler"] and not 0 < v["jax_profiler_port"] < 65536:
+    yield Problem("jax_profiler_port", "must be a TCP port (1..65535) with enable_jax_profiler", v["jax_profiler_port"])
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

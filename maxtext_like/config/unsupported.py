@@ -25,7 +25,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # run
     "sharding_strategy",
     # checkpointing
-    "lora_input_adapters_path", "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
+    "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
     "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "checkpoint_is_quantized",
     "save_quantized_params_path", "enable_orbax_v1", "checkpoint_conversion_fn", "source_checkpoint_layout",
     "enable_continuous_checkpointing", "colocated_python_checkpointing", "enable_autocheckpoint",

@@ -21,6 +21,20 @@ def _display(path: Path) -> str:
     return str(path)
 
 
+# MaxText groups these keys in a nested block (`lora:` with enable_lora, lora_rank, ...); here they are flat keys, and
+# a block in a file (or `lora.lora_rank=8` on the command line, config/loader.py) sets the same flat keys.
+NESTED_BLOCKS = ("lora",)
+
+
+def _flatten_blocks(pairs):
+  """(key node, value node) pairs with each NESTED_BLOCKS mapping replaced by its own pairs."""
+  for key_node, value_node in pairs:
+    if isinstance(key_node, yaml.ScalarNode) and key_node.value in NESTED_BLOCKS and isinstance(value_node, yaml.MappingNode):
+      yield from value_node.value
+    else:
+      yield key_node, value_node
+
+
 def read_flat_yaml(path: Path, text: str | None = None) -> tuple[dict[str, tuple[object, str]], list[Problem]]:
   """{key: (value, "file:line")} of a flat YAML mapping, and the problems found reading it."""
   where = _display(path)
@@ -38,7 +52,7 @@ def read_flat_yaml(path: Path, text: str | None = None) -> tuple[dict[str, tuple
       return {}, []
     if not isinstance(node, yaml.MappingNode):
       return {}, [Problem("config file", "must be a mapping of key: value lines", source=where)]
-    for key_node, value_node in node.value:
+    for key_node, value_node in _flatten_blocks(node.value):
       src = f"{where}:{key_node.start_mark.line + 1}"
       if not isinstance(key_node, yaml.ScalarNode):
         problems.append(Problem("config file", "keys must be plain names", source=src))

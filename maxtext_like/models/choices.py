@@ -54,3 +54,6 @@ QUANTIZATION_REFUSED = {
     "te_nvfp4_no_rht": _TE,
     "intmp": "mixed precision from quant_cfg_path is not built yet; use int8, int4, fp8 or fp8_full",
 }
+
+# lora_weight_qtype values: the frozen base's storage type for QLoRA (models/lora.py maps them to qwix qtypes).
+LORA_WEIGHT_QTYPES = ("nf4", "int4", "int8", "fp8")

@@ -24,6 +24,8 @@ from maxtext_like.models.quantization import quant_spec
 from maxtext_like.models.sharding import under_activation_sharding
 from maxtext_like.runtime import checkpoints as reading
 from maxtext_like.training import checkpointing as ckpt
+from maxtext_like.training import lora_train
+from maxtext_like.models.lora import lora_spec
 from maxtext_like.training.data_source import make_iterator
 from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_step
 from maxtext_like.training.metrics_log import MetricsWriter
@@ -110,13 +112,21 @@ class Trainer:
     self.mesh = make_mesh(self.plan, self.devices)
     self.rules = [tuple(r) for r in cfg.mesh.logical_axis_rules]
     self.spec = model_spec(cfg, self.plan)  # pipelined over 'stage' when the plan has stages
-    abs_params = nnx.state(nnx.eval_shape(lambda: build_model(self.spec, nnx.Rngs(0))), nnx.Param)
+    self.lora = lora_spec(cfg.finetune)  # LoRA / QLoRA: only the adapters are trained (training/lora_train.py)
+    if self.lora is None:
+      abs_params = nnx.state(nnx.eval_shape(lambda: build_model(self.spec, nnx.Rngs(0))), nnx.Param)
+    else:
+      abs_params = lora_train.abstract_adapters(self.spec, self.lora)
     self.steps = cfg.derived.steps
     self.optimizer, self.schedule = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, abs_params)
-    self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval,
-                                     offload_params=cfg.remat.parameter_memory_host_offload,
-                                     offload_opt_state=cfg.remat.optimizer_memory_host_offload,
-                                     quant=quant_spec(cfg.quantization), reference=cfg.finetune.use_dpo)
+    if self.lora is not None:
+      self.layout = lora_train.build_lora_layout(self.spec, self.lora, self.optimizer, self.mesh, self.rules,
+                                                 loss_window=cfg.optimizer.skip_step_interval)
+    else:
+      self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval,
+                                       offload_params=cfg.remat.parameter_memory_host_offload,
+                                       offload_opt_state=cfg.remat.optimizer_memory_host_offload,
+                                       quant=quant_spec(cfg.quantization), reference=cfg.finetune.use_dpo)
     self._report_sharding(abs_params)
     self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
@@ -152,6 +162,8 @@ class Trainer:
 
   # ---- state ----
   def initial_state(self) -> tuple[Any, int]:
+    if self.lora is not None:  # adapter-only checkpoints; the base from load_parameters_path
+      return lora_train.initial_state(self)
     c = self.cfg.checkpointing
     with jax.set_mesh(self.mesh):
       if self.mngr is not None:
@@ -175,6 +187,7 @@ class Trainer:
     if self.mngr is None:
       return
     with self.obs.phase("checkpoint") if self.obs is not None else contextlib.nullcontext():
+      state = state if self.lora is None else lora_train.saved_part(state)  # LoRA: adapter-only checkpoints
       ckpt.save(self.mngr, step, state, {"train": all_process_states(self.data.get_state())}, config_record(self.cfg), force=force)
 
   def _own_data_state(self, data_state: dict, step: int) -> dict:

@@ -68,8 +68,14 @@ def loss_fn(params, rest, graphdef, batch, z_loss: float, deterministic: bool, m
     total = total + moe_aux["lb_loss"] * count
   if moe_out is not None:
     moe_out.update(moe_aux)
-  new_rest = nnx.state(model, nnx.Not(nnx.Param))
-  return total / jnp.maximum(count, 1.0), (total, count, new_rest)
+  return total / jnp.maximum(count, 1.0), (total, count, untrained_state(model, params))
+
+
+def untrained_state(model, params):
+  """What the step carries in `rest` (not differentiated): the model state that is not parameters, and with LoRA,
+  where `params` holds only the adapters, the frozen base parameters too (training/lora_train.py)."""
+  adapters_only = any(isinstance(v, nnx.LoRAParam) for _, v in nnx.to_flat_state(params))
+  return nnx.state(model, nnx.Not(nnx.LoRAParam if adapters_only else nnx.Param))
 
 
 def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule: Callable, opts: StepOptions,

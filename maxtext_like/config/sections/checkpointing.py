@@ -11,7 +11,8 @@ class CheckpointingSection(Section):
   section_name = "checkpointing"
 
   load_parameters_path: str = F('Loads only model parameters from a specific checkpoint path.')
-  lora_input_adapters_path: str = F('Input GCS path for LoRA adapters.')
+  lora_input_adapters_path: str = F('A LoRA adapter to serve on the base model (decode, api): an adapter checkpoint step dir, or a PEFT adapter dir (adapter_config.json). MaxText: a parent dir of adapters.')
+  hf_lora_adapter_path: str = F('A Hugging Face PEFT adapter dir (adapter_config.json + adapter_model.safetensors) that LoRA training starts from.')
   load_full_state_path: str = F('Loads the complete training state from a checkpoint path.')
   enable_checkpointing: bool = F('If True, enables saving checkpoints during training.')
   load_checkpoint_only_once: bool = F('If True, deep copy the reference model to the actor model.')
