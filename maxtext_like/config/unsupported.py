@@ -24,15 +24,14 @@ PARTIAL: dict[str, frozenset] = {
 UNSUPPORTED: frozenset[str] = frozenset({
     # run
     "sharding_strategy",
-    # checkpointing
-    "load_checkpoint_only_once", "enable_single_replica_ckpt_restoring",
+    # checkpointing (built, training/checkpointing.py: checkpoint_storage_*, enable_single_replica_ckpt_restoring,
+    #  enable_continuous_checkpointing; load_checkpoint_only_once: the checkpoint is always read once)
     "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "checkpoint_is_quantized",
     "save_quantized_params_path", "enable_orbax_v1", "checkpoint_conversion_fn", "source_checkpoint_layout",
-    "enable_continuous_checkpointing", "colocated_python_checkpointing", "enable_autocheckpoint",
-    "checkpoint_storage_target_data_file_size_bytes", "checkpoint_storage_use_ocdbt", "checkpoint_storage_use_zarr3",
-    "checkpoint_storage_concurrent_gb", "enable_multi_tier_checkpointing", "local_checkpoint_directory",
-    "local_checkpoint_period", "multi_tier_checkpointing_backup_interval_minutes", "mtc_data_parallelism",
-    "enable_emergency_checkpoint", "use_replicator_service", "replicator_backup_interval_minutes",
+    "colocated_python_checkpointing", "enable_autocheckpoint", "enable_multi_tier_checkpointing",
+    "local_checkpoint_directory", "local_checkpoint_period", "multi_tier_checkpointing_backup_interval_minutes",
+    "mtc_data_parallelism", "enable_emergency_checkpoint", "use_replicator_service",
+    "replicator_backup_interval_minutes",
     # dtypes
     "grad_dtype", "activations_in_float32", "dtype_mm",
     # quantization

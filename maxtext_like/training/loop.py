@@ -157,7 +157,8 @@ class Trainer:
     if cfg.checkpointing.enable_checkpointing:
       self.mngr = ckpt.manager(cfg.derived.checkpoint_dir, period=cfg.checkpointing.checkpoint_period,
                                max_to_keep=cfg.checkpointing.max_num_checkpoints_to_keep,
-                               async_save=cfg.checkpointing.async_checkpointing)
+                               async_save=cfg.checkpointing.async_checkpointing,
+                               options=ckpt.Options.of(cfg.checkpointing))
     self.data = make_iterator(cfg, self.plan.global_batch_size_to_load, "train", jax.process_index(), jax.process_count())
 
   # ---- state ----
@@ -268,6 +269,8 @@ class Trainer:
             break
           if done % cfg.checkpointing.checkpoint_period == 0:
             self.save(done, state, force=True)
+          elif ckpt.continuous_save_due(self.mngr, done):
+            self.save(done, state)
         if pending is not None:
           self._finish_step(*pending, losses)
         if cfg.checkpointing.save_checkpoint_on_completion and self.mngr is not None and losses and self.mngr.latest_step() != max(losses) + 1:
