@@ -11,7 +11,7 @@ from maxtext_like.models import choices, registry
 
 # key -> the values that are supported (None: only the default). Keys absent from both maps are fully supported.
 PARTIAL: dict[str, frozenset] = {
-    "attention": frozenset(choices.ATTENTION_VALUES) - {"cudnn_flash_jax"},
+    "attention": frozenset(choices.ATTENTION_VALUES) | {"cudnn_flash_te"},  # cuDNN names: runtime/kernel_names.py
     "dataset_type": frozenset({"embedded", "synthetic", "hf", "grain", "tfds"}),
     "grain_file_type": frozenset({"arrayrecord", "parquet"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
@@ -47,8 +47,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "engram_head_dim", "engram_vocab_bases", "engram_max_ngram_size", "engram_kernel_size", "engram_seed",
     # attention
     "share_kv_projections", "global_num_kv_heads",
-    "use_ragged_attention", "use_tokamax_gmm", "ragged_block_size",
-    "enable_padding_causal_mask", "use_tokamax_splash", "use_jax_splash", "force_q_layout", "use_qk_clip",
+    "use_ragged_attention", "ragged_block_size",
+    "enable_padding_causal_mask", "force_q_layout", "use_qk_clip",
     "qk_clip_threshold", "moba", "moba_chunk_size", "moba_topk", "use_indexer", "indexer_head_dim", "indexer_n_heads",
     "indexer_topk", "indexer_sparse_training", "indexer_loss_scaling_factor",
     "sa_block_kv_compute", "sa_block_q_dkv", "sa_block_kv_dkv",
@@ -73,7 +73,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "gdn_key_head_dim", "gdn_value_head_dim", "gdn_num_key_heads", "gdn_num_value_heads", "gdn_chunk_size",
     "use_qk_norm_in_gdn", "partial_rotary_factor",
     # mesh
-    "shard_mode", "inhomogeneous_layer_cycle_interval", "context_parallel_strategy",
+    "inhomogeneous_layer_cycle_interval", "context_parallel_strategy",
     "custom_mesh", "custom_mesh_and_rule", "allow_split_physical_axes",
     "enable_nnx", "optimize_mesh_for_tpu_v6e", "shardy", "pure_nnx_decoder", "pure_nnx",
     "remove_size_one_mesh_axis_from_type", "context_sharding", "input_data_sharding_logical_axes",

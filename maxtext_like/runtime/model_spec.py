@@ -7,12 +7,18 @@ from maxtext_like.models import ModelSpec
 from maxtext_like.models.choices import REMAT_NAMES
 from maxtext_like.models.moe import MoeSpec
 from maxtext_like.models.pipeline import PipelineSpec
+from maxtext_like.runtime.kernel_names import attention_kernel, config_notices, say_once
 
 
 def model_spec(cfg: Config, plan=None) -> ModelSpec:
   """The ModelSpec of `cfg`; with a resolved `plan` (config.resolve.Plan) that has pipeline stages, pipelined."""
+  import jax
   m, a, r, d = cfg.model, cfg.attention, cfg.rope, cfg.derived
   remat = cfg.remat
+  platform = jax.default_backend()
+  # paged: the engine's cache layout; cuDNN names: what runs on this platform
+  kernel, note = attention_kernel("autoselected" if a.attention == "paged" else a.attention, platform)
+  say_once([note, *config_notices(cfg, platform)])
   return ModelSpec(
       decoder_block=m.decoder_block,
       vocab_size=cfg.tokenizer.vocab_size,
@@ -69,7 +75,7 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       param_scan_axis=cfg.mesh.param_scan_axis,
       remat_policy=remat.remat_policy,
       remat_locations={k: getattr(remat, k) for k in REMAT_NAMES},
-      attention="autoselected" if a.attention == "paged" else a.attention,  # paged: the engine's cache layout
+      attention=kernel,
       flash_block_q=a.sa_block_q,
       flash_block_size=a.sa_block_kv,
       max_target_length=cfg.inference.max_target_length,
