@@ -408,6 +408,33 @@ def quantization_runs_here(v, d):
                   allowed="'', " + ", ".join(repr(x) for x in choices.QUANTIZATION_QWIX))
 
 
+@rule
+def quantization_inputs(v, d):
+  """intmp reads its table at config time (a bad file is bad input, not a crash later); quantized checkpoints
+  need a scheme to read or write."""
+  q = v["quantization"] or ""
+  if q == "intmp":
+    if not v["quant_cfg_path"]:
+      yield Problem("quant_cfg_path", "must name a JSON table when quantization=intmp", "",
+                    allowed="a file like {\".*/wi_0\": {\"w_bits\": 4}, \"__default__\": {\"w_bits\": 8}}")
+    else:
+      from maxtext_like.models.quantization import QuantConfigError, intmp_rules
+      try:
+        intmp_rules(v["quant_cfg_path"])
+      except QuantConfigError as e:
+        yield Problem("quant_cfg_path", str(e), v["quant_cfg_path"], allowed="a readable JSON mixed-precision table")
+  if v["checkpoint_is_quantized"]:
+    if not q:
+      yield Problem("checkpoint_is_quantized", "needs the scheme the checkpoint was quantized with", True,
+                    allowed="set quantization= as when it was written (e.g. int8w)")
+    if not v["load_parameters_path"]:
+      yield Problem("checkpoint_is_quantized", "needs load_parameters_path (the quantized checkpoint)", True,
+                    allowed="load_parameters_path=<dir written by `python -m maxtext_like.convert quantize`>")
+  if v["save_quantized_params_path"] and not q:
+    yield Problem("save_quantized_params_path", "needs a quantization scheme to quantize with",
+                  v["save_quantized_params_path"], allowed="quantization=int8, int8w, int4, int4w, fp8 or intmp")
+
+
 _CALIBRATIONS = {"absmax": (0, 1), "minmax": (0, 1), "rms": (1, 1), "fixed": (2, 2)}  # method -> (min, max) arguments
 
 
@@ -425,18 +452,6 @@ def quantization_calibration_methods(v, d):
     if lo_hi is None or not lo_hi[0] <= len(args) <= lo_hi[1] or not numbers_ok:
       yield Problem(key, "is not a qwix calibration method", v[key],
                     allowed="absmax, absmax,<scale>, minmax, minmax,<scale>, rms,<scale>, fixed,<min>,<max>")
-
-
-@rule
-def profiler_windows(v, d):
-  """profiler=xplane traces profiler_steps steps, again every profile_periodically_period steps: windows must not overlap."""
-  if v["profiler"] == "xplane" and v["profiler_steps"] < 1:
-    yield Problem("profiler_steps", "must be at least 1 with profiler=xplane", v["profiler_steps"])
-  if v["profiler"] == "xplane" and 0 < v["profile_periodically_period"] < v["profiler_steps"]:
-    yield Problem("profile_periodically_period", f"must be at least profiler_steps ({v['profiler_steps']}): each "
-                  "profile covers profiler_steps steps", v["profile_periodically_period"])
-  if v["enable_jax_profiler"] and not 0 < v["jax_profiler_port"] < 65536:
-    yield Problem("jax_profiler_port", "must be a TCP port (1..65535) with enable_jax_profiler", v["jax_profiler_port"])
 
 
 @rule

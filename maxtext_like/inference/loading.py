@@ -39,26 +39,40 @@ def _forward(model, tokens_BT):
 
 
 def load_model(cfg: Config) -> LoadedModel:
-  """Parameters from load_parameters_path, else the latest checkpoint of run_name, else the seeded init."""
-  if cfg.quantization.quantization:  # quantized training is built (models/quantization.py); quantizing on load is not
-    from maxtext_like.config import ConfigError, Problem
-    raise ConfigError([Problem("quantization", "post-training quantization on load (decode, serve, the "
-                               "microbenchmark) is not built yet; refused rather than run in float",
-                               cfg.quantization.quantization, allowed="'' (float)")])
-  spec = model_spec(cfg)
-  model = build_model(spec, nnx.Rngs(params=cfg.training.init_weights_seed, dropout=1))
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])), params)}
-  path, source = None, f"seeded init (init_weights_seed={cfg.training.init_weights_seed})"
-  if cfg.checkpointing.load_parameters_path:
-    path = cfg.checkpointing.load_parameters_path
-  elif os.path.isdir(cfg.derived.checkpoint_dir):
+  """Parameters from load_parameters_path, else the latest checkpoint of run_name, else the seeded init.
+
+  With `quantization` set, the model comes back post-training quantized (models/ptq.py) in the unscanned serving
+  layout: read from a quantized checkpoint when `checkpoint_is_quantized`, else quantized here from float weights
+  (and written to `save_quantized_params_path` when that is set)."""
+  from maxtext_like.runtime import quantized
+  path = cfg.checkpointing.load_parameters_path or _latest_checkpoint(cfg)
+  if cfg.checkpointing.checkpoint_is_quantized:
+    return LoadedModel(quantized.load_quantized(cfg, path), f"{path} (quantized: {cfg.quantization.quantization})")
+  model, source = _load_float(cfg, path)
+  if cfg.quantization.quantization:
+    model = quantized.quantize_loaded(cfg, model)
+    source = f"{source}, quantized on load to {cfg.quantization.quantization}"
+    if cfg.checkpointing.save_quantized_params_path:  # as MaxText: keep what was quantized on the fly
+      saved = quantized.save_quantized(model, cfg, cfg.checkpointing.save_quantized_params_path)
+      source = f"{source} (saved to {saved})"
+  return LoadedModel(model, source)
+
+
+def _latest_checkpoint(cfg: Config) -> str | None:
+  if os.path.isdir(cfg.derived.checkpoint_dir):
     steps = sorted(int(d) for d in os.listdir(cfg.derived.checkpoint_dir) if d.isdigit())
     if steps:
-      path = os.path.join(cfg.derived.checkpoint_dir, str(steps[-1]))
-  if path is not None:
-    params = ckpt.restore_from_path(path, abstract, params_only=True)
-    source = path
-  return LoadedModel(nnx.merge(graphdef, params, rest), source)
+      return os.path.join(cfg.derived.checkpoint_dir, str(steps[-1]))
+  return None
 
 
+def _load_float(cfg: Config, path: str | None) -> tuple[nnx.Module, str]:
+  spec = model_spec(cfg)
+  model = build_model(spec, nnx.Rngs(params=cfg.training.init_weights_seed, dropout=1))
+  if path is None:
+    return model, f"seeded init (init_weights_seed={cfg.training.init_weights_seed})"
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params)}
+  params = ckpt.restore_from_path(path, abstract, params_only=True)
+  return nnx.merge(graphdef, params, rest), path

@@ -40,7 +40,7 @@ REMAT_NAMES = (
 REMAT_LOCATIONS = ("remat", "device", "offload")
 
 # `quantization` values that train through qwix rules (models/quantization.py), and the rest with why they are refused.
-QUANTIZATION_QWIX = ("int8", "int4", "fp8", "fp8_full")
+QUANTIZATION_QWIX = ("int8", "int8w", "int4", "int4w", "fp8", "fp8_full", "intmp")
 _TE = "a TransformerEngine recipe: needs an NVIDIA GPU and the transformer_engine package (neither is here)"
 QUANTIZATION_REFUSED = {
     "fp8_gpu": "NVIDIA fp8 with delayed scaling (flax Fp8DirectDotGeneralOp): needs an NVIDIA GPU with fp8 matmuls; "
@@ -52,7 +52,6 @@ QUANTIZATION_REFUSED = {
     "te_mxfp8": _TE,
     "te_nvfp4": _TE,
     "te_nvfp4_no_rht": _TE,
-    "intmp": "mixed precision from quant_cfg_path is not built yet; use int8, int4, fp8 or fp8_full",
 }
 
 # lora_weight_qtype values: the frozen base's storage type for QLoRA (models/lora.py maps them to qwix qtypes).

@@ -64,11 +64,19 @@ class DenseGeneral(nnx.Module):
     if use_bias:
       self.bias = param(rngs, nnx.initializers.zeros, self.out_features, weight_dtype, tuple(logical_axes)[n_in:])
 
+  @property
+  def dimension_numbers(self) -> jax.lax.DotDimensionNumbers:
+    """x [N, *in_features] . kernel [*in_features, *out_features]: contract the in_features axes."""
+    n_in = len(self.in_features)
+    return (tuple(range(1, n_in + 1)), tuple(range(n_in))), ((), ())
+
   def __call__(self, x: jax.Array) -> jax.Array:
     n_in = len(self.in_features)
     if x.shape[x.ndim - n_in:] != self.in_features:
       raise ValueError(f"input trailing shape {x.shape[x.ndim - n_in:]} != {self.in_features}")
-    kernel = self.kernel[...].astype(self.dtype)
+    kernel = self.kernel.get_value()
+    if isinstance(kernel, jax.Array):  # a post-training-quantized kernel (models/ptq.py) goes to qwix as stored
+      kernel = kernel.astype(self.dtype)
     # One 2-D matmul: XLA:CPU runs the backward pass of a dot_general with several contracting batch dims
     # (e.g. 'btd,dv->btv') about 3x slower than the same work as [B*T, D] x [D, V] (benchmarks/train_throughput.py).
     # [B, T] with T split over devices does not flatten to one evenly split dimension (the reshape would cost an
@@ -80,8 +88,7 @@ class DenseGeneral(nnx.Module):
     # jax.lax.dot_general by name, not jnp.dot: qwix intercepts this function to quantize the matmul
     # (models/quantization.py), and jnp.dot's own jit would hide the call from it. The kernel keeps its stored
     # shape (qwix's PTQ and LoRA work on the parameter as stored); only x's batch axes are merged into one.
-    contract = tuple(range(1, n_in + 1)), tuple(range(n_in))
-    y = jax.lax.dot_general(xn, kernel, (contract, ((), ())), precision=matmul_precision(self.precision))
+    y = jax.lax.dot_general(xn, kernel, self.dimension_numbers, precision=matmul_precision(self.precision))
     y = y.reshape(*batch_shape, *self.out_features)
     if hasattr(self, "bias"):
       y = y + self.bias[...].astype(self.dtype)

@@ -73,6 +73,9 @@ def logical_to_mesh_sharding(abstract_state: Any, mesh: Mesh, rules: LogicalRule
       spec = logical_to_pspec(names, mesh, rules) if names else PartitionSpec()
       if len(spec) > ndim:
         raise ValueError(f"logical axes {names} longer than shape {x.get_value().shape}")
+      if not isinstance(x.get_value(), jax.Array | jax.ShapeDtypeStruct):  # a quantized kernel: values and scales
+        from maxtext_like.models.ptq import quantized_shardings
+        return x.replace(quantized_shardings(x.get_value(), spec, mesh, x.get_metadata().get("scale_sharding")))
       return x.replace(NamedSharding(mesh, spec))
     if hasattr(x, "shape"):
       return NamedSharding(mesh, PartitionSpec())

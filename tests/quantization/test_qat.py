@@ -127,7 +127,7 @@ def test_int8_sharded_matches_one_device(runs):
 
 
 @pytest.mark.parametrize("value,reason", [("fp8_gpu", "NVIDIA GPU"), ("te_mxfp8", "TransformerEngine"),
-                                          ("nanoo_fp8", "AMD"), ("intmp", "not built yet")])
+                                          ("nanoo_fp8", "AMD")])
 def test_hardware_values_are_refused_with_reason(tmp_path, capsys, value, reason):
   with pytest.raises(ConfigError) as e:
     cfg_of(tmp_path, f"quantization={value}")
@@ -143,7 +143,41 @@ def test_bad_calibration_method_is_refused(tmp_path):
          "bwd_quantization_calibration_method=fixed,-4,4")
 
 
-def test_quantizing_on_load_is_refused_not_run_in_float(tmp_path):
-  from maxtext_like.inference.loading import load_model
-  with pytest.raises(ConfigError, match="post-training quantization"):
-    load_model(cfg_of(tmp_path, "quantization=int8"))
+@pytest.mark.parametrize("value", ["int8w", "int4w"])
+def test_weight_only_training_quantizes_weights_not_activations(tmp_path, value):
+  """int8w / int4w: the weights' fake-quantization is in the step, activations and gradients stay in float (no
+  integer dot_general in the jaxpr), and the loss stays close to float."""
+  cfg = cfg_of(tmp_path, f"quantization={value}")
+  model = quantize_for_training(build_model(model_spec(cfg), nnx.Rngs(0)), QuantSpec(value))
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  assert quantized_dots(lambda t: model(t), tokens) == 0
+  float_model = build_model(model_spec(cfg), nnx.Rngs(0))
+  q, f = model(tokens), float_model(tokens)
+  rel = float(jnp.linalg.norm(q - f) / jnp.linalg.norm(f))
+  assert 0 < rel < (0.05 if value == "int8w" else 0.5), rel
+
+
+def test_intmp_table_drives_training_rules(tmp_path):
+  """quantization=intmp: a module matched by the table's key gets that entry's bits; others the __default__."""
+  table = tmp_path / "mp.json"
+  table.write_text('{".*/wi_0": {"w_bits": 4, "a_bits": 8}, "__default__": {"w_bits": 8, "a_bits": 8}}')
+  cfg = cfg_of(tmp_path, "quantization=intmp", f"quant_cfg_path={table}", "scan_layers=false")
+  model = quantize_for_training(build_model(model_spec(cfg), nnx.Rngs(0)), QuantSpec("intmp", quant_cfg_path=str(table)))
+  jaxpr = jax.make_jaxpr(lambda t: model(t))(jnp.zeros((1, 8), jnp.int32))
+  assert "int4" in str(jaxpr) and quantized_dots(lambda t: model(t), jnp.zeros((1, 8), jnp.int32)) > 0
+  _, _, losses, _ = run_steps(cfg, 2)
+  assert np.isfinite(losses).all()
+
+
+@pytest.mark.parametrize("content,needle", [("", "quant_cfg_path"), ("not json", "cannot be read as JSON"),
+                                            ('{".*/wi_0": {"w_bits": 3}}', "w_bits=3"),
+                                            ('{"(": {"w_bits": 8}}', "not a regular expression")])
+def test_bad_intmp_table_is_refused_at_config_time(tmp_path, capsys, content, needle):
+  argv = ["quantization=intmp"]
+  if content:
+    (tmp_path / "mp.json").write_text(content)
+    argv.append(f"quant_cfg_path={tmp_path / 'mp.json'}")
+  with pytest.raises(ConfigError, match="quant_cfg_path"):
+    cfg_of(tmp_path, *argv)
+  assert train.main(["base.yml", *TINY, f"base_output_directory={tmp_path}", "run_name=q", *argv]) == 2
+  assert needle in capsys.readouterr().err
