@@ -26,8 +26,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "sharding_strategy",
     # checkpointing (built, training/checkpointing.py: checkpoint_storage_*, enable_single_replica_ckpt_restoring,
     #  enable_continuous_checkpointing; load_checkpoint_only_once: the checkpoint is always read once)
-    "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "checkpoint_is_quantized",
-    "save_quantized_params_path", "enable_orbax_v1", "checkpoint_conversion_fn", "source_checkpoint_layout",
+    "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "enable_orbax_v1",
+    "checkpoint_conversion_fn", "source_checkpoint_layout",
     "colocated_python_checkpointing", "enable_autocheckpoint", "enable_multi_tier_checkpointing",
     "local_checkpoint_directory", "local_checkpoint_period", "multi_tier_checkpointing_backup_interval_minutes",
     "mtc_data_parallelism", "enable_emergency_checkpoint", "use_replicator_service",
@@ -37,7 +37,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     # quantization
     # (built, models/quantization.py: quantization (values refused with their reason in config/rules.py),
     #  use_qwix_quantization, quantization_local_shard_count, *_quantization_calibration_method)
-    "replicate_quant_scale", "quant_cfg_path", "quantize_kvcache", "kv_quant_axis", "kv_quant_dtype",
+    "quantize_kvcache", "kv_quant_axis", "kv_quant_dtype",
     "use_manual_quantization", "weight_sparsity_n", "weight_sparsity_m", "weight_sparsity_update_step",
     "weight_sparsity_start_step",
     # model
