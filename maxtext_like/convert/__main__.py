@@ -1,4 +1,4 @@
-"""`python -m maxtext_like.convert {to_maxtext,to_hf,merge_lora,lora_to_hf} ...`; bad input -> one paragraph on stderr, exit 2."""
+"""`python -m maxtext_like.convert {to_maxtext,to_hf,merge_lora,lora_to_hf,quantize} ...`; bad input -> one paragraph on stderr, exit 2."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ USAGE = """usage:
   python -m maxtext_like.convert to_maxtext --hf_path DIR --output DIR [base.yml] [model_name=NAME] [k=v ...]
   python -m maxtext_like.convert to_hf --output DIR [--max_shard_mb N] [base.yml] model_name=NAME load_parameters_path=DIR [k=v ...]
   python -m maxtext_like.convert merge_lora --output DIR [base.yml] load_parameters_path=BASE (lora_restore_path=DIR | hf_lora_adapter_path=DIR) enable_lora=true lora_rank=R lora_alpha=A [k=v ...]
-  python -m maxtext_like.convert lora_to_hf --output DIR [base.yml] lora_restore_path=DIR enable_lora=true lora_rank=R lora_alpha=A [k=v ...]"""
+  python -m maxtext_like.convert lora_to_hf --output DIR [base.yml] lora_restore_path=DIR enable_lora=true lora_rank=R lora_alpha=A [k=v ...]
+  python -m maxtext_like.convert quantize [base.yml] quantization=SCHEME load_parameters_path=DIR save_quantized_params_path=DIR [k=v ...]"""
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
   """(command, --options, remaining config argv)."""
-  if not argv or argv[0] not in ("to_maxtext", "to_hf", "merge_lora", "lora_to_hf"):
+  if not argv or argv[0] not in ("to_maxtext", "to_hf", "merge_lora", "lora_to_hf", "quantize"):
     raise SystemExit(USAGE)
   opts, rest, i = {}, [], 1
   while i < len(argv):
@@ -32,7 +33,7 @@ def parse(argv: list[str]) -> tuple[str, dict[str, str], list[str]]:
       rest.append(a)
     i += 1
   allowed = {"to_maxtext": {"hf_path", "output"}, "to_hf": {"output", "max_shard_mb"}, "merge_lora": {"output"},
-             "lora_to_hf": {"output"}}[argv[0]]
+             "lora_to_hf": {"output"}, "quantize": set()}[argv[0]]
   unknown = set(opts) - allowed
   missing = {"hf_path", "output"} & allowed - set(opts)
   if unknown or missing:
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
   try:
     if command == "to_maxtext":
       out = to_maxtext(opts["hf_path"], opts["output"], rest)
+    elif command == "quantize":
+      from maxtext_like.convert.quantize import quantize
+      out = quantize(rest)
     elif command in ("merge_lora", "lora_to_hf"):
       from maxtext_like.convert import lora
       out = getattr(lora, command)(opts["output"], rest)

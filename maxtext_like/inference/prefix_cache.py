@@ -19,9 +19,7 @@ import dataclasses
 import jax
 import numpy as np
 
-
-def tree_bytes(tree) -> int:
-  return sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(tree))
+from maxtext_like.models.ptq import tree_bytes  # packed bytes (int4: half a byte), quantized trees included
 
 
 @dataclasses.dataclass

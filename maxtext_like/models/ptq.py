@@ -134,7 +134,7 @@ def is_quantized(value) -> bool:
 def array_bytes(a) -> int:
   """Bytes an array occupies packed (int4 counts half a byte), as on disk and in accelerator memory."""
   bits = 4 if jnp.dtype(a.dtype) in (jnp.dtype(jnp.int4), jnp.dtype(jnp.uint4)) else jnp.dtype(a.dtype).itemsize * 8
-  return (int(a.size) * bits + 7) // 8
+  return (math.prod(a.shape) * bits + 7) // 8
 
 
 def tree_bytes(tree) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ENTRY_POINTS = {"train": "maxtext_like.train", "decode": "maxtext_like.decode", "convert": "maxtext_like.convert.__main__",
+ENTRY_POINTS = {"train": "maxtext_like.train", "decode": "maxtext_like.decode", "eval": "maxtext_like.eval", "convert": "maxtext_like.convert.__main__",
                 "train_compile": "maxtext_like.train_compile", "launch": "maxtext_like.launch", "serve": "maxtext_like.serve",
                 "inference_microbenchmark": "maxtext_like.inference_microbenchmark",
                 "data_inspect": "maxtext_like.data_inspect"}

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["train", "decode", "train_compile", "convert", "launch", "data_inspect", "serve",
+@pytest.mark.parametrize("module", ["train", "decode", "eval", "train_compile", "convert", "launch", "data_inspect", "serve",
                                     "inference_microbenchmark"])
 def test_help_exits_0_with_usage(module):
   out = subprocess.run([sys.executable, "-m", f"maxtext_like.{module}", "--help"], capture_output=True, text=True,
