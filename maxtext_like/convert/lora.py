@@ -230,3 +230,31 @@ def merge_lora(output: str, argv: Sequence[str]) -> str:
   _save_streaming(tmp, {"params": jax.tree.map(np.asarray, merged)})
   os.replace(tmp, output)
   return output
+
+
+def serving_adapter(cfg, spec, path: str) -> tuple[nnx.State, lora_lib.LoraSpec]:
+  """(adapters, their LoraSpec) for lora_input_adapters_path: a PEFT directory (r and lora_alpha from its
+  adapter_config.json) or a LoRA run's checkpoint step (its saved config's lora_rank / lora_alpha /
+  lora_module_path)."""
+  if os.path.isfile(os.path.join(path, "adapter_config.json")):
+    with open(os.path.join(path, "adapter_config.json")) as f:
+      pc = json.load(f)
+    lspec = lora_lib.LoraSpec(rank=int(pc.get("r", 0)), alpha=float(pc.get("lora_alpha", 0)),
+                              module_path=cfg.finetune.lora_module_path)
+    return adapters_from_peft(path, spec, lspec, abstract_adapters(spec, lspec)), lspec
+  saved = (ckpt.read_saved_config(path) or {}).get("flat", {})
+  if not saved.get("enable_lora"):
+    raise lora_lib.LoraError(f"lora_input_adapters_path={path!r} is neither a PEFT adapter directory "
+                             "(adapter_config.json) nor a checkpoint step of a run with enable_lora=true")
+  lspec = lora_lib.LoraSpec(rank=saved["lora_rank"], alpha=saved["lora_alpha"], module_path=saved.get("lora_module_path", ""))
+  from maxtext_like.training.lora_train import restore_adapters
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev), abstract_adapters(spec, lspec))
+  return restore_adapters(path, abstract), lspec
+
+
+def with_adapter(cfg, model: nnx.Module, path: str) -> nnx.Module:
+  """`model` with the adapter at `path` folded into its weights (serving a LoRA adapter on its base)."""
+  adapters, lspec = serving_adapter(cfg, model.spec, path)
+  nnx.update(model, lora_lib.merge_into(nnx.state(model, nnx.Param), adapters, lspec, model.spec.param_scan_axis))
+  return model

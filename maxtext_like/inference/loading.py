@@ -49,6 +49,10 @@ def load_model(cfg: Config) -> LoadedModel:
   if cfg.checkpointing.checkpoint_is_quantized:
     return LoadedModel(quantized.load_quantized(cfg, path), f"{path} (quantized: {cfg.quantization.quantization})")
   model, source = _load_float(cfg, path)
+  if cfg.checkpointing.lora_input_adapters_path:  # a LoRA adapter served on its base: folded into the weights
+    from maxtext_like.convert.lora import with_adapter
+    model = with_adapter(cfg, model, cfg.checkpointing.lora_input_adapters_path)
+    source = f"{source} + LoRA adapter {cfg.checkpointing.lora_input_adapters_path}"
   if cfg.quantization.quantization:
     model = quantized.quantize_loaded(cfg, model)
     source = f"{source}, quantized on load to {cfg.quantization.quantization}"

@@ -133,6 +133,12 @@ def test_merge_lora_and_lora_to_hf_commands(make, tmp_path):
   adapted = nnx.merge(trainer.layout.graphdef, state["params"], state["rest"])
   np.testing.assert_allclose(np.asarray(plain.model(toks)),
                              np.asarray(adapted(toks)), atol=1e-5, rtol=0)
+  served = load_model(load_config(["base.yml", *TINY, f"load_parameters_path={base_dir}",
+                                    f"lora_input_adapters_path={step_dir}"], env={}))
+  np.testing.assert_allclose(np.asarray(served.model(toks)), np.asarray(adapted(toks)), atol=1e-5, rtol=0)
+  peft_served = load_model(load_config(["base.yml", *TINY, f"load_parameters_path={base_dir}",
+                                         f"lora_input_adapters_path={tmp_path / 'peft'}"], env={}))
+  np.testing.assert_allclose(np.asarray(peft_served.model(toks)), np.asarray(adapted(toks)), atol=1e-5, rtol=0)
 
 
 def test_qlora_nf4_base_trains(make):
