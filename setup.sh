@@ -36,6 +36,12 @@ echo "setup.sh: using $PY ($("$PY" --version 2>&1))"
 # torch first, pinned, so nothing later can pull a CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# libtpu (TPU's compiler, matching jax) beside the environment, not in it: train_compile compile_topology=v5e-256
+# points JAX at it; installed in the environment, every JAX process would try to start a TPU backend.
+if [ ! -f .venv/libtpu/libtpu/libtpu.so ]; then
+  .venv/bin/python -m pip install -q --no-deps --target .venv/libtpu \
+    "$(.venv/bin/python -c 'from maxtext_like.training.topologies import libtpu_requirement as r; print(r())')"
+fi
 .venv/bin/python -c 'import torch; assert "+cpu" in torch.__version__ or not torch.cuda.is_available(), torch.__version__'
 echo "$want" > "$stamp"
 echo "setup.sh: done ($(.venv/bin/python -c 'import jax, flax, torch; print(f"jax {jax.__version__}, flax {flax.__version__}, torch {torch.__version__}")'))"

@@ -62,8 +62,9 @@ def _bytes_per_device(tree) -> int:
   return total
 
 
-def compile_train_step(cfg: Config, devices: list | None = None):
-  """(compiled step, CompileReport) for the config on `devices` (default: all)."""
+def compile_train_step(cfg: Config, devices: list | None = None, memory_gb: float | None = None):
+  """(compiled step, CompileReport) for the config on `devices` (default: all); the fits check is against
+  `memory_gb` per device (default compile_device_memory_gb; 0: no check)."""
   import time
   from maxtext_like.training.loop import Trainer
   trainer = Trainer(cfg, devices=devices, with_io=False)
@@ -88,7 +89,7 @@ def compile_train_step(cfg: Config, devices: list | None = None):
       output_bytes_per_device=int(getattr(mem, "output_size_in_bytes", 0)),
       flops_per_step_formula=train_flops_per_step(trainer.spec, trainer.plan.global_batch_size_to_train_on, seq),
       flops_per_step_xla=xla_flops, compile_seconds=seconds, fits=None, suggestions=[])
-  limit = cfg.aot.compile_device_memory_gb * GB
+  limit = (cfg.aot.compile_device_memory_gb if memory_gb is None else memory_gb) * GB
   if limit > 0:
     need = report.argument_bytes_per_device + report.temp_bytes_per_device
     report.fits = need <= limit
@@ -111,11 +112,13 @@ def suggestions(cfg: Config, r: CompileReport, limit: float) -> list[str]:
   return out or ["use more devices or a smaller model"]
 
 
-def save_compiled(compiled, path: str) -> None:
+def save_compiled(compiled, path: str, devices: list | None = None) -> None:
+  """The compiled step with the device count and platform it was compiled for (default: this process's devices)."""
   from jax.experimental import serialize_executable
+  devices = list(jax.devices()) if devices is None else devices
   payload = serialize_executable.serialize(compiled)
   with open(path, "wb") as f:
-    pickle.dump({"payload": payload, "devices": len(jax.devices()), "platform": jax.default_backend()}, f)
+    pickle.dump({"payload": payload, "devices": len(devices), "platform": devices[0].platform}, f)
 
 
 def load_compiled(path: str, num_devices: int):
