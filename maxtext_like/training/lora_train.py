@@ -123,6 +123,10 @@ def initial_state(trainer) -> tuple[Any, int]:
   cfg, layout = trainer.cfg, trainer.layout
   c = cfg.checkpointing
   key = jax.random.PRNGKey(cfg.training.init_weights_seed)
+  peft = None
+  if c.hf_lora_adapter_path:  # read outside the mesh: the PEFT layout comes from an abstract unsharded model
+    from maxtext_like.convert.lora import adapters_from_peft
+    peft = adapters_from_peft(c.hf_lora_adapter_path, trainer.spec, layout.lspec, abstract_adapters(trainer.spec, layout.lspec))
   with jax.set_mesh(trainer.mesh):
     if c.load_parameters_path:
       base = reading.restore_from_path(c.load_parameters_path, {"params": layout.base_abstract}, params_only=True)
@@ -137,10 +141,8 @@ def initial_state(trainer) -> tuple[Any, int]:
       return {**saved, "rest": nnx.merge_state(state["rest"], saved["rest"])}, step
     if cfg.finetune.lora_restore_path:
       state["params"] = restore_adapters(cfg.finetune.lora_restore_path, layout.abstract["params"])
-    elif c.hf_lora_adapter_path:
-      from maxtext_like.convert.lora import adapters_from_peft
-      state["params"] = jax.device_put(adapters_from_peft(c.hf_lora_adapter_path, trainer.spec, layout.lspec,
-                                                          layout.abstract["params"]), layout.shardings["params"])
+    elif peft is not None:
+      state["params"] = jax.tree.map(jax.device_put, peft, layout.shardings["params"])
     if cfg.finetune.lora_restore_path or c.hf_lora_adapter_path:
       state["opt_state"] = jax.jit(trainer.optimizer.init, out_shardings=layout.shardings["opt_state"])(state["params"])
   return state, 0
