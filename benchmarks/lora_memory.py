@@ -23,7 +23,6 @@ from maxtext_like.config import load_config  # noqa: E402
 from maxtext_like.models import build_model, lora  # noqa: E402
 from maxtext_like.models.ptq import tree_bytes  # noqa: E402
 from maxtext_like.runtime.model_spec import model_spec  # noqa: E402
-from maxtext_like.training import lora_train  # noqa: E402
 from maxtext_like.training.schedules import make_optimizer  # noqa: E402
 
 MiB = 1024**2
@@ -41,7 +40,7 @@ def measure(cfg) -> dict:
     params = nnx.state(nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0))), nnx.Param)
     frozen = {}
   else:
-    model = nnx.eval_shape(lambda: lora_train.lora_model(spec, lspec, jax.random.PRNGKey(0)))
+    model = nnx.eval_shape(lambda: lora.lora_model(spec, lspec, jax.random.PRNGKey(0)))
     params = nnx.state(model, nnx.LoRAParam)
     frozen = nnx.filter_state(nnx.state(model, nnx.Not(nnx.LoRAParam)), nnx.Param)
   opt, _ = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, params)

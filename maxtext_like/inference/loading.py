@@ -50,7 +50,7 @@ def load_model(cfg: Config) -> LoadedModel:
     return LoadedModel(quantized.load_quantized(cfg, path), f"{path} (quantized: {cfg.quantization.quantization})")
   model, source = _load_float(cfg, path)
   if cfg.checkpointing.lora_input_adapters_path:  # a LoRA adapter served on its base: folded into the weights
-    from maxtext_like.convert.lora import with_adapter
+    from maxtext_like.runtime.lora_adapters import with_adapter
     model = with_adapter(cfg, model, cfg.checkpointing.lora_input_adapters_path)
     source = f"{source} + LoRA adapter {cfg.checkpointing.lora_input_adapters_path}"
   if cfg.quantization.quantization:

@@ -172,6 +172,21 @@ def apply_lora(model: nnx.Module, lspec: LoraSpec, decoder_block: str, key: jax.
   return qwix.quantize_model(model, qwix.LoraProvider(lora_rules(lspec, paths)), skip_nnx_init=True)
 
 
+def lora_model(spec, lspec: LoraSpec, key: jax.Array, base: nnx.State | None = None) -> nnx.Module:
+  """The model of `spec` from `key` (its parameters replaced by `base` when given) with adapters applied; the
+  adapters' key is fold_in(key, 2) (0/1: parameters/dropout)."""
+  from maxtext_like.models.transformer import build_model
+  model = build_model(spec, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
+  if base is not None:
+    nnx.update(model, base)
+  return apply_lora(model, lspec, spec.decoder_block, jax.random.fold_in(key, 2))
+
+
+def abstract_adapters(spec, lspec: LoraSpec) -> nnx.State:
+  """The adapters' shapes and logical axes (nnx.eval_shape, no memory)."""
+  return nnx.state(nnx.eval_shape(lambda: lora_model(spec, lspec, jax.random.PRNGKey(0))), nnx.LoRAParam)
+
+
 def adapter_pairs(adapters: nnx.State) -> dict[tuple, tuple[jax.Array, jax.Array]]:
   """Module path (state keys) -> (A, B) of an adapter state (nnx.state(model, nnx.LoRAParam))."""
   out: dict[tuple, dict] = {}

@@ -25,7 +25,7 @@ from maxtext_like.models.sharding import under_activation_sharding
 from maxtext_like.runtime import checkpoints as reading
 from maxtext_like.training import checkpointing as ckpt
 from maxtext_like.training import lora_train
-from maxtext_like.models.lora import lora_spec
+from maxtext_like.models.lora import abstract_adapters, lora_spec
 from maxtext_like.training.data_source import make_iterator
 from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_step
 from maxtext_like.training.metrics_log import MetricsWriter
@@ -116,7 +116,7 @@ class Trainer:
     if self.lora is None:
       abs_params = nnx.state(nnx.eval_shape(lambda: build_model(self.spec, nnx.Rngs(0))), nnx.Param)
     else:
-      abs_params = lora_train.abstract_adapters(self.spec, self.lora)
+      abs_params = abstract_adapters(self.spec, self.lora)
     self.steps = cfg.derived.steps
     self.optimizer, self.schedule = make_optimizer(cfg.optimizer, cfg.derived.learning_rate_schedule_steps, abs_params)
     if self.lora is not None:
@@ -154,7 +154,10 @@ class Trainer:
     self.mngr = None
     if not with_io:  # ahead-of-time compile: no checkpoint directory, no data
       return
-    if cfg.checkpointing.enable_checkpointing:
+    if cfg.checkpointing.enable_checkpointing and cfg.checkpointing.enable_emergency_checkpoint:
+      from maxtext_like.training.emergency import EmergencyManager
+      self.mngr = EmergencyManager(cfg.checkpointing, cfg.derived.checkpoint_dir, self.mesh, self.layout.abstract)
+    elif cfg.checkpointing.enable_checkpointing:
       self.mngr = ckpt.manager(cfg.derived.checkpoint_dir, period=cfg.checkpointing.checkpoint_period,
                                max_to_keep=cfg.checkpointing.max_num_checkpoints_to_keep,
                                async_save=cfg.checkpointing.async_checkpointing,
@@ -269,7 +272,7 @@ class Trainer:
             break
           if done % cfg.checkpointing.checkpoint_period == 0:
             self.save(done, state, force=True)
-          elif ckpt.continuous_save_due(self.mngr, done):
+          elif ckpt.policy_save_due(self.mngr, done):
             self.save(done, state)
         if pending is not None:
           self._finish_step(*pending, losses)

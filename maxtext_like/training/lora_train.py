@@ -7,7 +7,7 @@ so the optimizer's moments exist for the adapters alone and the base comes out o
 
 Checkpoints are adapter-only: `rest` is saved without the base, and a resumed run takes its base again from
 `load_parameters_path` (or the init seed). `lora_restore_path` starts from such a checkpoint's adapters,
-`hf_lora_adapter_path` from a Hugging Face PEFT adapter (convert/lora.py).
+`hf_lora_adapter_path` from a Hugging Face PEFT adapter (runtime/lora_adapters.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models import lora as lora_lib
 from maxtext_like.models.sharding import logical_to_mesh_sharding, logical_to_pspec
 from maxtext_like.runtime import checkpoints as reading
+from maxtext_like.runtime import lora_adapters
 from maxtext_like.training.state import SKIP_WINDOW, StateLayout, check_divisible, mirror_param_shardings
 
-ADAPTER_SEED_OFFSET = 2  # the adapters' init key is fold_in(init key, 2) (0/1: parameters/dropout)
 
 
 @dataclasses.dataclass
@@ -39,14 +39,6 @@ class LoraLayout(StateLayout):
   base_abstract: Any = None  # the plain model's float parameters, sharded: what load_parameters_path restores into
   from_base_fn: Any = None  # jitted: (key, base params) -> state
   saved_abstract: Any = None  # the adapter-only checkpoint's tree
-
-
-def lora_model(spec: ModelSpec, lspec: lora_lib.LoraSpec, key: jax.Array, base: nnx.State | None = None) -> nnx.Module:
-  """The model from `key` (its base parameters replaced by `base` when given) with adapters applied."""
-  model = build_model(spec, nnx.Rngs(params=key, dropout=jax.random.fold_in(key, 1)))
-  if base is not None:
-    nnx.update(model, base)
-  return lora_lib.apply_lora(model, lspec, spec.decoder_block, jax.random.fold_in(key, ADAPTER_SEED_OFFSET))
 
 
 def frozen_shardings(abs_rest: nnx.State, mesh: Mesh, rules) -> nnx.State:
@@ -80,7 +72,7 @@ def build_lora_layout(spec: ModelSpec, lspec: lora_lib.LoraSpec, optimizer: opta
   """Abstract init, shardings (adapters by the logical names qwix gives them, the base like the plain model's
   parameters), and jitted initialisers from a key or from loaded base parameters."""
   abs_key = jax.ShapeDtypeStruct((2,), jnp.uint32)
-  abs_model = nnx.eval_shape(lambda: lora_model(spec, lspec, jax.random.PRNGKey(0)))
+  abs_model = nnx.eval_shape(lambda: lora_lib.lora_model(spec, lspec, jax.random.PRNGKey(0)))
   graphdef, abs_adapters, abs_rest = nnx.split(abs_model, nnx.LoRAParam, ...)
   adapter_shardings = logical_to_mesh_sharding(abs_adapters, mesh, rules)
   rest_shardings = frozen_shardings(abs_rest, mesh, rules)
@@ -91,7 +83,7 @@ def build_lora_layout(spec: ModelSpec, lspec: lora_lib.LoraSpec, optimizer: opta
   check_divisible(abs_adapters, adapter_shardings)
 
   def from_base(key, base):
-    _, adapters, rest = nnx.split(lora_model(spec, lspec, key, base), nnx.LoRAParam, ...)
+    _, adapters, rest = nnx.split(lora_lib.lora_model(spec, lspec, key, base), nnx.LoRAParam, ...)
     return {"step": jnp.zeros((), jnp.int32), "params": adapters, "opt_state": optimizer.init(adapters),
             "rest": rest, SKIP_WINDOW: jnp.zeros((loss_window,), jnp.float32)}
 
@@ -112,10 +104,6 @@ def build_lora_layout(spec: ModelSpec, lspec: lora_lib.LoraSpec, optimizer: opta
                     saved_abstract=saved_abstract)
 
 
-def abstract_adapters(spec: ModelSpec, lspec: lora_lib.LoraSpec) -> nnx.State:
-  return nnx.state(nnx.eval_shape(lambda: lora_model(spec, lspec, jax.random.PRNGKey(0))), nnx.LoRAParam)
-
-
 def initial_state(trainer) -> tuple[Any, int]:
   """Resume from the run's latest adapter-only checkpoint, else start: base from load_parameters_path (or the init
   seed), adapters from lora_restore_path, hf_lora_adapter_path, or fresh (B = 0)."""
@@ -125,8 +113,8 @@ def initial_state(trainer) -> tuple[Any, int]:
   key = jax.random.PRNGKey(cfg.training.init_weights_seed)
   peft = None
   if c.hf_lora_adapter_path:  # read outside the mesh: the PEFT layout comes from an abstract unsharded model
-    from maxtext_like.convert.lora import adapters_from_peft
-    peft = adapters_from_peft(c.hf_lora_adapter_path, trainer.spec, layout.lspec, abstract_adapters(trainer.spec, layout.lspec))
+    peft = lora_adapters.adapters_from_peft(c.hf_lora_adapter_path, trainer.spec, layout.lspec,
+                                            lora_lib.abstract_adapters(trainer.spec, layout.lspec))
   with jax.set_mesh(trainer.mesh):
     if c.load_parameters_path:
       base = reading.restore_from_path(c.load_parameters_path, {"params": layout.base_abstract}, params_only=True)
@@ -140,22 +128,12 @@ def initial_state(trainer) -> tuple[Any, int]:
       print(f"resumed LoRA adapters from {cfg.derived.checkpoint_dir}/{step}", flush=True)
       return {**saved, "rest": nnx.merge_state(state["rest"], saved["rest"])}, step
     if cfg.finetune.lora_restore_path:
-      state["params"] = restore_adapters(cfg.finetune.lora_restore_path, layout.abstract["params"])
+      state["params"] = lora_adapters.restore_adapters(cfg.finetune.lora_restore_path, layout.abstract["params"])
     elif peft is not None:
       state["params"] = jax.tree.map(jax.device_put, peft, layout.shardings["params"])
     if cfg.finetune.lora_restore_path or c.hf_lora_adapter_path:
       state["opt_state"] = jax.jit(trainer.optimizer.init, out_shardings=layout.shardings["opt_state"])(state["params"])
   return state, 0
-
-
-def restore_adapters(path: str, abstract_adapters) -> nnx.State:
-  """The adapters of an adapter-only checkpoint (a training run's step dir); a clear CheckpointError naming every
-  adapter that does not fit (another base model, rank or target modules)."""
-  try:
-    return reading.restore_from_path(path, {"params": abstract_adapters}, params_only=True)
-  except reading.CheckpointError as e:
-    raise reading.CheckpointError(f"LoRA adapter {path} does not fit this base model and LoRA keys (lora_rank, "
-                                  f"lora_module_path): {e}") from None
 
 
 def saved_part(state: dict) -> dict:

@@ -11,6 +11,7 @@ from flax import nnx
 from hf_parity_lib import hf_config, hf_logits, hf_model_from, our_model, redraw_llama, spec_from_hf
 from maxtext_like.convert import lora as convert_lora
 from maxtext_like.models import lora
+from maxtext_like.runtime import lora_adapters
 
 LLAMA = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=6, num_key_value_heads=2,
              head_dim=16, vocab_size=256, rms_norm_eps=1e-6)
@@ -50,10 +51,10 @@ def test_exported_adapter_loaded_by_peft_matches_our_logits(tmp_path, scan_layer
   assert len(tensors) == 2 * 7 * LLAMA["num_hidden_layers"]  # q, k, v, o, gate, up, down per layer
   np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
 
-  back = convert_lora.adapters_from_peft(str(out), spec, lspec, nnx.state(model, nnx.LoRAParam))
+  back = lora_adapters.adapters_from_peft(str(out), spec, lspec, nnx.state(model, nnx.LoRAParam))
   for (p, x), (_, y) in zip(nnx.to_flat_state(back), nnx.to_flat_state(nnx.state(model, nnx.LoRAParam))):
     np.testing.assert_array_equal(np.asarray(x[...]), np.asarray(y[...]), err_msg=str(p))
 
   wrong = lora.LoraSpec(rank=4, alpha=8.0, module_path=r"decoder/.*layers.*/self_attention/(query|value)")
   with pytest.raises(lora.LoraError, match="not adapted by this model"):
-    convert_lora.adapters_from_peft(str(out), spec, wrong, convert_lora.abstract_adapters(spec, wrong))
+    lora_adapters.adapters_from_peft(str(out), spec, wrong, lora.abstract_adapters(spec, wrong))

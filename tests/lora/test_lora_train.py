@@ -2,7 +2,6 @@
 out of the optimizer state), merge equals the adapted model, adapter-only checkpoints resume, a foreign adapter
 is refused with exit code 2, the nested `lora:` block, and QLoRA (nf4 base) trains."""
 
-import math
 import os
 
 import jax
@@ -18,7 +17,6 @@ from maxtext_like.models import build_model
 from maxtext_like.models import lora
 from maxtext_like.runtime.checkpoints import CheckpointError
 from maxtext_like.runtime.model_spec import model_spec
-from maxtext_like.training import lora_train
 from train_lib import config_maker, run_steps
 
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
