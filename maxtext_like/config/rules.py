@@ -508,6 +508,24 @@ def profiler_windows(v, d):
     yield Problem("jax_profiler_port", "must be a TCP port (1..65535) with enable_jax_profiler", v["jax_profiler_port"])
 
 
+@rule
+def emergency_checkpoint_keys(v, d):
+  """enable_emergency_checkpoint runs orbax's emergency manager here; MaxText's multi-tier checkpointing needs a
+  service this platform does not have."""
+  if v["enable_emergency_checkpoint"]:
+    if not v["local_checkpoint_directory"]:
+      yield Problem("local_checkpoint_directory", "is required with enable_emergency_checkpoint", "")
+    if v["local_checkpoint_period"] < 1:
+      yield Problem("local_checkpoint_period", "must be at least 1 with enable_emergency_checkpoint",
+                    v["local_checkpoint_period"])
+  for key in ("enable_multi_tier_checkpointing", "use_replicator_service"):
+    if v[key]:
+      yield Problem(key, "needs GKE's multi-tier checkpointing replicator service: orbax hands it replicator.yaml in "
+                    "local_checkpoint_directory and waits for the service to take it, and there is none here; "
+                    "enable_emergency_checkpoint=true gives local and persistent tiers through orbax's emergency "
+                    "CheckpointManager instead", True)
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

@@ -28,10 +28,10 @@ UNSUPPORTED: frozenset[str] = frozenset({
     #  enable_continuous_checkpointing; load_checkpoint_only_once: the checkpoint is always read once)
     "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "enable_orbax_v1",
     "checkpoint_conversion_fn", "source_checkpoint_layout",
-    "colocated_python_checkpointing", "enable_autocheckpoint", "enable_multi_tier_checkpointing",
-    "local_checkpoint_directory", "local_checkpoint_period", "multi_tier_checkpointing_backup_interval_minutes",
-    "mtc_data_parallelism", "enable_emergency_checkpoint", "use_replicator_service",
-    "replicator_backup_interval_minutes",
+    "colocated_python_checkpointing", "enable_autocheckpoint",
+    # (training/emergency.py: enable_emergency_checkpoint, local_checkpoint_directory, local_checkpoint_period;
+    #  enable_multi_tier_checkpointing and use_replicator_service are refused with their reason in config/rules.py)
+    "multi_tier_checkpointing_backup_interval_minutes", "mtc_data_parallelism", "replicator_backup_interval_minutes",
     # dtypes
     "grad_dtype", "activations_in_float32", "dtype_mm",
     # quantization

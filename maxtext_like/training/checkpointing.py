@@ -59,12 +59,19 @@ def manager(directory: str, *, period: int, max_to_keep: int | None, async_save:
   return Manager(os.path.abspath(directory), storage=options, options=mngr_options, item_handlers=handlers)
 
 
-def continuous_save_due(mngr: ocp.CheckpointManager | None, step: int) -> bool:
-  """enable_continuous_checkpointing: orbax saves whenever the previous save has finished."""
-  return mngr is not None and getattr(mngr, "storage", Options()).continuous and mngr.should_save(step)
+def policy_save_due(mngr, step: int) -> bool:
+  """A save between the checkpoint_period ones: enable_continuous_checkpointing (whenever the previous save has
+  finished) or an emergency manager's local save (every local_checkpoint_period steps)."""
+  from maxtext_like.training.emergency import EmergencyManager
+  if mngr is None:
+    return False
+  return (isinstance(mngr, EmergencyManager) or getattr(mngr, "storage", Options()).continuous) and mngr.should_save(step)
 
 
-def save(mngr: ocp.CheckpointManager, step: int, state, data_state: dict, config: dict, *, force: bool = False) -> bool:
+def save(mngr, step: int, state, data_state: dict, config: dict, *, force: bool = False) -> bool:
+  from maxtext_like.training.emergency import EmergencyManager
+  if isinstance(mngr, EmergencyManager):  # the train state through orbax's emergency manager; no config item
+    return mngr.save(step, state, data_state, force=force)
   o = getattr(mngr, "storage", Options())
   # chunk_byte_size and the OCDBT target file size bound the size of each data file (checkpoint_storage_target_*).
   save_args = jax.tree.map(lambda _: ocp.SaveArgs(chunk_byte_size=o.target_file_size if o.use_zarr3 else None), state)
@@ -104,8 +111,11 @@ def _array_handler(single_replica: bool):
     ocp.type_handlers.register_type_handler(jax.Array, ocp.type_handlers.ArrayHandler(), override=True)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state) -> tuple[Any, dict, int] | None:
+def restore_latest(mngr, abstract_state) -> tuple[Any, dict, int] | None:
   """(state, data_state, step) of the latest complete checkpoint, or None when there is none."""
+  from maxtext_like.training.emergency import EmergencyManager
+  if isinstance(mngr, EmergencyManager):
+    return mngr.restore_latest(abstract_state)
   step = mngr.latest_step()
   if step is None:
     return None

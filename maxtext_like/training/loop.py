@@ -154,7 +154,10 @@ class Trainer:
     self.mngr = None
     if not with_io:  # ahead-of-time compile: no checkpoint directory, no data
       return
-    if cfg.checkpointing.enable_checkpointing:
+    if cfg.checkpointing.enable_checkpointing and cfg.checkpointing.enable_emergency_checkpoint:
+      from maxtext_like.training.emergency import EmergencyManager
+      self.mngr = EmergencyManager(cfg.checkpointing, cfg.derived.checkpoint_dir, self.mesh, self.layout.abstract)
+    elif cfg.checkpointing.enable_checkpointing:
       self.mngr = ckpt.manager(cfg.derived.checkpoint_dir, period=cfg.checkpointing.checkpoint_period,
                                max_to_keep=cfg.checkpointing.max_num_checkpoints_to_keep,
                                async_save=cfg.checkpointing.async_checkpointing,
@@ -269,7 +272,7 @@ class Trainer:
             break
           if done % cfg.checkpointing.checkpoint_period == 0:
             self.save(done, state, force=True)
-          elif ckpt.continuous_save_due(self.mngr, done):
+          elif ckpt.policy_save_due(self.mngr, done):
             self.save(done, state)
         if pending is not None:
           self._finish_step(*pending, losses)
