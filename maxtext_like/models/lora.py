@@ -135,8 +135,8 @@ def add_adapters(model: nnx.Module, lspec: LoraSpec, decoder_block: str, key: ja
 def _how(m: DenseGeneral, lspec: LoraSpec) -> qarray.HowToQuantize:
   """qwix's recipe for this layer's kernel as its dot_general uses it (x [N, *in] against kernel [*in, *out])."""
   n_in, n_out = len(m.in_features), len(m.out_features)
-  dims = ((tuple(range(1, n_in + 1)), tuple(range(n_in))), ((), ()))
-  return qwix_dot_general.get_how_to_quantize(dimension_numbers=dims, ndims=(1 + n_in, n_in + n_out), for_lhs=False,
+  return qwix_dot_general.get_how_to_quantize(dimension_numbers=m.dimension_numbers, ndims=(1 + n_in, n_in + n_out),
+                                              for_lhs=False,
                                               qtype=_QTYPES[lspec.weight_qtype], calibration_method="absmax",
                                               tile_size=lspec.tile_size)
 

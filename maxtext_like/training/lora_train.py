@@ -20,11 +20,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from qwix._src.providers.ptq import WithAux
 
 from maxtext_like.models import ModelSpec, build_model
 from maxtext_like.models import lora as lora_lib
-from maxtext_like.models.sharding import logical_to_mesh_sharding, logical_to_pspec
+from maxtext_like.models.sharding import logical_to_mesh_sharding
 from maxtext_like.runtime import checkpoints as reading
 from maxtext_like.runtime import lora_adapters
 from maxtext_like.training.state import SKIP_WINDOW, StateLayout, check_divisible, mirror_param_shardings
@@ -41,27 +40,6 @@ class LoraLayout(StateLayout):
   saved_abstract: Any = None  # the adapter-only checkpoint's tree
 
 
-def frozen_shardings(abs_rest: nnx.State, mesh: Mesh, rules) -> nnx.State:
-  """Shardings of `rest`: parameters by their logical names; a QLoRA kernel's quantized values like the kernel and
-  its scales along the axes they keep (a scale's contracted or tiled axes stay whole)."""
-  replicated = NamedSharding(mesh, PartitionSpec())
-
-  def one(x):
-    value = x.get_value() if isinstance(x, nnx.Variable) else None
-    if not isinstance(value, WithAux):
-      return logical_to_mesh_sharding(x, mesh, rules) if isinstance(x, nnx.Variable) else replicated
-    names = x.get_metadata().get("out_sharding")
-    spec = tuple(logical_to_pspec(names, mesh, rules)) if names else ()
-    full = value.array.qvalue.shape
-    spec = spec + (None,) * (len(full) - len(spec))
-
-    def leaf(a):
-      return NamedSharding(mesh, PartitionSpec(*(s if a.shape[i] == full[i] else None for i, s in enumerate(spec))))
-    return x.replace(jax.tree.map(leaf, value))
-
-  return jax.tree.map(one, abs_rest, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
 def without_base(rest: nnx.State) -> nnx.State:
   """`rest` minus the frozen base parameters: what an adapter-only checkpoint keeps."""
   return nnx.filter_state(rest, nnx.Not(nnx.Param))
@@ -75,7 +53,7 @@ def build_lora_layout(spec: ModelSpec, lspec: lora_lib.LoraSpec, optimizer: opta
   abs_model = nnx.eval_shape(lambda: lora_lib.lora_model(spec, lspec, jax.random.PRNGKey(0)))
   graphdef, abs_adapters, abs_rest = nnx.split(abs_model, nnx.LoRAParam, ...)
   adapter_shardings = logical_to_mesh_sharding(abs_adapters, mesh, rules)
-  rest_shardings = frozen_shardings(abs_rest, mesh, rules)
+  rest_shardings = logical_to_mesh_sharding(abs_rest, mesh, rules)  # QLoRA kernels: values and scales (models/ptq.py)
   replicated = NamedSharding(mesh, PartitionSpec())
   abs_base = nnx.state(nnx.eval_shape(lambda: build_model(spec, nnx.Rngs(0))), nnx.Param)
   base_shardings = logical_to_mesh_sharding(abs_base, mesh, rules)
