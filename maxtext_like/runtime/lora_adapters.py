@@ -63,13 +63,14 @@ def _permutations(mapping, spec, kernel_path: str, shape: tuple[int, ...], n_in:
   def mapped(index):
     hit = mapping.to_hf(spec, kernel_path, index.reshape(shape))
     if len(hit) != 1:
-      raise lora_lib.LoraError(f"{kernel_path} maps to {len(hit)} Hugging Face tensors; PEFT adapters need one torch Linear")
+      raise lora_lib.LoraError(f"{kernel_path} maps to {len(hit)} Hugging Face tensors; PEFT adapters need one "
+                               "torch Linear")
     return hit[0]
   name, w_out = mapped(np.broadcast_to(np.arange(n_out, dtype=np.float64), (n_in, n_out)))
   _, w_in = mapped(np.broadcast_to(np.arange(n_in, dtype=np.float64)[:, None], (n_in, n_out)))
   if w_out.shape != (n_out, n_in) or not (w_out == w_out[:, :1]).all() or not (w_in == w_in[:1, :]).all():
-    raise lora_lib.LoraError(f"{kernel_path} -> {name} is not a torch Linear [out, in] of this kernel; LoRA export "
-                       "supports Linear projections only")
+    raise lora_lib.LoraError(f"{kernel_path} -> {name} is not a torch Linear [out, in] of this kernel; PEFT "
+                             "adapters cover Linear projections only")
   return name, w_in[0].astype(np.int64), w_out[:, 0].astype(np.int64)
 
 
