@@ -526,6 +526,13 @@ def emergency_checkpoint_keys(v, d):
                     "CheckpointManager instead", True)
 
 
+@rule
+def internal_nn_metrics_need_lm_batches(v, d):
+  if v["record_internal_nn_metrics"] and v["use_dpo"]:
+    yield Problem("record_internal_nn_metrics", "runs the language-model loss on the logged batch; DPO batches hold "
+                  "preference pairs, so it is not built for use_dpo", v["record_internal_nn_metrics"])
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

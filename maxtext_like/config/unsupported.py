@@ -136,7 +136,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "dump_jaxpr_delete_local_after", "dump_jaxpr_gcs_dir", "collect_stack_trace", "stack_trace_to_cloud",
     "stack_trace_interval_seconds", "rl",
     # metrics
-    "gcs_metrics", "save_config_to_gcs", "record_internal_nn_metrics",  # (built, serving/metrics.py: prometheus_port)
+    # (built, serving/metrics.py: prometheus_port; training/nn_metrics.py: record_internal_nn_metrics)
+    "gcs_metrics", "save_config_to_gcs",
     "enable_checkpoint_cloud_logger", "enable_tunix_perf_metrics", "managed_mldiagnostics",
     "managed_mldiagnostics_run_group",
     # (built, training/goodput.py: enable_goodput_recording, monitor_goodput, goodput_upload_interval_seconds,

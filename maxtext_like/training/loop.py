@@ -28,6 +28,7 @@ from maxtext_like.training import lora_train
 from maxtext_like.models.lora import abstract_adapters, lora_spec
 from maxtext_like.training.data_source import make_iterator
 from maxtext_like.training.flops import peak_flops_per_device, train_flops_per_step
+from maxtext_like.training import nn_metrics
 from maxtext_like.training.metrics_log import MetricsWriter
 from maxtext_like.training.observers import Observers
 from maxtext_like.runtime.model_spec import model_spec
@@ -242,6 +243,9 @@ class Trainer:
     pending = None  # (step, metrics) of the previous step, checked one step late so dispatch stays asynchronous
     last_log_t, last_log_step = time.perf_counter(), start
     self.obs = obs = Observers(cfg, self.run_dir, start, self.steps, log=lambda s: print(s, flush=True))
+    nn_probe = nn_metrics.make_probe(self.layout.graphdef, self.spec, cfg.model.z_loss_multiplier,
+                                     wrap=lambda f: under_activation_sharding(f, self.mesh, self.rules)) \
+        if cfg.metrics.record_internal_nn_metrics else None
     try:
       with jax.set_mesh(self.mesh):
         for step in range(start, self.steps):
@@ -260,6 +264,8 @@ class Trainer:
             pending = None
             dt = (time.perf_counter() - last_log_t) / max(done - last_log_step, 1)  # the first interval includes compilation
             record = self._throughput_record(metrics, dt, tokens_per_step, flops, peak)
+            if nn_probe is not None:  # record_internal_nn_metrics: per-layer activations and norms
+              record.update(nn_metrics.record(nn_probe, state, batch))
           if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
             with obs.phase("eval"):
               record["eval_loss"] = self.evaluate(state)

@@ -18,7 +18,7 @@ OBSERVED = ["steps=6", "learning_rate_schedule_steps=10", "log_period=3", "check
             "save_checkpoint_on_completion=false", "per_device_batch_size=1", "dataset_type=synthetic",
             "profiler=xplane", "skip_first_n_steps_for_profiler=1", "profiler_steps=1", "profile_periodically_period=3",
             "dump_hlo=true", "dump_jaxpr=true", "enable_goodput_recording=true", "monitor_goodput=true",
-            "goodput_upload_interval_seconds=0"]
+            "goodput_upload_interval_seconds=0", "record_internal_nn_metrics=1"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,36 @@ def test_goodput_per_run_across_restart_and_in_metrics(runs, capsys):
   assert [json.load(open(p))["start_step"] for p in records] == [0, 4]
   logged = [json.loads(l) for l in open(cfg2.metrics.metrics_file)]
   assert all(0 < r["goodput"] < 1 and r["badput_compile_s"] > 0 for r in logged)
+
+
+def test_internal_nn_metrics_per_layer_at_log_steps(runs):
+  cfg, _, result = runs[0]
+  logged = [r for r in result.history if "loss" in r]
+  assert [r["step"] for r in logged] == [3, 6]
+  for r in logged:
+    for i in range(2):  # two decoder layers: each one's input activations, gradient and parameter norms
+      assert r[f"nn/layer_{i}/grad_norm"] > 0 and r[f"nn/layer_{i}/param_norm"] > 0
+      assert 0.5 < r[f"nn/layer_{i}/activation_stdev"] < 10 and 0 <= r[f"nn/layer_{i}/activation_fraction_zero"] < 0.5
+    assert "nn/layer_2/grad_norm" not in r
+  assert logged[0]["nn/layer_0/param_norm"] != logged[1]["nn/layer_0/param_norm"]  # measured on the current state
+
+
+def test_internal_nn_metrics_in_the_looped_layout(tiny_cfg):
+  """Unscanned layers (decoder.layers.<i>): the same per-layer figures as the scanned run above."""
+  import jax
+  from maxtext_like.models.sharding import under_activation_sharding
+  from maxtext_like.training import nn_metrics
+  from maxtext_like.training.loop import to_global
+  tr = Trainer(tiny_cfg("per_device_batch_size=1", "dataset_type=synthetic", "enable_checkpointing=false",
+                        "scan_layers=false"))
+  state, _ = tr.initial_state()
+  probe = nn_metrics.make_probe(tr.layout.graphdef, tr.spec, 0.0,
+                                wrap=lambda f: under_activation_sharding(f, tr.mesh, tr.rules))
+  with jax.set_mesh(tr.mesh):
+    m = nn_metrics.record(probe, state, to_global(next(tr.data), tr.batch_sharding))
+  assert sorted(m) == sorted(f"nn/layer_{i}/{k}" for i in range(2) for k in (
+      "activation_mean", "activation_stdev", "activation_fraction_zero", "grad_norm", "param_norm"))
+  assert all(v > 0 for k, v in m.items() if k.endswith("_norm"))
 
 
 def test_eta_line_comes_after_the_first_steps(tiny_cfg, capsys):
