@@ -16,7 +16,7 @@ import os
 import statistics
 import time
 
-BUCKETS = ("compile", "data", "checkpoint", "eval", "profile")
+BUCKETS = ("compile", "data", "checkpoint", "eval", "profile", "nn_metrics")
 ETA_AFTER_STEPS = 3  # steps after the first (compiling) one before the expected duration is printed
 SLOW_FACTOR = 2.0  # a step slower than this multiple of the median step is reported (monitor_step_time_deviation)
 
@@ -65,6 +65,7 @@ def summarize(records: list[RunRecord]) -> dict:
 def format_summary(s: dict, title: str) -> str:
   rows = [("productive steps", s["productive_s"]), ("compilation", s["compile_s"]), ("data loading", s["data_s"]),
           ("checkpointing", s["checkpoint_s"]), ("evaluation", s["eval_s"]), ("starting/stopping profiles", s["profile_s"]),
+          ("record_internal_nn_metrics probes", s["nn_metrics_s"]),
           (f"lost steps (re-done after a restart: {s['lost_steps']})", s["lost_s"]),
           ("startup and other", s["startup_and_other_s"])]
   if s["runs"] > 1:
@@ -101,7 +102,7 @@ class Goodput:
   # ---- timing hooks ----
   @contextlib.contextmanager
   def timed(self, bucket: str, when: bool = True):
-    """Adds the block's wall time to a bucket (compile, data, checkpoint, eval, profile)."""
+    """Adds the block's wall time to a bucket (BUCKETS)."""
     t = time.perf_counter()
     try:
       yield

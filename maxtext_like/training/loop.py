@@ -265,7 +265,8 @@ class Trainer:
             dt = (time.perf_counter() - last_log_t) / max(done - last_log_step, 1)  # the first interval includes compilation
             record = self._throughput_record(metrics, dt, tokens_per_step, flops, peak)
             if nn_probe is not None:  # record_internal_nn_metrics: per-layer activations and norms
-              record.update(nn_metrics.record(nn_probe, state, batch))
+              with obs.phase("nn_metrics"):
+                record.update(nn_metrics.record(nn_probe, state, batch))
           if cfg.training.eval_interval > 0 and done % cfg.training.eval_interval == 0:
             with obs.phase("eval"):
               record["eval_loss"] = self.evaluate(state)

@@ -39,7 +39,7 @@ class Observers:
     return self.goodput.timed("data")
 
   def phase(self, name: str):
-    """'checkpoint' or 'eval' time."""
+    """'checkpoint', 'eval' or 'nn_metrics' time."""
     return self.goodput.timed(name)
 
   @contextlib.contextmanager
