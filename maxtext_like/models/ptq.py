@@ -72,7 +72,7 @@ def quantize_for_serving(model: nnx.Module, q: QuantSpec, *, replicate_scale: bo
     return model
   rules = ptq_rules(q)
   qmodel = qwix.quantize_model(model, qwix.PtqProvider(rules), skip_nnx_init=True)
-  for path, module in qmodel.iter_modules():
+  for path, module in nnx.iter_modules(qmodel):
     if not isinstance(module, DenseGeneral):
       continue
     rule = _rule_for("/".join(map(str, path)), rules)
@@ -98,11 +98,22 @@ def abstract_quantized(build, q: QuantSpec, **kwargs) -> nnx.Module:
 
 def quantized_kernels(model: nnx.Module) -> dict[str, WithAux]:
   """Module path -> quantized kernel, for every DenseGeneral PTQ converted."""
+  return {p: m.kernel.get_value() for p, m in dense_layers(model).items() if is_quantized(m.kernel.get_value())}
+
+
+def dense_layers(model: nnx.Module) -> dict[str, DenseGeneral]:
+  """Module path -> every DenseGeneral of the decoder layers (float or quantized), routers included."""
   out = {}
-  for path, module in model.iter_modules():
-    if isinstance(module, DenseGeneral) and isinstance(module.kernel.get_value(), WithAux):
-      out["/".join(map(str, path))] = module.kernel.get_value()
+  for path, module in nnx.iter_modules(model):
+    name = "/".join(map(str, path))
+    if isinstance(module, DenseGeneral) and re.fullmatch(LAYERS_PATH, name):
+      out[name] = module
   return out
+
+
+def matmul_weight_bytes(model: nnx.Module) -> int:
+  """Bytes of the decoder layers' dense kernels as stored: float arrays, or quantized values plus scales."""
+  return tree_bytes([m.kernel.get_value() for m in dense_layers(model).values()])
 
 
 def quantized_shardings(value: WithAux, spec, mesh, scale_sharding: str | None) -> WithAux:

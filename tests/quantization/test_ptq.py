@@ -20,7 +20,6 @@ from maxtext_like.convert.__main__ import main as convert_main
 from maxtext_like.inference.engine import Engine, unscanned
 from maxtext_like.inference.loading import load_model
 from maxtext_like.models import build_model, ptq
-from maxtext_like.models.linears import DenseGeneral
 from maxtext_like.models.quantization import QuantSpec
 from maxtext_like.runtime.checkpoints import CheckpointError
 
@@ -48,8 +47,7 @@ def int_dots(fn, *args) -> int:
 
 def layer_denses(model) -> list[str]:
   """Module paths of the decoder layers' DenseGenerals other than MoE routers: what PTQ must quantize."""
-  paths = ["/".join(map(str, p)) for p, m in model.iter_modules() if isinstance(m, DenseGeneral)]
-  return [p for p in paths if "layers" in p and not p.endswith("/gate")]
+  return [p for p in ptq.dense_layers(model) if not p.endswith("/gate")]
 
 
 def rel_error(a, b) -> float:
@@ -123,15 +121,13 @@ def test_quantized_checkpoint_is_integer_small_and_reloads_bit_exactly(trained, 
     assert len(qvalues) == 7 * 2  # q, k, v, out, wi_0, wi_1, wo in 2 layers
     assert all(v.dtype == (jnp.int8 if scheme == "int8w" else jnp.int4) for v in qvalues.values())
     q = load_model(cfg_for(trained, f"quantization={scheme}"))
-    sizes[scheme] = sum(ptq.array_bytes(k.array.qvalue) + ptq.array_bytes(k.array.scale)
-                        for k in ptq.quantized_kernels(q.model).values())
+    sizes[scheme] = ptq.matmul_weight_bytes(q.model)
     reloaded = load_model(cfg_for(trained, f"quantization={scheme}", "checkpoint_is_quantized=true",
                                   f"load_parameters_path={qdir}"))
     tokens = jnp.arange(1, 17, dtype=jnp.int32)[None]
     np.testing.assert_array_equal(reloaded.logits(tokens), q.logits(tokens))
   float_model = unscanned(load_model(cfg_for(trained)).model)
-  float_bytes = sum(ptq.array_bytes(m.kernel.get_value()) for p, m in float_model.iter_modules()
-                    if isinstance(m, DenseGeneral) and "layers" in "/".join(map(str, p)))
+  float_bytes = ptq.matmul_weight_bytes(float_model)
   assert sizes["int8w"] <= 0.30 * float_bytes and sizes["int4w"] <= 0.17 * float_bytes, (sizes, float_bytes)
 
 
