@@ -233,3 +233,8 @@ def test_eval_entry_point_reports_float_and_quantized_perplexity(trained, capsys
   assert results["int8w"]["quantization"] == "int8w" and results["float"]["quantization"] == "float"
   assert abs(results["int8w"]["loss"] / results["float"]["loss"] - 1) < 0.01
   assert eval_entry.main([*base, "load_parameters_path=/no/such/checkpoint"]) == 2
+  # through a KV cache (how quantize_kvcache is measured), packed eval batches give the float loss exactly
+  cfg = cfg_for(trained, "eval_steps=2")
+  assert np.isclose(eval_entry.evaluate(cfg, through_cache=True)["loss"], results["float"]["loss"], rtol=1e-5)
+  kv8 = eval_entry.evaluate(cfg_for(trained, "eval_steps=2", "quantize_kvcache=true"))
+  assert kv8["kv_cache"] == "int8 (heads_and_dkv)" and 0 < abs(kv8["loss"] / results["float"]["loss"] - 1) < 0.01
