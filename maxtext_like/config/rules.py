@@ -533,6 +533,19 @@ def internal_nn_metrics_need_lm_batches(v, d):
                   "preference pairs, so it is not built for use_dpo", v["record_internal_nn_metrics"])
 
 
+@rule
+def safetensors_source_is_parameters(v, d):
+  """source_checkpoint_layout=safetensors reads a Hugging Face directory: parameters only, for a full model."""
+  if v["source_checkpoint_layout"] != "safetensors":
+    return
+  if not v["load_parameters_path"] or v["load_full_state_path"]:
+    yield Problem("source_checkpoint_layout", "'safetensors' reads parameters from a Hugging Face directory named by "
+                  "load_parameters_path (it holds no optimizer state, so not load_full_state_path)", "safetensors")
+  if v["enable_lora"]:
+    yield Problem("source_checkpoint_layout", "'safetensors' is not built for LoRA's frozen base yet; convert the "
+                  "base with `python -m maxtext_like.convert to_maxtext` and load that", "safetensors")
+
+
 def check(v: Mapping[str, Any], d: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> list[Problem]:
   """Every rule's problems, in rule order."""
   out = []

@@ -182,7 +182,10 @@ class Trainer:
         state = reading.restore_from_path(c.load_full_state_path, self.layout.abstract, params_only=False)
         return state, int(state["step"])
       state = self.layout.init_fn(jax.random.PRNGKey(self.cfg.training.init_weights_seed))
-      if c.load_parameters_path:
+      if c.load_parameters_path and c.source_checkpoint_layout == "safetensors":  # a Hugging Face directory
+        from maxtext_like.training.hf_source import params_from_safetensors
+        state["params"] = params_from_safetensors(self.cfg, self.spec, self.layout.abstract["params"])
+      elif c.load_parameters_path:
         state["params"] = reading.restore_from_path(c.load_parameters_path, self.layout.abstract, params_only=True)
       if REFERENCE in state:  # DPO: the reference is the starting policy
         state[REFERENCE] = jax.tree.map(jnp.copy, state["params"])

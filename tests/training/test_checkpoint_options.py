@@ -83,3 +83,29 @@ def test_continuous_checkpointing_saves_between_periods(tiny_cfg):
   again = Trainer(cfg)
   _, start = again.initial_state()
   assert start == max(steps)
+
+
+def test_safetensors_source_loads_the_hugging_face_directory(tmp_path):
+  """load_parameters_path=<HF dir> with source_checkpoint_layout=safetensors gives the parameters that
+  `convert to_maxtext` writes; a mismatching model is refused naming the keys."""
+  import parity_cases as pc
+  from maxtext_like.config import ConfigError, load_config
+  from maxtext_like.convert import to_maxtext
+  from maxtext_like.runtime.checkpoints import CheckpointError
+  pc.hf_model("llama2", "llama2_gqa3").save_pretrained(tmp_path / "hf")
+  ours = to_maxtext(str(tmp_path / "hf"), str(tmp_path / "ours"))
+  common = ["base.yml", f"model_name={ours}/model.yml", "dataset_type=synthetic", "per_device_batch_size=1",
+            "max_target_length=32", "max_prefill_predict_length=16", "enable_checkpointing=false",
+            f"base_output_directory={tmp_path / 'runs'}", "run_name=t"]
+  loaded = [Trainer(load_config([*common, f"load_parameters_path={p}", *extra], env={})).initial_state()[0]["params"]
+            for p, extra in ((ours, ()), (tmp_path / "hf", ("source_checkpoint_layout=safetensors",)))]
+  a, b = (jax.tree_util.tree_flatten_with_path(p)[0] for p in loaded)
+  assert [k for k, _ in a] == [k for k, _ in b]
+  for (_, x), (_, y) in zip(a, b):
+    assert x.sharding == y.sharding
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  with pytest.raises(CheckpointError, match="does not match the chosen model.*base_emb_dim"):
+    Trainer(load_config([*common, f"load_parameters_path={tmp_path / 'hf'}", "source_checkpoint_layout=safetensors",
+                         "override_model_config=true", "base_emb_dim=128"], env={})).initial_state()
+  with pytest.raises(ConfigError, match="source_checkpoint_layout.*load_parameters_path"):
+    load_config(["base.yml", "source_checkpoint_layout=safetensors"], env={})
