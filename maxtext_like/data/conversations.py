@@ -283,6 +283,7 @@ class Formatter:
   def dpo(self, record: dict, where: str) -> tuple[Encoded, Encoded]:
     """(chosen, rejected), each masked to its response (the prompt they share is never trained)."""
     prompt, chosen, rejected = dpo_example(record, self.columns, where)
+    scored = self if self.completion_only else dataclasses.replace(self, completion_only=True)
     if isinstance(prompt, list) or self.template is not None:
       to_msgs = lambda v, role: v if isinstance(v, list) else ([{"role": role, "content": v}] if v else [])
       p = to_msgs(prompt, "user")
@@ -294,16 +295,15 @@ class Formatter:
         trained = [k for k in range(len(p), len(msgs)) if msgs[k]["role"] == "assistant"]
         if not trained:
           raise DataError(f"{where}: a chosen/rejected response has no assistant turn to score")
-        out.append(dataclasses.replace(self, completion_only=True).conversation(msgs, where, trained))
+        out.append(scored.conversation(msgs, where, trained))
       return out[0], out[1]
     if not prompt:  # implicit prompt: the longest common start of the two texts, cut back to a word boundary
       n = len(os.path.commonprefix([chosen, rejected]))
       while n and not chosen[n - 1].isspace():
         n -= 1
       prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-    plain = dataclasses.replace(self, completion_only=True)
     try:
-      return plain.text_pair(prompt, chosen), plain.text_pair(prompt, rejected)
+      return scored.text_pair(prompt, chosen), scored.text_pair(prompt, rejected)
     except DataError as e:
       raise DataError(f"{where}: chosen or rejected: {e}") from None
 
