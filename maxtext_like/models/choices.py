@@ -40,7 +40,7 @@ REMAT_NAMES = (
 REMAT_LOCATIONS = ("remat", "device", "offload")
 
 # `quantization` values that train through qwix rules (models/quantization.py), and the rest with why they are refused.
-QUANTIZATION_QWIX = ("int8", "int8w", "int4", "int4w", "fp8", "fp8_full", "intmp")
+QUANTIZATION_QWIX = ("int8", "int8w", "int4", "int4w", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_full", "intmp")
 _TE = "a TransformerEngine recipe: needs an NVIDIA GPU and the transformer_engine package (neither is here)"
 QUANTIZATION_REFUSED = {
     "fp8_gpu": "NVIDIA fp8 with delayed scaling (flax Fp8DirectDotGeneralOp): needs an NVIDIA GPU with fp8 matmuls; "

@@ -39,6 +39,8 @@ SERVING_QTYPES = {
     "int4": (jnp.int4, jnp.int8),  # int4 x int4 matmuls: XLA:CPU/GPU refuse them; int8 activations do not
     "int4w": (jnp.int4, None),
     "fp8": (jnp.float8_e4m3fn, jnp.float8_e4m3fn),
+    "fp8_e4m3": (jnp.float8_e4m3fn, jnp.float8_e4m3fn),
+    "fp8_e5m2": (jnp.float8_e5m2, jnp.float8_e5m2),
     "fp8_full": (jnp.float8_e4m3fn, jnp.float8_e4m3fn),
 }
 WEIGHT_ONLY = frozenset(k for k, (_, a) in SERVING_QTYPES.items() if a is None)

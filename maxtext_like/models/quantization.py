@@ -35,6 +35,8 @@ _QTYPES = {
     "int4": (jnp.int4, jnp.int8, jnp.int8),  # int4 x int4 matmuls: XLA:CPU/GPU refuse them; int8 activations do not
     "fp8": (jnp.float8_e4m3fn, jnp.float8_e4m3fn, jnp.float8_e4m3fn),
     "fp8_full": (jnp.float8_e4m3fn, jnp.float8_e4m3fn, jnp.float8_e5m2),  # e5m2 gradients: more range, less precision
+    "fp8_e4m3": (jnp.float8_e4m3fn, jnp.float8_e4m3fn, jnp.float8_e4m3fn),  # = fp8
+    "fp8_e5m2": (jnp.float8_e5m2, jnp.float8_e5m2, jnp.float8_e5m2),  # more range, less precision
     "int8w": (jnp.int8, None, None),  # weights only: activations and gradients stay in float
     "int4w": (jnp.int4, None, None),
 }

@@ -238,3 +238,17 @@ def test_eval_entry_point_reports_float_and_quantized_perplexity(trained, capsys
   assert np.isclose(eval_entry.evaluate(cfg, through_cache=True)["loss"], results["float"]["loss"], rtol=1e-5)
   kv8 = eval_entry.evaluate(cfg_for(trained, "eval_steps=2", "quantize_kvcache=true"))
   assert kv8["kv_cache"] == "int8 (heads_and_dkv)" and 0 < abs(kv8["loss"] / results["float"]["loss"] - 1) < 0.01
+
+
+def test_microbenchmark_model_size_counts_quantized_bytes(trained):
+  """The microbenchmark's model size is the bytes as stored: int8 values + scales, int4 at half a byte."""
+  from maxtext_like.inference.microbenchmark import _pytree_summary
+  sizes = {}
+  for scheme in ("", "int8w", "int4w"):
+    model = load_model(cfg_for(trained, *([f"quantization={scheme}"] if scheme else []))).model
+    params = Engine(cfg_for(trained), model, num_slots=1).load_params()
+    sizes[scheme] = _pytree_summary(params)[1]
+    assert sizes[scheme] == ptq.tree_bytes(params)
+  float_layers = ptq.matmul_weight_bytes(unscanned(load_model(cfg_for(trained)).model))
+  # the embedding, unembedding and norms stay float: the difference is the layers' kernels
+  assert sizes[""] - sizes["int8w"] > 0.7 * float_layers and sizes[""] - sizes["int4w"] > 0.83 * float_layers

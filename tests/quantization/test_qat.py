@@ -92,7 +92,8 @@ def test_moe_router_stays_float(tmp_path):
                              model.decoder.layers[0].mlp.gate(jnp.ones((3, spec.emb_dim))), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("quantization,low,high", [("int4", 0.03, 0.4), ("fp8", 0.01, 0.15), ("fp8_full", 0.01, 0.15)])
+@pytest.mark.parametrize("quantization,low,high", [("int4", 0.03, 0.4), ("fp8", 0.01, 0.15), ("fp8_full", 0.01, 0.15),
+                                                  ("fp8_e5m2", 0.01, 0.3)])
 def test_other_qtypes_run_forward_and_backward(tmp_path, quantization, low, high):
   spec = model_spec(cfg_of(tmp_path))
   model = build_model(spec, nnx.Rngs(0))
