@@ -1,5 +1,5 @@
 """DPO on the shipped preference set: ln 2 at the start for any beta and label smoothing, margin and accuracy rise,
-the reference never moves and gets no gradient, and the metrics reach every sink."""
+the reference never moves, gets no gradient and is restored on resume, and the metrics reach every sink."""
 
 import json
 import math
@@ -55,8 +55,10 @@ def test_reference_gets_no_gradient(trainer):
 
 
 def test_margin_and_accuracy_rise_and_reach_every_sink(tiny_cfg, tmp_path, capsys):
-  cfg = tiny_cfg(*DPO, "per_device_batch_size=2", "steps=24", "learning_rate=0.003", "warmup_steps_fraction=0",
-                 "log_period=1", "enable_tensorboard=true", f"metrics_file={tmp_path / 'm.jsonl'}", "dpo_beta=0.5")
+  args = [*DPO, "per_device_batch_size=2", "learning_rate=0.003", "warmup_steps_fraction=0", "log_period=1",
+          "enable_tensorboard=true", f"metrics_file={tmp_path / 'm.jsonl'}", "dpo_beta=0.5", "enable_checkpointing=true",
+          "checkpoint_period=1000"]
+  cfg = tiny_cfg(*args, "steps=24")
   tr = Trainer(cfg)
   start, _ = tr.initial_state()
   ref0 = [np.asarray(x) for x in jax.tree.leaves(start[dpo.REFERENCE])]
@@ -71,6 +73,11 @@ def test_margin_and_accuracy_rise_and_reach_every_sink(tiny_cfg, tmp_path, capsy
   assert np.mean([r["loss"] for r in rows[-6:]]) < math.log(2) - 0.2
   # the reference is the starting policy, bit for bit, after training
   for a, b in zip(ref0, jax.tree.leaves(res.final_state[dpo.REFERENCE])):
+    np.testing.assert_array_equal(a, np.asarray(b))
+  # a resumed run restores the same reference (saved with the state), not its own starting point
+  state, step = Trainer(tiny_cfg(*args, "steps=30")).initial_state()
+  assert step == 24
+  for a, b in zip(ref0, jax.tree.leaves(state[dpo.REFERENCE])):
     np.testing.assert_array_equal(a, np.asarray(b))
   assert "rewards/margin" in capsys.readouterr().out
   events = b"".join(p.read_bytes() for p in (tmp_path / "t").rglob("events.out.tfevents*"))
