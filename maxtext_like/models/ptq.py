@@ -43,7 +43,8 @@ SERVING_QTYPES = {
     "fp8_e5m2": (jnp.float8_e5m2, jnp.float8_e5m2),
     "fp8_full": (jnp.float8_e4m3fn, jnp.float8_e4m3fn),
 }
-WEIGHT_ONLY = frozenset(k for k, (_, a) in SERVING_QTYPES.items() if a is None)
+
+
 def ptq_rules(q: QuantSpec) -> list[qwix.QuantizationRule]:
   """Router first (float), then the scheme's rule (or the intmp table) over the decoder layers' dot_generals."""
   router = qwix.QuantizationRule(module_path=ROUTER_PATH)

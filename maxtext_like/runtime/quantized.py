@@ -119,5 +119,13 @@ def load_quantized(cfg: Config, path: str) -> nnx.Module:
   target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), to_plain(like))
   restored = ckpt.restore_from_path(path, {"params": target}, params_only=True)
   nnx.replace_by_pure_dict(params, from_plain(restored, like))
-  rest = jax.tree.map(lambda a: jax.numpy.zeros(a.shape, a.dtype) if isinstance(a, jax.ShapeDtypeStruct) else a, rest)
+  rest = jax.tree.map(_materialise, rest)  # non-parameter state (e.g. RNG streams of dropout): fresh values
   return nnx.merge(graphdef, params, rest)
+
+
+def _materialise(a):
+  if not isinstance(a, jax.ShapeDtypeStruct):
+    return a
+  if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+    return jax.random.split(jax.random.key(0), a.shape) if a.shape else jax.random.key(0)
+  return jax.numpy.zeros(a.shape, a.dtype)
