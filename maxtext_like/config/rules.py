@@ -438,6 +438,14 @@ def quantization_inputs(v, d):
                   v["save_quantized_params_path"], allowed="quantization=int8, int8w, int4, int4w, fp8 or intmp")
 
 
+@rule
+def kv_quant_axis_named(v, d):
+  """A quantized KV cache needs the axes its scales reduce over (MaxText refuses '' too)."""
+  if v["quantize_kvcache"] and not v["kv_quant_axis"]:
+    yield Problem("kv_quant_axis", "must name the axes to quantize over when quantize_kvcache=true", "",
+                  allowed="'dkv' (a scale per token per kv head) or 'heads_and_dkv' (a scale per token)")
+
+
 _CALIBRATIONS = {"absmax": (0, 1), "minmax": (0, 1), "rms": (1, 1), "fixed": (2, 2)}  # method -> (min, max) arguments
 
 

@@ -36,8 +36,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "grad_dtype", "activations_in_float32", "dtype_mm",
     # quantization
     # (built, models/quantization.py: quantization (values refused with their reason in config/rules.py),
-    #  use_qwix_quantization, quantization_local_shard_count, *_quantization_calibration_method)
-    "quantize_kvcache", "kv_quant_axis", "kv_quant_dtype",
+    #  use_qwix_quantization, quantization_local_shard_count, *_quantization_calibration_method;
+    #  models/kv_cache.py: quantize_kvcache, kv_quant_axis, kv_quant_dtype)
     "use_manual_quantization", "weight_sparsity_n", "weight_sparsity_m", "weight_sparsity_update_step",
     "weight_sparsity_start_step",
     # model

@@ -40,6 +40,7 @@ MAX_STOP_IDS = 8  # stop token ids per slot (EOS included)
 MIN_PREFILL_BUCKET = 16
 
 CACHE_KV_AXES = (None, "cache_batch", "cache_sequence", "cache_heads", "cache_kv")
+CACHE_SCALE_AXES = (None, "cache_batch", "cache_sequence", "cache_heads", None)  # quantized cache: [L, B, S, K, G]
 CACHE_BS_AXES = ("cache_batch", "cache_sequence")
 CACHE_B_AXES = ("cache_batch",)
 
@@ -200,22 +201,23 @@ class Engine:
     nnx.replace_by_pure_dict(state, params)
     return nnx.merge(self.graphdef, state)
 
-  def _cache_dims(self) -> tuple[int, int, int]:
-    """(K, Hk, Hv) of one cache entry, as `Transformer.init_cache` lays it out."""
+  def _cache_dims(self) -> tuple[int, int, int, int]:
+    """(K, Hk, Hv, scale groups G) of one cache entry, as `Transformer.init_cache` lays it out."""
     model = nnx.merge(self.graphdef, self._state)
-    abs_cache = jax.eval_shape(lambda: model.init_cache(1, 1))
-    return abs_cache.k_LBSKH.shape[3], abs_cache.k_LBSKH.shape[4], abs_cache.v_LBSKH.shape[4]
+    c = jax.eval_shape(lambda: model.init_cache(1, 1))
+    groups = 1 if c.k_scale_LBSKG is None else c.k_scale_LBSKG.shape[4]
+    return c.k_LBSKH.shape[3], c.k_LBSKH.shape[4], c.v_LBSKH.shape[4], groups
 
   def init_decode_state(self, rng=None) -> DecodeState:
     del rng
     B, S = self.max_concurrent_decodes, self.max_target_length
     L = self.spec.num_decoder_layers
-    K, Hk, Hv = self._cache_dims()
-    dtype = self.spec.dtype
+    K, Hk, Hv, G = self._cache_dims()
+    dtype, quant = self.spec.dtype, self.spec.kv_quant
     if self.paged is None:
-      cache = KVCache.zeros(L, B, S, K, Hk, dtype, v_head_dim=Hv)
+      cache = KVCache.zeros(L, B, S, K, Hk, dtype, v_head_dim=Hv, quant=quant, groups=G)
     else:
-      cache = self.paged.empty_cache(L, K, Hk, Hv, dtype)
+      cache = self.paged.empty_cache(L, K, Hk, Hv, dtype, quant=quant, groups=G)
     state = DecodeState(
         cache=cache,
         tokens_B=jnp.zeros((B,), jnp.int32), live_B=jnp.zeros((B,), bool), generated_B=jnp.zeros((B,), jnp.int32),
@@ -233,9 +235,12 @@ class Engine:
       raise EngineError(f"{self.max_concurrent_decodes} decode slots cannot be split over the {ways} devices the "
                         f"cache_batch rule shards them on; use a multiple of {ways} (per_device_batch_size x devices)")
     c = state.cache
+    kv, scale = (CACHE_KV_AXES, CACHE_SCALE_AXES) if self.paged is None else ((None,) * 5, (None,) * 5)
+    if c.k_scale_LBSKG is not None and c.k_scale_LBSKG.shape[3] == 1:  # heads_and_dkv: one scale for all heads
+      scale = scale[:3] + (None, None)
+    kv_arrays = (named(kv), named(kv)) + (() if c.k_scale_LBSKG is None else (named(scale), named(scale)))
     cache = dataclasses.replace(
-        c, k_LBSKH=named(CACHE_KV_AXES if self.paged is None else (None,) * 5),
-        v_LBSKH=named(CACHE_KV_AXES if self.paged is None else (None,) * 5),
+        c.with_arrays(kv_arrays),
         segment_ids_BS=named(CACHE_BS_AXES), index_B=named(CACHE_B_AXES),
         **({} if c.page_table_BM is None else {"page_table_BM": named(CACHE_BS_AXES)}))
     b = named(CACHE_B_AXES)
@@ -401,7 +406,7 @@ class _Compiled:
     else:  # room for this chunk after the existing cache's slots
       c = existing.cache
       pad = lambda a: jnp.pad(a, [(0, 0)] * 2 + [(0, P)] + [(0, 0)] * (a.ndim - 3))  # noqa: E731
-      cache = dataclasses.replace(c, k_LBSKH=pad(c.k_LBSKH), v_LBSKH=pad(c.v_LBSKH),
+      cache = dataclasses.replace(c.with_arrays(tuple(pad(a) for a in c.arrays())),
                                   segment_ids_BS=jnp.pad(c.segment_ids_BS, [(0, 0), (0, P)]))
       start = existing.true_length
     seg_1P = (jnp.arange(P) < true_length).astype(jnp.int32)[None]
@@ -428,10 +433,10 @@ class _Compiled:
   def _insert(self, prefix: Prefix, ds: DecodeState, slot, sample, row):
     c, pc = ds.cache, prefix.cache
     S, C = c.max_length, min(pc.max_length, c.max_length)
-    k = jax.lax.dynamic_update_slice(c.k_LBSKH, pc.k_LBSKH[:, :, :C].astype(c.k_LBSKH.dtype), (0, slot, 0, 0, 0))
-    v = jax.lax.dynamic_update_slice(c.v_LBSKH, pc.v_LBSKH[:, :, :C].astype(c.v_LBSKH.dtype), (0, slot, 0, 0, 0))
+    put = lambda a, p: jax.lax.dynamic_update_slice(a, p[:, :, :C].astype(a.dtype), (0, slot, 0, 0, 0))  # noqa: E731
     seg_S = jnp.zeros((S,), jnp.int32).at[:C].set(pc.segment_ids_BS[0, :C])
-    cache = dataclasses.replace(c, k_LBSKH=k, v_LBSKH=v, segment_ids_BS=c.segment_ids_BS.at[slot].set(seg_S),
+    cache = dataclasses.replace(c.with_arrays(tuple(map(put, c.arrays(), pc.arrays()))),
+                                segment_ids_BS=c.segment_ids_BS.at[slot].set(seg_S),
                                 index_B=c.index_B.at[slot].set(prefix.true_length))
     ds = dataclasses.replace(ds, cache=cache)
     return self._slot_fields(ds, slot, prefix.tokens[sample], prefix.true_length, row,

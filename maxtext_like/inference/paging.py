@@ -46,11 +46,12 @@ class PagedLayout:
   def slot_length(self) -> int:
     return self.max_pages * self.page
 
-  def empty_cache(self, num_layers: int, K: int, Hk: int, Hv: int, dtype) -> KVCache:
+  def empty_cache(self, num_layers: int, K: int, Hk: int, Hv: int, dtype, *, quant=None, groups: int = 1) -> KVCache:
+    """Pools [L, pages, page, ...] of keys and values (and their scales with `quant`, see models/kv_cache.py)."""
     P, p, B, M = self.num_pages, self.page, self.slots, self.max_pages
-    return KVCache(k_LBSKH=jnp.zeros((num_layers, P, p, K, Hk), dtype), v_LBSKH=jnp.zeros((num_layers, P, p, K, Hv), dtype),
-                   segment_ids_BS=jnp.zeros((B, M * p), jnp.int32), index_B=jnp.zeros((B,), jnp.int32),
-                   page_table_BM=jnp.zeros((B, M), jnp.int32))
+    pools = KVCache.zeros(num_layers, P, p, K, Hk, dtype, v_head_dim=Hv, quant=quant, groups=groups)
+    return dataclasses.replace(pools, segment_ids_BS=jnp.zeros((B, M * p), jnp.int32),
+                               index_B=jnp.zeros((B,), jnp.int32), page_table_BM=jnp.zeros((B, M), jnp.int32))
 
   def pages_for(self, num_tokens: int) -> int:
     return _ceil_div(num_tokens, self.page)
@@ -68,7 +69,7 @@ class PagedLayout:
       return pool_LPpKH.at[:, ids_1C[0], off_1C[0]].set(new_L1CKH[:, 0, :C].astype(pool_LPpKH.dtype))
 
     seg = jnp.zeros((cache.max_length,), jnp.int32).at[:C].set(prefix.segment_ids_BS[0, :C])
-    return dataclasses.replace(cache, k_LBSKH=put(cache.k_LBSKH, prefix.k_LBSKH), v_LBSKH=put(cache.v_LBSKH, prefix.v_LBSKH),
+    return dataclasses.replace(cache.with_arrays(tuple(map(put, cache.arrays(), prefix.arrays()))),
                                segment_ids_BS=cache.segment_ids_BS.at[slot].set(seg),
                                index_B=cache.index_B.at[slot].set(true_length),
                                page_table_BM=cache.page_table_BM.at[slot].set(pages_M))

@@ -19,7 +19,6 @@ Auxiliary outputs (MoE load-balance losses, routed-bias updates) are returned, n
 
 from __future__ import annotations
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -53,20 +52,19 @@ class LayerCycle(nnx.Module):
 
   def __call__(self, x_BTD, positions_BT, segment_ids_BT, *, dropout_key=None, cache: LayerKV | None = None,
                layer_index=None):
-    """cache holds this unit's c layers: k/v [c, B, S, K, H]; layer_index is the unit's index."""
-    ks, vs = [], []
+    """cache holds this unit's c layers: k/v (and scales) [c, B, S, ...]; layer_index is the unit's index."""
+    outs = []
     c = len(self.sublayers)
     for j, layer in enumerate(self.sublayers):
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, j)
-      kv = None if cache is None else dataclasses.replace(cache, k_BSKH=cache.k_BSKH[j], v_BSKH=cache.v_BSKH[j])
+      kv = None if cache is None else cache.with_arrays(tuple(a[j] for a in cache.arrays()))
       extra = {"layer_index": layer_index * c + j} if self.index_at_call else {}
       x_BTD, kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=kv, **extra)
       if kv is not None:
-        ks.append(kv.k_BSKH)
-        vs.append(kv.v_BSKH)
+        outs.append(kv.arrays())
     if cache is None:
       return x_BTD, None
-    return x_BTD, dataclasses.replace(cache, k_BSKH=jnp.stack(ks), v_BSKH=jnp.stack(vs))
+    return x_BTD, cache.with_arrays(tuple(jnp.stack(p) for p in zip(*outs)))
 
 
 def _unit_builder(family: Family, spec: ModelSpec, st: LayerStack):
@@ -123,10 +121,11 @@ class Decoder(nnx.Module):
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                embedder: Embed, dropout_key: jax.Array | None = None,
                cache: tuple | None = None):
-    """Returns (logits_BTV, (k_LBSKH, v_LBSKH) or None, aux) (aux: see the module docstring).
+    """Returns (logits_BTV, the cache's new arrays or None, aux) (aux: see the module docstring).
 
-    `cache` is (k_LBSKH, v_LBSKH, index_B, segment_ids_BS, page_table_BM or None) with segment ids
-    already covering this call's tokens (paged: k/v are page pools, see models/kv_cache.py).
+    `cache` is (arrays, index_B, segment_ids_BS, page_table_BM or None): arrays = `KVCache.arrays()`, [L, ...]
+    keys, values (and their scales when quantized); segment ids already cover this call's tokens (paged: the
+    arrays are page pools, see models/kv_cache.py).
     """
     layer_key, final_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     aux = moe_lib.empty_aux()
@@ -138,7 +137,7 @@ class Decoder(nnx.Module):
       for st in self.stacks:
         n = st.num_layers
         if self.spec.scan_layers:
-          sub = None if cache is None else (cache[0][offset:offset + n], cache[1][offset:offset + n], *cache[2:])
+          sub = None if cache is None else (tuple(a[offset:offset + n] for a in cache[0]), *cache[1:])
           x_BTD, kv = self._run_scanned(st, offset, x_BTD, positions_BT, segment_ids_BT, layer_key, sub, aux)
           kvs.append(kv)
         else:  # each layer updates its part of the whole cache in place (LayerKV.layer)
@@ -147,7 +146,7 @@ class Decoder(nnx.Module):
       if cache is None:
         kv = None
       elif not self.spec.scan_layers:
-        kv = tuple(whole[:2])
+        kv = whole[0]
       else:
         kv = kvs[0] if len(kvs) == 1 else tuple(jnp.concatenate(p) for p in zip(*kvs))
     y_BTD = self.decoder_norm(x_BTD)
@@ -169,34 +168,33 @@ class Decoder(nnx.Module):
 
   def _layer_fn(self, graphdef, positions_BT, segment_ids_BT, cache, *, in_scan: bool, takes_index: bool,
                 index: int | None = None, cache_layer: int | None = None):
-    """Pure (layer_state, x, k, v, key, i) -> (x, k, v, aux), rematted when training.
+    """Pure (layer_state, x, kv, key, i) -> (x, kv, aux) (kv: the cache arrays), rematted when training.
 
     With `takes_index` the layer gets `layer_index=`: the static `index` when given (loop), else the traced i (scan).
     """
 
-    def apply(state, x_BTD, k_BSKH, v_BSKH, key, i):
+    def apply(state, x_BTD, kv, key, i):
       layer = nnx.merge(graphdef, state)
-      layer_kv = None if cache is None else LayerKV(k_BSKH, v_BSKH, *cache[2:], layer=cache_layer)
+      layer_kv = None if cache is None else LayerKV.of(kv, *cache[1:], layer=cache_layer)
       extra = {"layer_index": i if index is None else index} if takes_index else {}
       y_BTD, layer_kv = layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=key, cache=layer_kv, **extra)
       aux = moe_lib.pop_layer_aux(layer)  # MoE losses / bias updates sown by the layer ({} for dense layers)
-      return (y_BTD, None, None, aux) if layer_kv is None else (y_BTD, layer_kv.k_BSKH, layer_kv.v_BSKH, aux)
+      return (y_BTD, None, aux) if layer_kv is None else (y_BTD, layer_kv.arrays(), aux)
 
     return apply if cache is not None else maybe_remat(apply, self.spec.remat_spec, prevent_cse=not in_scan)
 
   def _run_looped(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
-    """cache: the whole (k_LBSKH, v_LBSKH, index_B, segment_ids_BS, page_table_BM); layer i writes its part."""
+    """cache: the whole (arrays, index_B, segment_ids_BS, page_table_BM); layer i writes its part."""
     for j, layer in enumerate(getattr(self, st.name)):
       i = offset + j
       graphdef, state = nnx.split(layer)
       fn = self._layer_fn(graphdef, positions_BT, segment_ids_BT, cache, in_scan=False,
                           takes_index=self.index_at_call, index=i, cache_layer=i)
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      k, v = (None, None) if cache is None else cache[:2]
-      x_BTD, k, v, layer_aux = fn(state, x_BTD, k, v, key, i)
+      x_BTD, kv, layer_aux = fn(state, x_BTD, None if cache is None else cache[0], key, i)
       moe_lib.add_aux(aux, layer_aux, ("decoder", st.name, j))
       if cache is not None:
-        cache = (k, v, *cache[2:])
+        cache = (kv, *cache[1:])
     return x_BTD, cache
 
   def _run_scanned(self, st: LayerStack, offset, x_BTD, positions_BT, segment_ids_BT, dropout_key, cache, aux):
@@ -207,22 +205,22 @@ class Decoder(nnx.Module):
                         takes_index=self.index_at_call or c > 1)
 
     def body(x_BTD, xs):
-      layer_state, i, k_BSKH, v_BSKH = xs
+      layer_state, i, kv = xs
       key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
-      x_BTD, k_BSKH, v_BSKH, layer_aux = fn(layer_state, x_BTD, k_BSKH, v_BSKH, key, i)
-      return x_BTD, (k_BSKH, v_BSKH, layer_aux)
+      x_BTD, kv, layer_aux = fn(layer_state, x_BTD, kv, key, i)
+      return x_BTD, (kv, layer_aux)
 
     n = st.num_layers // c  # scanned units (layers, or cycles of c layers)
-    k_LBSKH, v_LBSKH = (None, None) if cache is None else cache[:2]
+    kv = None if cache is None else cache[0]
     if cache is not None and c > 1:  # [L, ...] -> [units, c, ...]
-      k_LBSKH, v_LBSKH = (a.reshape(n, c, *a.shape[1:]) for a in (k_LBSKH, v_LBSKH))
-    xs = (state_L, offset // c + jnp.arange(n), k_LBSKH, v_LBSKH)
-    x_BTD, (k_LBSKH, v_LBSKH, layer_aux) = jax.lax.scan(body, x_BTD, xs)
+      kv = tuple(a.reshape(n, c, *a.shape[1:]) for a in kv)
+    xs = (state_L, offset // c + jnp.arange(n), kv)
+    x_BTD, (kv, layer_aux) = jax.lax.scan(body, x_BTD, xs)
     layer_aux = {p: jnp.moveaxis(a, 0, axis) if p[-1] == "bias_delta" and a.ndim > axis else a  # as the params
                  for p, a in layer_aux.items()}
     moe_lib.add_aux(aux, layer_aux, ("decoder", st.name))
     if cache is None:
       return x_BTD, None
     if c > 1:
-      k_LBSKH, v_LBSKH = (a.reshape(n * c, *a.shape[2:]) for a in (k_LBSKH, v_LBSKH))
-    return x_BTD, (k_LBSKH, v_LBSKH)
+      kv = tuple(a.reshape(n * c, *a.shape[2:]) for a in kv)
+    return x_BTD, kv

@@ -15,6 +15,13 @@ shared by all rows, and row b's slot s lives in page page_table_BM[b, s // page]
 segment ids and positions are the same as in the contiguous layout ([B, M * page]); layers read a row's keys
 through `LayerKV.keys()`, which gathers its pages. Page 0 is scratch: unassigned table entries point there, so
 writes past a row's pages never touch another row's data.
+
+Quantized layout (`KVQuant`, config `quantize_kvcache`): k/v hold int8, int4 or fp8 values and k/v_scale hold one
+symmetric absmax scale per token per kv head (`kv_quant_axis=dkv`, scale [.., K, G]) or per token over all kv heads
+(`heads_and_dkv`, [.., 1, G]), over each of the G head_dim groups (G = 1, or a block's P attention layers sharing
+one entry, see `Family.kv_caches_per_layer`). `LayerKV.write` quantizes the new tokens; `keys()`/`values()` return
+them dequantized, so attention reads float arrays either way. Every cache array (values and scales) shares the
+[L, B, S] (or [L, P, page]) leading axes, so code that pads, copies or pages the cache maps over `arrays()`.
 """
 
 from __future__ import annotations
@@ -23,6 +30,50 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+KV_QUANT_DTYPES = {"int8": jnp.int8, "int4": jnp.int4, "fp8": jnp.float8_e4m3fn}
+KV_QUANT_AXES = ("dkv", "heads_and_dkv")
+
+
+@dataclasses.dataclass(frozen=True)
+class KVQuant:
+  """How a quantized cache stores keys and values (config: kv_quant_dtype, kv_quant_axis)."""
+
+  dtype: str = "int8"
+  axis: str = "dkv"
+
+  def __post_init__(self):
+    if self.dtype not in KV_QUANT_DTYPES or self.axis not in KV_QUANT_AXES:
+      raise ValueError(f"KVQuant(dtype={self.dtype!r}, axis={self.axis!r}): dtype is one of {list(KV_QUANT_DTYPES)}, "
+                       f"axis one of {list(KV_QUANT_AXES)}")
+
+
+def quantize(x_BTKH: jax.Array, value_dtype, scale_shape_KG: tuple[int, int],
+             scale_dtype) -> tuple[jax.Array, jax.Array]:
+  """(values [B, T, K, H] in `value_dtype`, scales [B, T, K or 1, G]): symmetric absmax per token over each of the
+  G head_dim groups, and over the kv heads too when the scales' K is 1; integers round to nearest."""
+  Ks, G = scale_shape_KG
+  B, T, K, H = x_BTKH.shape
+  x = x_BTKH.astype(jnp.float32).reshape(B, T, K, G, H // G)
+  amax = jnp.max(jnp.abs(x), axis=4)  # [B, T, K, G]
+  if Ks == 1:
+    amax = jnp.max(amax, axis=2, keepdims=True)
+  vt = jnp.dtype(value_dtype)
+  qmax = float(jnp.finfo(vt).max if jnp.issubdtype(vt, jnp.floating) else jnp.iinfo(vt).max)
+  scale = jnp.where(amax > 0, amax / qmax, 1.0).astype(scale_dtype)
+  q = x / scale.astype(jnp.float32)[..., None]
+  if not jnp.issubdtype(vt, jnp.floating):
+    q = jnp.round(q)
+  # clipped: a scale rounded down to a narrow dtype (bfloat16) can put x / scale past qmax (fp8 overflows to NaN)
+  return jnp.clip(q, -qmax, qmax).astype(vt).reshape(B, T, K, H), scale
+
+
+def dequantize(q_BSKH: jax.Array, scale_BSKG: jax.Array) -> jax.Array:
+  """Values times their scales, in the scales' dtype."""
+  *lead, K, H = q_BSKH.shape
+  G = scale_BSKG.shape[-1]
+  x = q_BSKH.astype(scale_BSKG.dtype).reshape(*lead, K, G, H // G) * scale_BSKG[..., None]
+  return x.reshape(*lead, K, H)
 
 
 @jax.tree_util.register_dataclass
@@ -33,18 +84,38 @@ class KVCache:
   segment_ids_BS: jax.Array  # int32, 0 = empty slot / padding
   index_B: jax.Array  # int32, next slot to write per row
   page_table_BM: jax.Array | None = None  # paged layout: int32 page ids per row (see the module docstring)
+  k_scale_LBSKG: jax.Array | None = None  # quantized layout: the keys' scales (see the module docstring)
+  v_scale_LBSKG: jax.Array | None = None
 
   @classmethod
   def zeros(cls, num_layers: int, batch_size: int, max_length: int, num_kv_heads: int, head_dim: int,
-            dtype, v_head_dim: int | None = None) -> "KVCache":
-    """v_head_dim (default head_dim): values may be narrower or wider than keys (MLA)."""
-    shape = (num_layers, batch_size, max_length, num_kv_heads, head_dim)
+            dtype, v_head_dim: int | None = None, quant: KVQuant | None = None, groups: int = 1) -> "KVCache":
+    """v_head_dim (default head_dim): values may be narrower or wider than keys (MLA). With `quant`, values are
+    stored quantized with scales in `dtype`, one per token per kv head (or per token) per each of `groups` equal
+    parts of head_dim."""
+    lead = (num_layers, batch_size, max_length)
+    Hv = head_dim if v_head_dim is None else v_head_dim
+    store = dtype if quant is None else KV_QUANT_DTYPES[quant.dtype]
+    scales = {}
+    if quant is not None:
+      shape = lead + (num_kv_heads if quant.axis == "dkv" else 1, groups)
+      scales = {"k_scale_LBSKG": jnp.zeros(shape, dtype), "v_scale_LBSKG": jnp.zeros(shape, dtype)}
     return cls(
-        k_LBSKH=jnp.zeros(shape, dtype),
-        v_LBSKH=jnp.zeros(shape[:-1] + (head_dim if v_head_dim is None else v_head_dim,), dtype),
+        k_LBSKH=jnp.zeros(lead + (num_kv_heads, head_dim), store),
+        v_LBSKH=jnp.zeros(lead + (num_kv_heads, Hv), store),
         segment_ids_BS=jnp.zeros((batch_size, max_length), jnp.int32),
         index_B=jnp.zeros((batch_size,), jnp.int32),
+        **scales,
     )
+
+  def arrays(self) -> tuple[jax.Array, ...]:
+    """The arrays with [L, B, S] leading axes: (k, v), and (k_scale, v_scale) when quantized."""
+    scales = () if self.k_scale_LBSKG is None else (self.k_scale_LBSKG, self.v_scale_LBSKG)
+    return (self.k_LBSKH, self.v_LBSKH) + scales
+
+  def with_arrays(self, arrays: tuple[jax.Array, ...]) -> "KVCache":
+    scales = {} if len(arrays) == 2 else {"k_scale_LBSKG": arrays[2], "v_scale_LBSKG": arrays[3]}
+    return dataclasses.replace(self, k_LBSKH=arrays[0], v_LBSKH=arrays[1], **scales)
 
   @property
   def max_length(self) -> int:
@@ -66,6 +137,8 @@ class LayerKV:
   With `layer` set, k/v are the whole cache of every layer ([L, B, S, K, H], or [L, P, page, K, H] paged) and this
   view reads and writes layer `layer` of it in place: the layer loop then passes one buffer along instead of
   slicing a copy of each layer's cache and stacking them again on every decode step.
+
+  With scales (quantized layout, see the module docstring) `write` quantizes and `keys()`/`values()` dequantize.
   """
 
   k_BSKH: jax.Array  # paged: the page pool [P, page, K, H]; with `layer`: all layers' arrays
@@ -74,22 +147,63 @@ class LayerKV:
   segment_ids_BS: jax.Array
   page_table_BM: jax.Array | None = None
   layer: int | None = dataclasses.field(default=None, metadata=dict(static=True))
+  k_scale_BSKG: jax.Array | None = None
+  v_scale_BSKG: jax.Array | None = None
+
+  @classmethod
+  def of(cls, arrays: tuple[jax.Array, ...], index_B, segment_ids_BS, page_table_BM=None, *,
+         layer: int | None = None) -> "LayerKV":
+    """The view of `KVCache.arrays()`-shaped (k, v[, k_scale, v_scale])."""
+    return cls(arrays[0], arrays[1], index_B, segment_ids_BS, page_table_BM, layer, *arrays[2:])
+
+  def arrays(self) -> tuple[jax.Array, ...]:
+    scales = () if self.k_scale_BSKG is None else (self.k_scale_BSKG, self.v_scale_BSKG)
+    return (self.k_BSKH, self.v_BSKH) + scales
+
+  def with_arrays(self, arrays: tuple[jax.Array, ...]) -> "LayerKV":
+    scales = {} if len(arrays) == 2 else {"k_scale_BSKG": arrays[2], "v_scale_BSKG": arrays[3]}
+    return dataclasses.replace(self, k_BSKH=arrays[0], v_BSKH=arrays[1], **scales)
+
+  def part(self, j: int, n: int) -> "LayerKV":
+    """The view of the j-th of n equal head_dim parts (a block whose n attention layers share one entry); the
+    scales' G axis holds one group per part."""
+    def cut(a):
+      w = a.shape[-1] // n
+      return a[..., j * w:(j + 1) * w]
+    return self.with_arrays(tuple(cut(a) for a in self.arrays()))
+
+  def join(self, parts: list["LayerKV"]) -> "LayerKV":
+    """This view with its head_dim parts replaced by `parts` (inverse of `part`)."""
+    return self.with_arrays(tuple(jnp.concatenate(p, -1) for p in zip(*(q.arrays() for q in parts))))
 
   def _mine(self, a: jax.Array) -> jax.Array:
     return a if self.layer is None else a[self.layer]
 
+  def _read(self, a: jax.Array, scale: jax.Array | None) -> jax.Array:
+    a = self._mine(a)
+    a = a if self.page_table_BM is None else gather_pages(a, self.page_table_BM)
+    if scale is None:
+      return a
+    scale = self._mine(scale)
+    return dequantize(a, scale if self.page_table_BM is None else gather_pages(scale, self.page_table_BM))
+
   def keys(self) -> jax.Array:
-    """Keys [B, S, K, H] by slot (paged: the row's pages gathered)."""
-    k = self._mine(self.k_BSKH)
-    return k if self.page_table_BM is None else gather_pages(k, self.page_table_BM)
+    """Keys [B, S, K, H] by slot (paged: the row's pages gathered; quantized: dequantized)."""
+    return self._read(self.k_BSKH, self.k_scale_BSKG)
 
   def values(self) -> jax.Array:
-    v = self._mine(self.v_BSKH)
-    return v if self.page_table_BM is None else gather_pages(v, self.page_table_BM)
+    return self._read(self.v_BSKH, self.v_scale_BSKG)
 
   def write(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> "LayerKV":
-    """Stores the new tokens' keys and values at index_B in each row."""
-    return dataclasses.replace(self, k_BSKH=self._write(self.k_BSKH, k_BTKH), v_BSKH=self._write(self.v_BSKH, v_BTKH))
+    """Stores the new tokens' keys and values at index_B in each row (quantized first when the cache has scales)."""
+    if self.k_scale_BSKG is None:
+      return dataclasses.replace(self, k_BSKH=self._write(self.k_BSKH, k_BTKH), v_BSKH=self._write(self.v_BSKH, v_BTKH))
+    new = []
+    for x, store, scale in ((k_BTKH, self.k_BSKH, self.k_scale_BSKG), (v_BTKH, self.v_BSKH, self.v_scale_BSKG)):
+      q, s = quantize(x, store.dtype, scale.shape[-2:], scale.dtype)
+      new.append((self._write(store, q), self._write(scale, s)))
+    (k, ks), (v, vs) = new
+    return self.with_arrays((k, v, ks, vs))
 
   def _write(self, cache: jax.Array, new_BTKH: jax.Array) -> jax.Array:
     new_BTKH = new_BTKH.astype(cache.dtype)
@@ -132,12 +246,10 @@ def write_pages(pool: jax.Array, new_BTKH: jax.Array, index_B: jax.Array, page_t
   return pool.at[(*lead, ids_BT, off_BT)].set(new_BTKH)
 
 
-def advance(cache: KVCache, segment_ids_BT: jax.Array, k_LBSKH: jax.Array, v_LBSKH: jax.Array) -> KVCache:
-  """The cache after a call wrote T tokens with these segment ids."""
+def advance(cache: KVCache, segment_ids_BT: jax.Array, arrays: tuple[jax.Array, ...]) -> KVCache:
+  """The cache after a call wrote T tokens with these segment ids (`arrays`: its new `KVCache.arrays()`)."""
   return dataclasses.replace(
-      cache,
-      k_LBSKH=k_LBSKH,
-      v_LBSKH=v_LBSKH,
+      cache.with_arrays(arrays),
       segment_ids_BS=write_rows(cache.segment_ids_BS, segment_ids_BT.astype(jnp.int32), cache.index_B),
       index_B=cache.index_B + jnp.sum(segment_ids_BT != 0, axis=1, dtype=jnp.int32),
   )

@@ -107,6 +107,7 @@ class ModelSpec:
   flash_block_size: int = 512  # key/value block of the blocked ('flash') kernel (config: sa_block_kv)
   flash_block_q: int = 512  # query block of 'flash' without a KV cache (config: sa_block_q)
   max_target_length: int = 1024  # default KV-cache length
+  kv_quant: Any = None  # a models.kv_cache.KVQuant: the KV cache stores quantized keys/values (else None: float)
   # Mixture of experts: a models.moe.MoeSpec (MaxText's MoE keys) for blocks with MoE layers, else None
   moe: Any = None
   # Pipeline parallelism over the 'stage' mesh axis: a models.pipeline.PipelineSpec, else None (training forward only)

@@ -66,15 +66,16 @@ class Transformer(nnx.Module):
     if cache is not None:
       new_segment_ids_BS = kv_cache_lib.write_rows(cache.segment_ids_BS, segment_ids_BT.astype(jnp.int32),
                                                    cache.index_B)
-      layer_cache = (cache.k_LBSKH, cache.v_LBSKH, cache.index_B, new_segment_ids_BS, cache.page_table_BM)
+      layer_cache = (cache.arrays(), cache.index_B, new_segment_ids_BS, cache.page_table_BM)
     logits_BTV, kv, aux = self.decoder(x_BTD, positions_BT, segment_ids_BT, embedder=self.token_embedder,
                                        dropout_key=decoder_key, cache=layer_cache)
-    out = (logits_BTV,) if cache is None else (logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, *kv))
+    out = (logits_BTV,) if cache is None else (logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, kv))
     out += (aux,) if return_aux else ()
     return out[0] if len(out) == 1 else out
 
   def init_cache(self, batch_size: int, max_length: int | None = None, dtype=None) -> KVCache:
-    """Empty cache; max_length defaults to spec.max_target_length, dtype to spec.dtype.
+    """Empty cache; max_length defaults to spec.max_target_length, dtype to spec.dtype (with spec.kv_quant: the
+    scales' dtype, values stored quantized; models/kv_cache.py).
 
     A block holding P attention layers (`kv_caches_per_layer = P`, gemma2's [local, global] pair) gets
     P * head_dim per cache entry and splits it (see gemma2.py).
@@ -85,7 +86,7 @@ class Transformer(nnx.Module):
     if family.kv_cache_dims is not None:  # a family whose caches are not [K, H] (MLA: models/mla.py)
       K, Hk, Hv = family.kv_cache_dims(s)
     return KVCache.zeros(s.num_decoder_layers, batch_size, max_length or s.max_target_length, K, Hk,
-                         dtype or s.dtype, v_head_dim=Hv)
+                         dtype or s.dtype, v_head_dim=Hv, quant=s.kv_quant, groups=per_layer)
 
   def prefill(self, tokens_BT: jax.Array, segment_ids_BT: jax.Array | None = None, *,
               max_length: int | None = None, cache: KVCache | None = None) -> tuple[jax.Array, KVCache]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from maxtext_like.config import Config
 from maxtext_like.models import ModelSpec
 from maxtext_like.models.choices import REMAT_NAMES
+from maxtext_like.models.kv_cache import KVQuant
 from maxtext_like.models.moe import MoeSpec
 from maxtext_like.models.pipeline import PipelineSpec
 from maxtext_like.runtime.kernel_names import attention_kernel, config_notices, say_once
@@ -79,11 +80,18 @@ def model_spec(cfg: Config, plan=None) -> ModelSpec:
       flash_block_q=a.sa_block_q,
       flash_block_size=a.sa_block_kv,
       max_target_length=cfg.inference.max_target_length,
+      kv_quant=kv_quant(cfg),
       moe=moe_spec(cfg),
       family_options=family_options(cfg),
       pipeline=pipeline_spec(cfg, plan),
       **context_load_balance(cfg, plan),
   )
+
+
+def kv_quant(cfg: Config) -> KVQuant | None:
+  """The KV cache's storage (quantize_kvcache, kv_quant_dtype, kv_quant_axis); None keeps it float."""
+  q = cfg.quantization
+  return KVQuant(q.kv_quant_dtype, q.kv_quant_axis) if q.quantize_kvcache else None
 
 
 def family_options(cfg: Config) -> tuple[tuple[str, object], ...]:

@@ -15,7 +15,7 @@ class QuantizationSection(Section):
   quant_cfg_path: str = F("Path to the configuration file for 'intmp' quantization.")
   quantize_kvcache: bool = F('If True, quantizes the Key-Value cache.')
   kv_quant_axis: Literal['', 'dkv', 'heads_and_dkv'] = F('Axes to quantize over for the KV cache.')
-  kv_quant_dtype: Literal['int8', 'int4'] = F('Data type for KV cache quantization.')
+  kv_quant_dtype: Literal['int8', 'int4', 'fp8'] = F('Data type for KV cache quantization (fp8: float8_e4m3fn).')
   quantization_local_shard_count: int = F('Shards the range finding operation for quantization.')
   use_qwix_quantization: bool = F('Whether to use qwix for quantization.')
   use_manual_quantization: bool = F('Whether to use manual quantization for batch split. Only used if `use_batch_split_schedule=True`.')

@@ -18,11 +18,9 @@ HF mapping: as gemma (1) with model.layers.j -> decoder.layers.{j // 2}.{local_l
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from maxtext_like.models import blocks
@@ -47,17 +45,12 @@ class Gemma2DecoderLayer(nnx.Module):
                dropout_key: jax.Array | None = None,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
     keys = blocks.branch_keys(dropout_key)
-    H = self.head_dim
-    caches = (None, None)
-    if cache is not None:
-      caches = tuple(dataclasses.replace(cache, k_BSKH=cache.k_BSKH[..., sl], v_BSKH=cache.v_BSKH[..., sl])
-                     for sl in (slice(0, H), slice(H, 2 * H)))
+    caches = (None, None) if cache is None else (cache.part(0, 2), cache.part(1, 2))
     x_BTD, local_kv = self.local_layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=keys[0], cache=caches[0])
     x_BTD, global_kv = self.global_layer(x_BTD, positions_BT, segment_ids_BT, dropout_key=keys[1],
                                          cache=caches[1])
     if cache is not None:
-      cache = dataclasses.replace(cache, k_BSKH=jnp.concatenate([local_kv.k_BSKH, global_kv.k_BSKH], -1),
-                                  v_BSKH=jnp.concatenate([local_kv.v_BSKH, global_kv.v_BSKH], -1))
+      cache = cache.join([local_kv, global_kv])
     return x_BTD, cache
 
 
