@@ -18,7 +18,7 @@ from maxtext_like.config import parse, paths, rules, schema, unsupported
 from maxtext_like.config.errors import ConfigError, Problem, did_you_mean
 from maxtext_like.config.sections import SECTIONS
 from maxtext_like.config.sections.derived import DerivedSection
-from maxtext_like.config.yaml_io import NESTED_BLOCKS, read_flat_yaml
+from maxtext_like.config.yaml_io import NESTED_BLOCKS, flat_key, read_flat_yaml
 
 Layer = dict[str, tuple[Any, str]]  # key -> (value, source)
 ENV_PREFIX = "M_"
@@ -90,7 +90,7 @@ def _split_argv(argv: Sequence[str], problems: list[Problem]) -> tuple[Path | No
     key, sep, raw = arg.partition("=")
     key = key.strip().lstrip("-")
     block, dot, rest = key.partition(".")
-    key = rest if dot and block in NESTED_BLOCKS else key  # MaxText's lora.lora_rank=8 (yaml_io.NESTED_BLOCKS)
+    key = flat_key(block, rest) if dot and block in NESTED_BLOCKS else key  # MaxText's lora.lora_rank=8, dpo.algo=orpo
     if not sep or not key:
       problems.append(Problem(arg, "is not a key=value override", source="command line", allowed="key=value, after an optional first config.yml"))
       continue

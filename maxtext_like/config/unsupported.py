@@ -101,8 +101,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "olmo_index_path", "olmo_path_remap_from", "olmo_path_remap_to", "olmo_apply_ngram_filter",
     # finetune
     # (built, data/conversations.py + training/dpo.py: use_sft, sft_train_on_completion_only, use_dpo, dpo_beta,
-    #  dpo_label_smoothing)
-    "formatting_func_path",
+    #  dpo_label_smoothing, dpo_algo, orpo_lambda)
+    "formatting_func_path", "max_prompt_length",
     "formatting_func_kwargs", "use_grpo", "student_overrides", "teacher_overrides", "offline_data_dir",
     "distill_alpha", "distill_temperature", "distill_beta", "distill_feature_loss_type", "distill_layer_indices",
     "distill_alpha_end", "distill_alpha_schedule", "distill_temperature_end", "distill_temperature_schedule",

@@ -21,16 +21,26 @@ def _display(path: Path) -> str:
     return str(path)
 
 
-# MaxText groups these keys in a nested block (`lora:` with enable_lora, lora_rank, ...); here they are flat keys, and
-# a block in a file (or `lora.lora_rank=8` on the command line, config/loader.py) sets the same flat keys.
-NESTED_BLOCKS = ("lora",)
+# MaxText groups these keys in a nested block (`lora:` with enable_lora, lora_rank, ...; `dpo:` with algo, dpo_beta,
+# ...); here they are flat keys, and a block in a file (or `lora.lora_rank=8` on the command line, config/loader.py)
+# sets the same flat keys; NESTED_RENAMES names the flat key of an inner name that would be ambiguous on its own.
+NESTED_BLOCKS = ("lora", "dpo")
+NESTED_RENAMES = {"dpo": {"algo": "dpo_algo"}}
+
+
+def flat_key(block: str, key: str) -> str:
+  """The flat key of `key` inside MaxText's nested `block`."""
+  return NESTED_RENAMES.get(block, {}).get(key, key)
 
 
 def _flatten_blocks(pairs):
   """(key node, value node) pairs with each NESTED_BLOCKS mapping replaced by its own pairs."""
   for key_node, value_node in pairs:
     if isinstance(key_node, yaml.ScalarNode) and key_node.value in NESTED_BLOCKS and isinstance(value_node, yaml.MappingNode):
-      yield from value_node.value
+      for inner, value in value_node.value:
+        if isinstance(inner, yaml.ScalarNode) and flat_key(key_node.value, inner.value) != inner.value:
+          inner = yaml.ScalarNode(inner.tag, flat_key(key_node.value, inner.value), inner.start_mark, inner.end_mark)
+        yield inner, value
     else:
       yield key_node, value_node
 

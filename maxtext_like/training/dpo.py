@@ -1,4 +1,4 @@
-"""DPO: the loss of a batch of (chosen, rejected) pairs against a frozen reference model.
+"""DPO and ORPO: the loss of a batch of (chosen, rejected) pairs (DPO against a frozen reference model).
 
     z = beta * ((log pi(chosen) - log ref(chosen)) - (log pi(rejected) - log ref(rejected)))
     loss = -(1 - label_smoothing) * log sigmoid(z) - label_smoothing * log sigmoid(-z)      (mean over pairs)
@@ -14,6 +14,13 @@ and one tokenisation, needs a second pipeline stage and does not follow the data
 resume; the copy costs one forward pass per step and one set of parameters. The loss only needs the reference's
 parameters as a pytree: whichever parameters an optimizer trains (all, or adapters), the reference is the model
 with `reference_params` in place of the trained ones, never differentiated (stop_gradient).
+
+ORPO (dpo_algo='orpo', MaxText's dpo.algo) needs no reference. With a(y) the mean log-probability of y's response
+tokens and odds(y) = exp(a) / (1 - exp(a)):
+
+    loss = -a(chosen) - orpo_lambda * log sigmoid(log odds(chosen) - log odds(rejected))      (mean over pairs)
+
+and its rewards are orpo_lambda * a(y), as TRL reports them.
 """
 
 from __future__ import annotations
@@ -50,20 +57,38 @@ def both_sides(batch: dict) -> dict:
   return {k: jnp.concatenate([batch[k], batch[REJECTED + k]]) for k in batch if not k.startswith(REJECTED)}
 
 
+def orpo_terms(pi_c, pi_r, n_c, n_r, lam: float) -> tuple[jax.Array, dict]:
+  """(per-pair ORPO loss [B], statistics [B]) from summed response log-probabilities and response lengths."""
+  a_c, a_r = pi_c / jnp.maximum(n_c, 1.0), pi_r / jnp.maximum(n_r, 1.0)
+  log1m = lambda a: jnp.log1p(-jnp.exp(jnp.minimum(a, -1e-6)))  # log(1 - p), p < 1
+  log_odds = (a_c - a_r) - (log1m(a_c) - log1m(a_r))
+  loss = -a_c - lam * jax.nn.log_sigmoid(log_odds)
+  reward_c, reward_r = lam * a_c, lam * a_r
+  stats = {"rewards/chosen": reward_c, "rewards/rejected": reward_r, "rewards/margin": reward_c - reward_r,
+           "rewards/accuracy": (reward_c > reward_r).astype(jnp.float32), "log_probs/chosen": pi_c,
+           "log_probs/rejected": pi_r}
+  return loss, stats
+
+
 def dpo_loss_fn(params, ref_params, rest, graphdef, batch, forward, *, beta: float, label_smoothing: float,
-                deterministic: bool, moe_out: dict | None = None):
+                deterministic: bool, moe_out: dict | None = None, algo: str = "dpo", orpo_lambda: float = 0.1):
   """Like step.loss_fn: (mean loss, (pair-summed loss, pair count, new rest)); `moe_out` also receives "dpo", the
-  pair-summed statistics. `forward(model, batch, deterministic)` -> (logits, moe aux, batch as the model saw it)."""
+  pair-summed statistics. `forward(model, batch, deterministic)` -> (logits, moe aux, batch as the model saw it).
+  `algo='orpo'` uses no reference (`ref_params` may be None)."""
   both = both_sides(batch)
   model = nnx.merge(graphdef, params, rest)
   logits, moe_aux, seen = forward(model, both, deterministic)
   mask = seen["targets_segmentation"] != 0
   pi = sequence_log_probs(logits, seen["targets"], mask)
-  ref_model = nnx.merge(graphdef, jax.lax.stop_gradient(ref_params), rest)
-  ref_logits, _, _ = forward(ref_model, both, True)
-  ref = jax.lax.stop_gradient(sequence_log_probs(ref_logits, seen["targets"], mask))
   b = batch["inputs"].shape[0]
-  loss, stats = dpo_terms(pi[:b], pi[b:], ref[:b], ref[b:], beta, label_smoothing)
+  if algo == "orpo":
+    n = jnp.sum(mask, axis=-1).astype(jnp.float32)
+    loss, stats = orpo_terms(pi[:b], pi[b:], n[:b], n[b:], orpo_lambda)
+  else:
+    ref_model = nnx.merge(graphdef, jax.lax.stop_gradient(ref_params), rest)
+    ref_logits, _, _ = forward(ref_model, both, True)
+    ref = jax.lax.stop_gradient(sequence_log_probs(ref_logits, seen["targets"], mask))
+    loss, stats = dpo_terms(pi[:b], pi[b:], ref[:b], ref[b:], beta, label_smoothing)
   valid = (jnp.any(mask[:b], axis=-1) & jnp.any(mask[b:], axis=-1)).astype(jnp.float32)  # all-padding rows: no pair
   total, count = jnp.sum(loss * valid), jnp.sum(valid)
   if moe_aux["has_lb_loss"]:

@@ -127,7 +127,7 @@ class Trainer:
       self.layout = build_state_layout(self.spec, self.optimizer, self.mesh, self.rules, loss_window=cfg.optimizer.skip_step_interval,
                                        offload_params=cfg.remat.parameter_memory_host_offload,
                                        offload_opt_state=cfg.remat.optimizer_memory_host_offload,
-                                       quant=quant_spec(cfg.quantization), reference=cfg.finetune.use_dpo)
+                                       quant=quant_spec(cfg.quantization), reference=cfg.finetune.use_dpo and cfg.finetune.dpo_algo == "dpo")
     self._report_sharding(abs_params)
     self.batch_sharding = batch_sharding(self.mesh, cfg.mesh.data_sharding)
     opts = StepOptions(grad_accum=self.plan.gradient_accumulation_steps, z_loss_multiplier=cfg.model.z_loss_multiplier,
@@ -137,7 +137,8 @@ class Trainer:
                        rows_to_train_on=self.plan.global_batch_size_to_train_on
                        if self.plan.global_batch_size_to_load != self.plan.global_batch_size_to_train_on else 0,
                        use_dpo=cfg.finetune.use_dpo, dpo_beta=cfg.finetune.dpo_beta,
-                       dpo_label_smoothing=cfg.finetune.dpo_label_smoothing)
+                       dpo_label_smoothing=cfg.finetune.dpo_label_smoothing, dpo_algo=cfg.finetune.dpo_algo,
+                       orpo_lambda=cfg.finetune.orpo_lambda)
     # The steps enter the activation-sharding context themselves (constraints never depend on the caller).
     step_fn = under_activation_sharding(make_train_step(self.layout.graphdef, self.optimizer, self.schedule, opts,
                                                         self.layout.compute_shardings), self.mesh, self.rules)

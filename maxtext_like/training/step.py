@@ -32,6 +32,8 @@ class StepOptions:
   use_dpo: bool = False  # the loss of (chosen, rejected) pairs against state["reference_params"] (training/dpo.py)
   dpo_beta: float = 0.1
   dpo_label_smoothing: float = 0.0
+  dpo_algo: str = "dpo"  # or "orpo": no reference
+  orpo_lambda: float = 0.1
 
 
 def cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Array, z_loss: float) -> tuple[jax.Array, jax.Array]:
@@ -116,7 +118,7 @@ def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule:
     if opts.use_dpo:
       mean, (total, count, new_rest) = dpo.dpo_loss_fn(
           params, ref, rest, graphdef, batch, forward, beta=opts.dpo_beta, label_smoothing=opts.dpo_label_smoothing,
-          deterministic=opts.deterministic, moe_out=moe)
+          deterministic=opts.deterministic, moe_out=moe, algo=opts.dpo_algo, orpo_lambda=opts.orpo_lambda)
       return total, (total, count, new_rest, moe)
     mean, (total, count, new_rest) = loss_fn(params, rest, graphdef, batch, opts.z_loss_multiplier, opts.deterministic,
                                              moe_out=moe)
@@ -170,9 +172,10 @@ def make_eval_step(graphdef, z_loss: float, opts: StepOptions = StepOptions()):
   def eval_step(state, batch):
     moe = {}
     if opts.use_dpo:  # the DPO loss of the eval pairs
-      _, (total, count, _) = dpo.dpo_loss_fn(state["params"], state[dpo.REFERENCE], state["rest"], graphdef, batch, forward,
-                                             beta=opts.dpo_beta, label_smoothing=opts.dpo_label_smoothing,
-                                             deterministic=True, moe_out=moe)
+      _, (total, count, _) = dpo.dpo_loss_fn(state["params"], state.get(dpo.REFERENCE), state["rest"], graphdef, batch,
+                                             forward, beta=opts.dpo_beta, label_smoothing=opts.dpo_label_smoothing,
+                                             deterministic=True, moe_out=moe, algo=opts.dpo_algo,
+                                             orpo_lambda=opts.orpo_lambda)
     else:
       _, (total, count, _) = loss_fn(state["params"], state["rest"], graphdef, batch, z_loss, True, moe_out=moe)
     if moe["has_lb_loss"]:  # eval loss is cross entropy only (as MaxText's); the MoE load-balance term is training's

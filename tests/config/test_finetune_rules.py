@@ -30,3 +30,15 @@ def test_finetune_configs_load():
   load_config(["base.yml", "use_dpo=true", "packing=false", "dpo_beta=0.5", "dpo_label_smoothing=0.1"], env={})
   load_config(["base.yml", "use_sft=true", "dataset_type=hf", "hf_path=json", "train_data_columns=[instruction,input,output]",
                "eval_data_columns=[instruction,input,output]"], env={})
+
+
+def test_maxtext_nested_dpo_block(tmp_path):
+  """MaxText's dpo.yml groups the keys in a `dpo:` block (algo, dpo_beta, ...); a file or dotted CLI keys set them."""
+  path = tmp_path / "dpo.yml"
+  path.write_text('base_config: "base.yml"\nuse_dpo: true\ndpo:\n  algo: orpo\n  orpo_lambda: 0.2\n  dpo_label_smoothing: 0.0\n'
+                  '  dpo_beta: 0.3\n  max_prompt_length: null\npacking: false\n')
+  cfg = load_config([str(path)], env={})
+  assert (cfg.finetune.dpo_algo, cfg.finetune.orpo_lambda, cfg.finetune.dpo_beta) == ("orpo", 0.2, 0.3)
+  assert cfg.source("dpo_algo").endswith("dpo.yml:4")
+  cfg = load_config(["base.yml", "use_dpo=true", "packing=false", "dpo.algo=orpo", "dpo.dpo_beta=0.5"], env={})
+  assert (cfg.finetune.dpo_algo, cfg.finetune.dpo_beta) == ("orpo", 0.5)

@@ -1,12 +1,15 @@
 """DPO on the shipped preference set: ln 2 at the start for any beta and label smoothing, margin and accuracy rise,
-the reference never moves, gets no gradient and is restored on resume, and the metrics reach every sink."""
+the reference never moves, gets no gradient and is restored on resume, the metrics reach every sink; ORPO (no
+reference) matches its formula."""
 
 import json
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from maxtext_like import assets
 from maxtext_like.models.sharding import activation_sharding
@@ -82,3 +85,26 @@ def test_margin_and_accuracy_rise_and_reach_every_sink(tiny_cfg, tmp_path, capsy
   assert "rewards/margin" in capsys.readouterr().out
   events = b"".join(p.read_bytes() for p in (tmp_path / "t").rglob("events.out.tfevents*"))
   assert all(k.encode() in events for k in METRICS)
+
+
+def test_orpo_loss_without_a_reference(tiny_cfg):
+  tr = Trainer(tiny_cfg(*DPO, "dpo_algo=orpo", "orpo_lambda=0.3"), devices=jax.devices()[:2])
+  state, _ = tr.initial_state()
+  assert dpo.REFERENCE not in state
+  raw = next(tr.data)
+  model = nnx.merge(tr.layout.graphdef, state["params"], state["rest"])
+  avg = {}
+  for side in ("", "rejected_"):
+    logits = np.asarray(model(jnp.asarray(raw[side + "inputs"]), jnp.asarray(raw[side + "inputs_position"]),
+                              jnp.asarray(raw[side + "inputs_segmentation"]), deterministic=True), np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    tok = np.take_along_axis(logp, raw[side + "targets"][..., None], -1)[..., 0]
+    mask = raw[side + "targets_segmentation"] != 0
+    avg[side] = (tok * mask).sum(-1) / mask.sum(-1)
+  log_odds = (avg[""] - avg["rejected_"]) - (np.log1p(-np.exp(avg[""])) - np.log1p(-np.exp(avg["rejected_"])))
+  want = np.mean(-avg[""] - 0.3 * -np.logaddexp(0.0, -log_odds))
+  with jax.set_mesh(tr.mesh), activation_sharding(tr.mesh, tr.rules):
+    _, metrics = tr.train_step(state, to_global(raw, tr.batch_sharding))
+  assert abs(float(metrics["loss"]) - want) < 1e-5, (float(metrics["loss"]), want)
+  assert abs(float(metrics["rewards/margin"]) - np.mean(0.3 * (avg[""] - avg["rejected_"]))) < 1e-5
