@@ -303,6 +303,8 @@ def finetune_data(v, d, sources=None):
     yield Problem("dpo_label_smoothing", "must be in [0, 0.5)", v["dpo_label_smoothing"])
   if v["use_dpo"] and v["dpo_beta"] <= 0:
     yield Problem("dpo_beta", "must be > 0", v["dpo_beta"])
+  if v["use_dpo"] and v["dpo_algo"] == "orpo" and v["orpo_lambda"] < 0:
+    yield Problem("orpo_lambda", "must be >= 0", v["orpo_lambda"])
   if v["use_dpo"] and v["expansion_factor_real_data"] not in (-1, 1):
     yield Problem("expansion_factor_real_data", "is not supported with use_dpo (placeholder rows hold no pairs)",
                   v["expansion_factor_real_data"], allowed="-1")
