@@ -58,13 +58,13 @@ def test_sft_from_a_pretraining_checkpoint_learns(tiny_cfg, tmp_path):
   Trainer(pre).run()
   ckpt = tmp_path / "pre" / "checkpoints" / "2"
   assert ckpt.is_dir()
-  cfg = tiny_cfg(*SFT, "run_name=sft", f"load_parameters_path={ckpt}", "steps=30", "learning_rate=0.01",
+  cfg = tiny_cfg(*SFT, "run_name=sft", f"load_parameters_path={ckpt}", "steps=20", "learning_rate=0.01",
                  "warmup_steps_fraction=0", "enable_data_shuffling=true")
   tr = Trainer(cfg)
   start, _ = tr.initial_state()
   loaded = jax.tree.leaves(start["params"])
   res = tr.run()
-  assert len(res.losses) == 30
-  first, last = np.mean([res.losses[k] for k in range(3)]), np.mean([res.losses[k] for k in range(27, 30)])
+  assert len(res.losses) == 20
+  first, last = np.mean([res.losses[k] for k in range(3)]), np.mean([res.losses[k] for k in range(17, 20)])
   assert last < first - 1.0, (first, last)
   assert any(not np.array_equal(a, b) for a, b in zip(loaded, jax.tree.leaves(res.final_state["params"])))
