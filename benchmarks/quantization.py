@@ -105,12 +105,10 @@ def main() -> None:
   float_bytes = ptq.matmul_weight_bytes(float_model)
   print(f"\n| weights | matmul weight bytes (values + scales) | vs float32 |\n|---|---|---|\n"
         f"| float32 | {float_bytes / 1e6:.2f} MB | 100% |")
-  qdirs = {}
   for scheme, extra in (("int8w", []), ("int4w", []), ("int4w", ["quantization_local_shard_count=4"])):
     qdir = os.path.join(out, f"{run}_{scheme}{'_tiles' if extra else ''}_ckpt")
     if not os.path.isdir(qdir):
       quantize([*base, f"quantization={scheme}", *extra, f"save_quantized_params_path={qdir}"])
-    qdirs[scheme] = qdir
     q = load_model(cfg_of(f"quantization={scheme}", *extra, "checkpoint_is_quantized=true",
                           f"load_parameters_path={qdir}"))
     qb = ptq.matmul_weight_bytes(q.model)
