@@ -10,7 +10,7 @@ class QuantizationSection(Section):
 
   section_name = "quantization"
 
-  quantization: None | Literal['', 'int4', 'int8', 'int4w', 'int8w', 'intmp', 'fp8', 'nanoo_fp8', 'fp8_nanoo', 'fp8_gpu', 'fp8_full', 'te_fp8_delayedscaling', 'te_fp8_currentscaling', 'te_mxfp8', 'te_nvfp4', 'te_nvfp4_no_rht'] = F('Activates quantization for transformer layers: int8, int4 and fp8 quantize weights and activations, int8w and int4w weights only, intmp per module from quant_cfg_path.')
+  quantization: None | Literal['', 'int4', 'int8', 'int4w', 'int8w', 'intmp', 'fp8', 'fp8_e4m3', 'fp8_e5m2', 'nanoo_fp8', 'fp8_nanoo', 'fp8_gpu', 'fp8_full', 'te_fp8_delayedscaling', 'te_fp8_currentscaling', 'te_mxfp8', 'te_nvfp4', 'te_nvfp4_no_rht'] = F('Activates quantization for transformer layers: int8, int4 and fp8 quantize weights and activations, int8w and int4w weights only, intmp per module from quant_cfg_path.')
   replicate_quant_scale: bool = F('Replicates quantization scale to avoid inefficient XLA fusion.')
   quant_cfg_path: str = F("Path to the configuration file for 'intmp' quantization.")
   quantize_kvcache: bool = F('If True, quantizes the Key-Value cache.')
