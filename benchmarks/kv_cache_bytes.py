@@ -40,7 +40,7 @@ def main(argv: list[str]) -> None:
   rows = []
   for name, extra in VARIANTS:
     n, cache = cache_bytes(base + extra)
-    scales = 0 if cache.k_scale_LBSKG is None else tree_bytes((cache.k_scale_LBSKG, cache.v_scale_LBSKG))
+    scales = 0 if cache.k_scale_LBSKJ is None else tree_bytes((cache.k_scale_LBSKJ, cache.v_scale_LBSKJ))
     rows.append((name, str(cache.k_LBSKH.dtype), tuple(cache.k_LBSKH.shape), scales, n))
   f32 = rows[0][-1]
   print(f"config: {' '.join(base)}")

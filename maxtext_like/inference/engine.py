@@ -40,7 +40,7 @@ MAX_STOP_IDS = 8  # stop token ids per slot (EOS included)
 MIN_PREFILL_BUCKET = 16
 
 CACHE_KV_AXES = (None, "cache_batch", "cache_sequence", "cache_heads", "cache_kv")
-CACHE_SCALE_AXES = (None, "cache_batch", "cache_sequence", "cache_heads", None)  # quantized cache: [L, B, S, K, G]
+CACHE_SCALE_AXES = (None, "cache_batch", "cache_sequence", "cache_heads", None)  # quantized cache: [L, B, S, K, J]
 CACHE_BS_AXES = ("cache_batch", "cache_sequence")
 CACHE_B_AXES = ("cache_batch",)
 
@@ -202,22 +202,22 @@ class Engine:
     return nnx.merge(self.graphdef, state)
 
   def _cache_dims(self) -> tuple[int, int, int, int]:
-    """(K, Hk, Hv, scale groups G) of one cache entry, as `Transformer.init_cache` lays it out."""
+    """(K, Hk, Hv, J scales per head_dim) of one cache entry, as `Transformer.init_cache` lays it out."""
     model = nnx.merge(self.graphdef, self._state)
     c = jax.eval_shape(lambda: model.init_cache(1, 1))
-    groups = 1 if c.k_scale_LBSKG is None else c.k_scale_LBSKG.shape[4]
+    groups = 1 if c.k_scale_LBSKJ is None else c.k_scale_LBSKJ.shape[4]
     return c.k_LBSKH.shape[3], c.k_LBSKH.shape[4], c.v_LBSKH.shape[4], groups
 
   def init_decode_state(self, rng=None) -> DecodeState:
     del rng
     B, S = self.max_concurrent_decodes, self.max_target_length
     L = self.spec.num_decoder_layers
-    K, Hk, Hv, G = self._cache_dims()
+    K, Hk, Hv, J = self._cache_dims()
     dtype, quant = self.spec.dtype, self.spec.kv_quant
     if self.paged is None:
-      cache = KVCache.zeros(L, B, S, K, Hk, dtype, v_head_dim=Hv, quant=quant, groups=G)
+      cache = KVCache.zeros(L, B, S, K, Hk, dtype, v_head_dim=Hv, quant=quant, groups=J)
     else:
-      cache = self.paged.empty_cache(L, K, Hk, Hv, dtype, quant=quant, groups=G)
+      cache = self.paged.empty_cache(L, K, Hk, Hv, dtype, quant=quant, groups=J)
     state = DecodeState(
         cache=cache,
         tokens_B=jnp.zeros((B,), jnp.int32), live_B=jnp.zeros((B,), bool), generated_B=jnp.zeros((B,), jnp.int32),
@@ -236,9 +236,9 @@ class Engine:
                         f"cache_batch rule shards them on; use a multiple of {ways} (per_device_batch_size x devices)")
     c = state.cache
     kv, scale = (CACHE_KV_AXES, CACHE_SCALE_AXES) if self.paged is None else ((None,) * 5, (None,) * 5)
-    if c.k_scale_LBSKG is not None and c.k_scale_LBSKG.shape[3] == 1:  # heads_and_dkv: one scale for all heads
+    if c.k_scale_LBSKJ is not None and c.k_scale_LBSKJ.shape[3] == 1:  # heads_and_dkv: one scale for all heads
       scale = scale[:3] + (None, None)
-    kv_arrays = (named(kv), named(kv)) + (() if c.k_scale_LBSKG is None else (named(scale), named(scale)))
+    kv_arrays = (named(kv), named(kv)) + (() if c.k_scale_LBSKJ is None else (named(scale), named(scale)))
     cache = dataclasses.replace(
         c.with_arrays(kv_arrays),
         segment_ids_BS=named(CACHE_BS_AXES), index_B=named(CACHE_B_AXES),

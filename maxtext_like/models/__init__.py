@@ -10,6 +10,7 @@ docstrings throughout this package:
   H  head_dim                  F  MLP hidden (mlp_dim)
   V  vocabulary                L  decoder layers
   C  a key block of the blocked ('flash') attention kernel
+  J  parts of a cache entry's head_dim with their own quantization scale (models/kv_cache.py)
 
 Lower-case h is H / 2 (rotary frequency pairs).
 

@@ -17,9 +17,9 @@ through `LayerKV.keys()`, which gathers its pages. Page 0 is scratch: unassigned
 writes past a row's pages never touch another row's data.
 
 Quantized layout (`KVQuant`, config `quantize_kvcache`): k/v hold int8, int4 or fp8 values and k/v_scale hold one
-symmetric absmax scale per token per kv head (`kv_quant_axis=dkv`, scale [.., K, G]) or per token over all kv heads
-(`heads_and_dkv`, [.., 1, G]), over each of the G head_dim groups (G = 1, or a block's P attention layers sharing
-one entry, see `Family.kv_caches_per_layer`). `LayerKV.write` quantizes the new tokens; `keys()`/`values()` return
+symmetric absmax scale per token per kv head (`kv_quant_axis=dkv`, scale [.., K, J]) or per token over all kv heads
+(`heads_and_dkv`, [.., 1, J]), over each of J equal parts of the entry's head_dim (J = 1, or the number of attention
+layers of a block sharing one entry, see `Family.kv_caches_per_layer`). `LayerKV.write` quantizes the new tokens; `keys()`/`values()` return
 them dequantized, so attention reads float arrays either way. Every cache array (values and scales) shares the
 [L, B, S] (or [L, P, page]) leading axes, so code that pads, copies or pages the cache maps over `arrays()`.
 """
@@ -48,14 +48,14 @@ class KVQuant:
                        f"axis one of {list(KV_QUANT_AXES)}")
 
 
-def quantize(x_BTKH: jax.Array, value_dtype, scale_shape_KG: tuple[int, int],
+def quantize(x_BTKH: jax.Array, value_dtype, scale_shape_KJ: tuple[int, int],
              scale_dtype) -> tuple[jax.Array, jax.Array]:
-  """(values [B, T, K, H] in `value_dtype`, scales [B, T, K or 1, G]): symmetric absmax per token over each of the
-  G head_dim groups, and over the kv heads too when the scales' K is 1; integers round to nearest."""
-  Ks, G = scale_shape_KG
+  """(values [B, T, K, H] in `value_dtype`, scales [B, T, K or 1, J]): symmetric absmax per token over each of J
+  equal parts of head_dim, and over the kv heads too when the scales' K is 1; integers round to nearest."""
+  Ks, J = scale_shape_KJ
   B, T, K, H = x_BTKH.shape
-  x = x_BTKH.astype(jnp.float32).reshape(B, T, K, G, H // G)
-  amax = jnp.max(jnp.abs(x), axis=4)  # [B, T, K, G]
+  x = x_BTKH.astype(jnp.float32).reshape(B, T, K, J, H // J)
+  amax = jnp.max(jnp.abs(x), axis=4)  # [B, T, K, J]
   if Ks == 1:
     amax = jnp.max(amax, axis=2, keepdims=True)
   vt = jnp.dtype(value_dtype)
@@ -68,11 +68,11 @@ def quantize(x_BTKH: jax.Array, value_dtype, scale_shape_KG: tuple[int, int],
   return jnp.clip(q, -qmax, qmax).astype(vt).reshape(B, T, K, H), scale
 
 
-def dequantize(q_BSKH: jax.Array, scale_BSKG: jax.Array) -> jax.Array:
+def dequantize(q_BSKH: jax.Array, scale_BSKJ: jax.Array) -> jax.Array:
   """Values times their scales, in the scales' dtype."""
   *lead, K, H = q_BSKH.shape
-  G = scale_BSKG.shape[-1]
-  x = q_BSKH.astype(scale_BSKG.dtype).reshape(*lead, K, G, H // G) * scale_BSKG[..., None]
+  J = scale_BSKJ.shape[-1]
+  x = q_BSKH.astype(scale_BSKJ.dtype).reshape(*lead, K, J, H // J) * scale_BSKJ[..., None]
   return x.reshape(*lead, K, H)
 
 
@@ -84,8 +84,8 @@ class KVCache:
   segment_ids_BS: jax.Array  # int32, 0 = empty slot / padding
   index_B: jax.Array  # int32, next slot to write per row
   page_table_BM: jax.Array | None = None  # paged layout: int32 page ids per row (see the module docstring)
-  k_scale_LBSKG: jax.Array | None = None  # quantized layout: the keys' scales (see the module docstring)
-  v_scale_LBSKG: jax.Array | None = None
+  k_scale_LBSKJ: jax.Array | None = None  # quantized layout: the keys' scales (see the module docstring)
+  v_scale_LBSKJ: jax.Array | None = None
 
   @classmethod
   def zeros(cls, num_layers: int, batch_size: int, max_length: int, num_kv_heads: int, head_dim: int,
@@ -99,7 +99,7 @@ class KVCache:
     scales = {}
     if quant is not None:
       shape = lead + (num_kv_heads if quant.axis == "dkv" else 1, groups)
-      scales = {"k_scale_LBSKG": jnp.zeros(shape, dtype), "v_scale_LBSKG": jnp.zeros(shape, dtype)}
+      scales = {"k_scale_LBSKJ": jnp.zeros(shape, dtype), "v_scale_LBSKJ": jnp.zeros(shape, dtype)}
     return cls(
         k_LBSKH=jnp.zeros(lead + (num_kv_heads, head_dim), store),
         v_LBSKH=jnp.zeros(lead + (num_kv_heads, Hv), store),
@@ -110,11 +110,11 @@ class KVCache:
 
   def arrays(self) -> tuple[jax.Array, ...]:
     """The arrays with [L, B, S] leading axes: (k, v), and (k_scale, v_scale) when quantized."""
-    scales = () if self.k_scale_LBSKG is None else (self.k_scale_LBSKG, self.v_scale_LBSKG)
+    scales = () if self.k_scale_LBSKJ is None else (self.k_scale_LBSKJ, self.v_scale_LBSKJ)
     return (self.k_LBSKH, self.v_LBSKH) + scales
 
   def with_arrays(self, arrays: tuple[jax.Array, ...]) -> "KVCache":
-    scales = {} if len(arrays) == 2 else {"k_scale_LBSKG": arrays[2], "v_scale_LBSKG": arrays[3]}
+    scales = {} if len(arrays) == 2 else {"k_scale_LBSKJ": arrays[2], "v_scale_LBSKJ": arrays[3]}
     return dataclasses.replace(self, k_LBSKH=arrays[0], v_LBSKH=arrays[1], **scales)
 
   @property
@@ -147,8 +147,8 @@ class LayerKV:
   segment_ids_BS: jax.Array
   page_table_BM: jax.Array | None = None
   layer: int | None = dataclasses.field(default=None, metadata=dict(static=True))
-  k_scale_BSKG: jax.Array | None = None
-  v_scale_BSKG: jax.Array | None = None
+  k_scale_BSKJ: jax.Array | None = None
+  v_scale_BSKJ: jax.Array | None = None
 
   @classmethod
   def of(cls, arrays: tuple[jax.Array, ...], index_B, segment_ids_BS, page_table_BM=None, *,
@@ -157,16 +157,16 @@ class LayerKV:
     return cls(arrays[0], arrays[1], index_B, segment_ids_BS, page_table_BM, layer, *arrays[2:])
 
   def arrays(self) -> tuple[jax.Array, ...]:
-    scales = () if self.k_scale_BSKG is None else (self.k_scale_BSKG, self.v_scale_BSKG)
+    scales = () if self.k_scale_BSKJ is None else (self.k_scale_BSKJ, self.v_scale_BSKJ)
     return (self.k_BSKH, self.v_BSKH) + scales
 
   def with_arrays(self, arrays: tuple[jax.Array, ...]) -> "LayerKV":
-    scales = {} if len(arrays) == 2 else {"k_scale_BSKG": arrays[2], "v_scale_BSKG": arrays[3]}
+    scales = {} if len(arrays) == 2 else {"k_scale_BSKJ": arrays[2], "v_scale_BSKJ": arrays[3]}
     return dataclasses.replace(self, k_BSKH=arrays[0], v_BSKH=arrays[1], **scales)
 
   def part(self, j: int, n: int) -> "LayerKV":
     """The view of the j-th of n equal head_dim parts (a block whose n attention layers share one entry); the
-    scales' G axis holds one group per part."""
+    scales' J axis holds one scale per part."""
     def cut(a):
       w = a.shape[-1] // n
       return a[..., j * w:(j + 1) * w]
@@ -189,17 +189,17 @@ class LayerKV:
 
   def keys(self) -> jax.Array:
     """Keys [B, S, K, H] by slot (paged: the row's pages gathered; quantized: dequantized)."""
-    return self._read(self.k_BSKH, self.k_scale_BSKG)
+    return self._read(self.k_BSKH, self.k_scale_BSKJ)
 
   def values(self) -> jax.Array:
-    return self._read(self.v_BSKH, self.v_scale_BSKG)
+    return self._read(self.v_BSKH, self.v_scale_BSKJ)
 
   def write(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> "LayerKV":
     """Stores the new tokens' keys and values at index_B in each row (quantized first when the cache has scales)."""
-    if self.k_scale_BSKG is None:
+    if self.k_scale_BSKJ is None:
       return dataclasses.replace(self, k_BSKH=self._write(self.k_BSKH, k_BTKH), v_BSKH=self._write(self.v_BSKH, v_BTKH))
     new = []
-    for x, store, scale in ((k_BTKH, self.k_BSKH, self.k_scale_BSKG), (v_BTKH, self.v_BSKH, self.v_scale_BSKG)):
+    for x, store, scale in ((k_BTKH, self.k_BSKH, self.k_scale_BSKJ), (v_BTKH, self.v_BSKH, self.v_scale_BSKJ)):
       q, s = quantize(x, store.dtype, scale.shape[-2:], scale.dtype)
       new.append((self._write(store, q), self._write(scale, s)))
     (k, ks), (v, vs) = new

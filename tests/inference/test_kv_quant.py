@@ -93,7 +93,7 @@ def test_engine_decode_equals_full_forward_over_the_quantized_cache(make_cfg, fl
   toks = seqs[0].tokens
   state = engine.init_decode_state()
   assert state.cache.k_LBSKH.dtype == KV_QUANT_DTYPES[dtype]
-  assert state.cache.k_scale_LBSKG.shape[3] == (2 if axis == "dkv" else 1)
+  assert state.cache.k_scale_LBSKJ.shape[3] == (2 if axis == "dkv" else 1)
 
   seq = jnp.asarray([p + toks[:-1]])
   full, cache = model.prefill(seq, max_length=48)  # writes every token quantized, attends over the dequantized cache
@@ -127,7 +127,7 @@ def test_paged_and_contiguous_quantized_caches_give_identical_tokens(make_cfg, f
   contiguous = Engine(cfg, model)
   paged = Engine(make_cfg(*quant_args(dtype, axis), "attention=paged", "pagedattn_tokens_per_page=4",
                           "pagedattn_num_pages=40"), model)
-  assert paged.init_decode_state().cache.k_scale_LBSKG.shape[1:3] == (40, 4)  # a pool of scale pages
+  assert paged.init_decode_state().cache.k_scale_LBSKJ.shape[1:3] == (40, 4)  # a pool of scale pages
   reqs = [Request(prompt(n, seed=n), max_tokens=m) for n, m in ((3, 7), (11, 5), (6, 9))]
   got = Batcher(paged, paged.load_params()).run(reqs)
   want = Batcher(contiguous, contiguous.load_params()).run(reqs)
@@ -142,14 +142,14 @@ def test_gemma2_pairs_quantize_each_layer_of_the_shared_entry():
   step = jax.jit(lambda t, c: nnx.merge(graphdef, state).decode_step(t, c))
   toks = jax.random.randint(jax.random.key(1), (2, 12), 1, spec.vocab_size)
   full, cache = prefill(toks)
-  assert cache.k_LBSKH.shape[-1] == 2 * spec.head_dim and cache.k_scale_LBSKG.shape[-1] == 2
+  assert cache.k_LBSKH.shape[-1] == 2 * spec.head_dim and cache.k_scale_LBSKJ.shape[-1] == 2
   logits, c = prefill(toks[:, :9])
   steps = [logits]
   for t in range(9, 12):
     logits, c = step(toks[:, t:t + 1], c)
     steps.append(logits)
   np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
-  scales = np.asarray(cache.k_scale_LBSKG)[:, :, :12]
+  scales = np.asarray(cache.k_scale_LBSKJ)[:, :, :12]
   assert np.all(scales > 0) and not np.allclose(scales[..., 0], scales[..., 1])  # each layer its own scale
 
 
