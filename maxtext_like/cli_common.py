@@ -24,6 +24,8 @@ FIRST_KEYS: dict[str, tuple[str, ...]] = {
     "decode": ("run_name", "load_parameters_path", "model_name", "prompt", "max_prefill_predict_length",
                "max_target_length", "decode_sampling_strategy", "tokenizer_path"),
     "convert": ("model_name", "scan_layers", "weight_dtype"),
+    "generate_param_only_checkpoint": ("run_name", "load_full_state_path", "force_unroll", "model_name",
+                                       "base_output_directory"),
     "eval": ("run_name", "load_parameters_path", "model_name", "quantization", "checkpoint_is_quantized", "eval_steps",
              "eval_per_device_batch_size", "dataset_type"),
     "train_compile": ("model_name", "compile_topology_num_devices", "compile_topology_num_slices",

@@ -26,7 +26,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "sharding_strategy",
     # checkpointing (built, training/checkpointing.py: checkpoint_storage_*, enable_single_replica_ckpt_restoring,
     #  enable_continuous_checkpointing; load_checkpoint_only_once: the checkpoint is always read once)
-    "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "force_unroll", "enable_orbax_v1",
+    "checkpoint_todelete_subdir", "checkpoint_todelete_full_path", "enable_orbax_v1",
     "checkpoint_conversion_fn",
     "colocated_python_checkpointing", "enable_autocheckpoint",
     # (training/emergency.py: enable_emergency_checkpoint, local_checkpoint_directory, local_checkpoint_period;

@@ -48,7 +48,7 @@ def load_model(cfg: Config) -> LoadedModel:
   path = cfg.checkpointing.load_parameters_path or _latest_checkpoint(cfg)
   if cfg.checkpointing.checkpoint_is_quantized:
     return LoadedModel(quantized.load_quantized(cfg, path), f"{path} (quantized: {cfg.quantization.quantization})")
-  model, source = _load_float(cfg, path)
+  model, source = load_float(cfg, path)
   if cfg.checkpointing.lora_input_adapters_path:  # a LoRA adapter served on its base: folded into the weights
     from maxtext_like.runtime.lora_adapters import with_adapter
     model = with_adapter(cfg, model, cfg.checkpointing.lora_input_adapters_path)
@@ -70,7 +70,8 @@ def _latest_checkpoint(cfg: Config) -> str | None:
   return None
 
 
-def _load_float(cfg: Config, path: str | None) -> tuple[nnx.Module, str]:
+def load_float(cfg: Config, path: str | None) -> tuple[nnx.Module, str]:
+  """(the float model with the parameters at `path`, or the seeded init when None; where they came from)."""
   spec = model_spec(cfg)
   model = build_model(spec, nnx.Rngs(params=cfg.training.init_weights_seed, dropout=1))
   if path is None:

@@ -79,6 +79,22 @@ def _restore_params(item: str, target) -> Any:
   return ckptr.restore(item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
 
 
+def write_params(path: str, params, record: dict, *, what: str) -> str:
+  """A parameters-only step directory: `path/state` (orbax, {"params": params}) and `path/config` (the resolved
+  config record), readable as `load_parameters_path`. An existing non-empty `path` is never overwritten."""
+  path = os.path.abspath(path)
+  if os.path.exists(path) and os.listdir(path):
+    raise CheckpointError(f"{what}={path} already exists and is not empty; choose a new directory (nothing was "
+                          "overwritten)")
+  ckptr = ocp.StandardCheckpointer()
+  ckptr.save(os.path.join(path, "state"), {"params": params})
+  ckptr.wait_until_finished()
+  os.makedirs(os.path.join(path, "config"), exist_ok=True)
+  with open(os.path.join(path, "config", "metadata"), "w") as f:
+    json.dump(record, f, indent=1)
+  return path
+
+
 def read_saved_config(step_dir: str) -> dict | None:
   p = os.path.join(step_dir, "config", "metadata")
   for cand in (p, os.path.join(step_dir, "config")):

@@ -13,7 +13,6 @@ restores the arrays straight into it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -71,20 +70,9 @@ def from_plain(plain, like):
 
 def save_quantized(model: nnx.Module, cfg: Config, path: str) -> str:
   """Write the quantized `model`'s parameters and `cfg`'s record to `path` (a new directory)."""
-  import orbax.checkpoint as ocp
   from maxtext_like.training.loop import config_record
-  path = os.path.abspath(path)
-  if os.path.exists(path) and os.listdir(path):
-    raise ckpt.CheckpointError(f"save_quantized_params_path={path} already exists and is not empty; choose a new "
-                               "directory (nothing was overwritten)")
   params = to_plain(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(os.path.join(path, "state"), {"params": params})
-  ckptr.wait_until_finished()
-  os.makedirs(os.path.join(path, "config"), exist_ok=True)
-  with open(os.path.join(path, "config", "metadata"), "w") as f:
-    json.dump(config_record(cfg), f, indent=1)
-  return path
+  return ckpt.write_params(path, params, config_record(cfg), what="save_quantized_params_path")
 
 
 def _check_saved_config(cfg: Config, path: str) -> None:

@@ -10,6 +10,7 @@ import pytest
 ENTRY_POINTS = {"train": "maxtext_like.train", "decode": "maxtext_like.decode", "eval": "maxtext_like.eval", "convert": "maxtext_like.convert.__main__",
                 "train_compile": "maxtext_like.train_compile", "launch": "maxtext_like.launch", "serve": "maxtext_like.serve",
                 "inference_microbenchmark": "maxtext_like.inference_microbenchmark",
+                "generate_param_only_checkpoint": "maxtext_like.generate_param_only_checkpoint",
                 "data_inspect": "maxtext_like.data_inspect"}
 
 
