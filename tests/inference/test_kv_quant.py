@@ -134,6 +134,25 @@ def test_paged_and_contiguous_quantized_caches_give_identical_tokens(make_cfg, f
   assert [s[0].tokens for s in got] == [s[0].tokens for s in want]
 
 
+def test_sharded_quantized_engine_equals_one_device(make_cfg, float_model):
+  """Values and scales placed by the cache_* rules on 8 fake devices (a heads_and_dkv scale has no heads axis to
+  split): the same tokens as one device."""
+  from maxtext_like.config.resolve import resolve
+  from maxtext_like.training.state import make_mesh
+  mesh_keys = ["ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_data_parallelism=2", "per_device_batch_size=0.5"]
+  cfg, model = quantized_model(make_cfg, float_model, *quant_args("int8", "heads_and_dkv"), *mesh_keys)
+  sharded = Engine(cfg, model, mesh=make_mesh(resolve(cfg, jax.device_count())))
+  one = Engine(make_cfg(*quant_args("int8", "heads_and_dkv"), "per_device_batch_size=4"), model)
+  reqs = [Request(prompt(n, seed=n), max_tokens=6) for n in (5, 13, 8)]
+  got = Batcher(sharded, sharded.load_params()).run(reqs)
+  assert [s[0].tokens for s in got] == [s[0].tokens for s in Batcher(one, one.load_params()).run(reqs)]
+  scale = sharded.init_decode_state().cache.k_scale_LBSKJ
+  assert scale.shape[3] == 1 and len(scale.sharding.device_set) > 1
+  cfg_dkv, model_dkv = quantized_model(make_cfg, float_model, *quant_args("int8", "dkv"), *mesh_keys)
+  dkv = Engine(cfg_dkv, model_dkv, mesh=make_mesh(resolve(cfg_dkv, jax.device_count()))).init_decode_state().cache
+  assert dkv.k_scale_LBSKJ.sharding.spec[3] is not None  # split over kv heads like the values
+
+
 def test_gemma2_pairs_quantize_each_layer_of_the_shared_entry():
   """gemma2 keeps a [local, global] pair in one entry of 2 * head_dim: one scale group per layer."""
   spec = GEMMA_SPECS["gemma2"].replace(num_decoder_layers=1, kv_quant=KVQuant("int8", "dkv"))
