@@ -19,9 +19,10 @@ writes past a row's pages never touch another row's data.
 Quantized layout (`KVQuant`, config `quantize_kvcache`): k/v hold int8, int4 or fp8 values and k/v_scale hold one
 symmetric absmax scale per token per kv head (`kv_quant_axis=dkv`, scale [.., K, J]) or per token over all kv heads
 (`heads_and_dkv`, [.., 1, J]), over each of J equal parts of the entry's head_dim (J = 1, or the number of attention
-layers of a block sharing one entry, see `Family.kv_caches_per_layer`). `LayerKV.write` quantizes the new tokens; `keys()`/`values()` return
-them dequantized, so attention reads float arrays either way. Every cache array (values and scales) shares the
-[L, B, S] (or [L, P, page]) leading axes, so code that pads, copies or pages the cache maps over `arrays()`.
+layers of a block sharing one entry, see `Family.kv_caches_per_layer`). `LayerKV.write` quantizes the new tokens;
+`keys()`/`values()` return them dequantized, so attention reads float arrays either way. Every cache array (values
+and scales) shares the [L, B, S] (or [L, P, page]) leading axes, so code that pads, copies or pages the cache maps
+over `arrays()`.
 """
 
 from __future__ import annotations

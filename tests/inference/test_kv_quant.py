@@ -139,7 +139,8 @@ def test_sharded_quantized_engine_equals_one_device(make_cfg, float_model):
   split): the same tokens as one device."""
   from maxtext_like.config.resolve import resolve
   from maxtext_like.training.state import make_mesh
-  mesh_keys = ["ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_data_parallelism=2", "per_device_batch_size=0.5"]
+  mesh_keys = ["ici_fsdp_parallelism=2", "ici_tensor_parallelism=2", "ici_data_parallelism=2",
+               "per_device_batch_size=0.5"]
   cfg, model = quantized_model(make_cfg, float_model, *quant_args("int8", "heads_and_dkv"), *mesh_keys)
   sharded = Engine(cfg, model, mesh=make_mesh(resolve(cfg, jax.device_count())))
   one = Engine(make_cfg(*quant_args("int8", "heads_and_dkv"), "per_device_batch_size=4"), model)
@@ -209,8 +210,8 @@ def test_int8_cache_is_at_most_30_percent_of_float32():
 
 
 def test_quantized_cache_without_an_axis_is_refused():
-  r = subprocess.run([sys.executable, "-m", "maxtext_like.decode", "base.yml", "quantize_kvcache=true", "kv_quant_axis="],
-                     capture_output=True, text=True, timeout=120)
+  cmd = [sys.executable, "-m", "maxtext_like.decode", "base.yml", "quantize_kvcache=true", "kv_quant_axis="]
+  r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
   assert r.returncode == 2, r.stderr
   assert "kv_quant_axis" in r.stderr + r.stdout and "Traceback" not in r.stderr
 
