@@ -514,6 +514,10 @@ def profiler_windows(v, d):
   if v["profiler"] == "xplane" and 0 < v["profile_periodically_period"] < v["profiler_steps"]:
     yield Problem("profile_periodically_period", f"must be at least profiler_steps ({v['profiler_steps']}): each "
                   "profile covers profiler_steps steps", v["profile_periodically_period"])
+  if v["profiler"] == "nsys":
+    yield Problem("profiler", "is refused: NVIDIA Nsight Systems tracing needs an NVIDIA GPU and the nsys tool "
+                  "(neither is here); profiler=xplane traces every platform and opens in TensorBoard's profile plugin "
+                  "and Perfetto", "nsys", allowed="'' or 'xplane'")
   if v["enable_jax_profiler"] and not 0 < v["jax_profiler_port"] < 65536:
     yield Problem("jax_profiler_port", "must be a TCP port (1..65535) with enable_jax_profiler", v["jax_profiler_port"])
 

@@ -17,7 +17,7 @@ PARTIAL: dict[str, frozenset] = {
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),
     "rope_type": frozenset(choices.ROPE_TYPES),
     "attention_type": frozenset(choices.ATTENTION_TYPES),
-    "profiler": frozenset({"", "xplane"}),
+    "profiler": frozenset({"", "xplane", "nsys"}),  # nsys: refused with its reason (config/rules.py)
     "decoder_block": registry.built_decoder_blocks(),  # one module per family in models/families/
 }
 

@@ -43,3 +43,11 @@ def test_kernel_library_and_shard_mode_notices(capsys):
 def test_kernels_that_are_not_built_stay_refused():
   with pytest.raises(ConfigError, match="attention.*not supported yet"):
     _cfg("attention=vllm_rpa")
+
+
+def test_nsys_profiler_is_refused_with_its_reason():
+  with pytest.raises(ConfigError) as e:
+    _cfg("profiler=nsys")
+  msg = str(e.value)
+  assert "profiler = 'nsys'" in msg and "NVIDIA GPU" in msg and "not supported yet" not in msg
+  assert "(1 problem)" in msg
