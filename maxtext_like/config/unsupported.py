@@ -11,7 +11,7 @@ from maxtext_like.models import choices, registry
 
 # key -> the values that are supported (None: only the default). Keys absent from both maps are fully supported.
 PARTIAL: dict[str, frozenset] = {
-    "attention": frozenset(choices.ATTENTION_VALUES) | {"cudnn_flash_te"},  # cuDNN names: runtime/kernel_names.py
+    "attention": frozenset(choices.ATTENTION_VALUES),
     "dataset_type": frozenset({"embedded", "synthetic", "hf", "grain", "tfds"}),
     "grain_file_type": frozenset({"arrayrecord", "parquet"}),
     "hardware": frozenset({"auto", "cpu", "gpu", "gpu_multiprocess", "tpu"}),

@@ -4,7 +4,9 @@ config's Literals hold them).
 """
 
 ATTENTION_KERNELS = ("dot_product", "flash", "autoselected", "cudnn_flash_jax")
-ATTENTION_VALUES = ATTENTION_KERNELS + ("paged",)  # `attention=paged`: the engine's paged KV cache (inference/paging.py)
+# The config's `attention` values: the kernels, `paged` (the engine's paged KV cache, inference/paging.py) and
+# `cudnn_flash_te` (mapped to a kernel by runtime/kernel_names.py).
+ATTENTION_VALUES = ATTENTION_KERNELS + ("paged", "cudnn_flash_te")
 ROPE_TYPES = ("default", "llama3.1", "yarn")
 ATTENTION_TYPES = ("global", "mla")
 ACTIVATIONS = ("linear", "silu", "swish", "gelu", "gelu_exact", "relu", "tanh", "sigmoid")
