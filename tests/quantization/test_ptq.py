@@ -22,27 +22,12 @@ from maxtext_like.inference.loading import load_model
 from maxtext_like.models import build_model, ptq
 from maxtext_like.models.quantization import QuantSpec
 from maxtext_like.runtime.checkpoints import CheckpointError
+from quant_lib import integer_dots
 
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
         "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=256", "max_target_length=32", "dtype=float32",
         "max_prefill_predict_length=16", "per_device_batch_size=2", "enable_tensorboard=false",
         "async_checkpointing=false", "dataset_type=synthetic", "log_period=1000"]
-
-
-def int_dots(fn, *args) -> int:
-  """Integer-operand dot_generals in fn's jaxpr (weights and activations both quantized)."""
-  def count(jaxpr) -> int:
-    n = 0
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == "dot_general" and all(jnp.issubdtype(v.aval.dtype, jnp.integer) for v in eqn.invars):
-        n += 1
-      for p in eqn.params.values():
-        for sub in (p if isinstance(p, (list, tuple)) else [p]):
-          inner = getattr(sub, "jaxpr", sub)
-          if hasattr(inner, "eqns"):
-            n += count(inner)
-    return n
-  return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 def layer_denses(model) -> list[str]:
@@ -69,8 +54,8 @@ def test_ptq_reaches_every_dense_layer_of_every_family(block, monkeypatch):
   tokens = jax.random.randint(jax.random.key(1), (1, 12), 1, spec.vocab_size)
   forward = nnx.jit(lambda m, t: m(t))
   # every quantized kernel's matmul runs on integers (a kernel may be used more than once, e.g. MLA's up-projections)
-  assert int_dots(lambda t: quantized(t), tokens) >= len(wanted)
-  assert int_dots(lambda t: model(t), tokens) == 0
+  assert integer_dots(lambda t: quantized(t), tokens) >= len(wanted)
+  assert integer_dots(lambda t: model(t), tokens) == 0
   assert rel_error(forward(quantized, tokens), forward(model, tokens)) < 0.1
 
 
@@ -174,20 +159,24 @@ def greedy_by_full_forward(model, prompt, n):
   return ids[len(prompt):]
 
 
+def engine_greedy(engine, params, prompt, n):
+  """n greedy tokens of `prompt` through the engine: prefill, insert into slot 0, n - 1 generate steps."""
+  prefix = engine.prefill_ids(params, prompt)
+  state = engine.insert(prefix, engine.init_decode_state(), 0)
+  toks = [int(prefix.tokens[0])]
+  for _ in range(n - 1):
+    state, _ = engine.generate(params, state)
+    toks.append(int(state.tokens_B[0]))
+  return toks
+
+
 @pytest.mark.parametrize("scheme", ["int8", "int4w"])
 def test_engine_decodes_a_quantized_model_as_its_full_forward(trained, scheme):
   cfg = cfg_for(trained, f"quantization={scheme}")
   model = load_model(cfg).model
   engine = Engine(cfg, model, num_slots=2)
-  params = engine.load_params()
   prompt = [5, 17, 33, 2, 250, 9, 41]
-  prefix = engine.prefill_ids(params, prompt)
-  state = engine.insert(prefix, engine.init_decode_state(), 0)
-  got = [int(prefix.tokens[0])]
-  for _ in range(7):
-    state, _ = engine.generate(params, state)
-    got.append(int(state.tokens_B[0]))
-  assert got == greedy_by_full_forward(model, prompt, 8)
+  assert engine_greedy(engine, engine.load_params(), prompt, 8) == greedy_by_full_forward(model, prompt, 8)
 
 
 def test_sharded_engine_serves_quantized_weights(trained):
@@ -209,13 +198,7 @@ def test_sharded_engine_serves_quantized_weights(trained):
       scale = kernel.array.scale
       assert len(kernel.array.qvalue.sharding.device_set) == 4
       assert scale.sharding.is_fully_replicated == ("replicate_quant_scale=true" in mesh_args)
-    prefix = engine.prefill_ids(params, prompt)
-    state = engine.insert(prefix, engine.init_decode_state(), 0)
-    toks = [int(prefix.tokens[0])]
-    for _ in range(5):
-      state, _ = engine.generate(params, state)
-      toks.append(int(state.tokens_B[0]))
-    outs.append(toks)
+    outs.append(engine_greedy(engine, params, prompt, 6))
   assert outs[1] == outs[0] and outs[2] == outs[0]
 
 

@@ -14,6 +14,7 @@ from maxtext_like.config import ConfigError, load_config
 from maxtext_like.models import build_model
 from maxtext_like.models.quantization import QuantSpec, quantize_for_training
 from maxtext_like.runtime.model_spec import model_spec
+from quant_lib import integer_dots
 from train_lib import run_steps
 
 TINY = ["override_model_config=true", "base_emb_dim=32", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=8",
@@ -26,22 +27,6 @@ TINY_MOE = ["decoder_block=mixtral", "num_experts=4", "num_experts_per_tok=2", "
 
 def cfg_of(tmp_path, *argv):
   return load_config(["base.yml", *TINY, f"base_output_directory={tmp_path}", "run_name=q", *argv], env={})
-
-
-def quantized_dots(fn, *args) -> int:
-  """Number of integer-operand dot_generals in fn's jaxpr (inside scans, remat and custom_vjp too)."""
-  def count(jaxpr) -> int:
-    n = 0
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == "dot_general" and all(jnp.issubdtype(v.aval.dtype, jnp.integer) for v in eqn.invars):
-        n += 1
-      for p in eqn.params.values():
-        for sub in (p if isinstance(p, (list, tuple)) else [p]):
-          inner = getattr(sub, "jaxpr", sub)
-          if hasattr(inner, "eqns"):
-            n += count(inner)
-    return n
-  return count(jax.make_jaxpr(fn)(*args).jaxpr)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +62,8 @@ def test_int8_forward_error_is_bounded_and_reaches_every_projection(tmp_path, sc
   rel = float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref))
   assert 1e-4 < rel < 0.05, rel  # measured ~0.016
   # q, k, v, out, wi_0, wi_1, wo per layer (a scan traces its body once); the unembedding stays float
-  assert quantized_dots(lambda t: quantized(t), tokens) == 7 * (1 if scan else spec.num_decoder_layers)
-  assert quantized_dots(lambda t: model(t), tokens) == 0
+  assert integer_dots(lambda t: quantized(t), tokens) == 7 * (1 if scan else spec.num_decoder_layers)
+  assert integer_dots(lambda t: model(t), tokens) == 0
 
 
 def test_moe_router_stays_float(tmp_path):
@@ -87,7 +72,7 @@ def test_moe_router_stays_float(tmp_path):
   tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, spec.vocab_size)
   quantized = quantize_for_training(model, QuantSpec("int8"))
   # the attention projections only: the router is excluded by its own rule, the experts are einsums
-  assert quantized_dots(lambda t: quantized(t), tokens) == 4 * spec.num_decoder_layers
+  assert integer_dots(lambda t: quantized(t), tokens) == 4 * spec.num_decoder_layers
   np.testing.assert_allclose(quantized.decoder.layers[0].mlp.gate(jnp.ones((3, spec.emb_dim))),
                              model.decoder.layers[0].mlp.gate(jnp.ones((3, spec.emb_dim))), rtol=0, atol=0)
 
@@ -151,7 +136,7 @@ def test_weight_only_training_quantizes_weights_not_activations(tmp_path, value)
   cfg = cfg_of(tmp_path, f"quantization={value}")
   model = quantize_for_training(build_model(model_spec(cfg), nnx.Rngs(0)), QuantSpec(value))
   tokens = jnp.zeros((1, 8), jnp.int32)
-  assert quantized_dots(lambda t: model(t), tokens) == 0
+  assert integer_dots(lambda t: model(t), tokens) == 0
   float_model = build_model(model_spec(cfg), nnx.Rngs(0))
   q, f = model(tokens), float_model(tokens)
   rel = float(jnp.linalg.norm(q - f) / jnp.linalg.norm(f))
@@ -165,7 +150,7 @@ def test_intmp_table_drives_training_rules(tmp_path):
   cfg = cfg_of(tmp_path, "quantization=intmp", f"quant_cfg_path={table}", "scan_layers=false")
   model = quantize_for_training(build_model(model_spec(cfg), nnx.Rngs(0)), QuantSpec("intmp", quant_cfg_path=str(table)))
   jaxpr = jax.make_jaxpr(lambda t: model(t))(jnp.zeros((1, 8), jnp.int32))
-  assert "int4" in str(jaxpr) and quantized_dots(lambda t: model(t), jnp.zeros((1, 8), jnp.int32)) > 0
+  assert "int4" in str(jaxpr) and integer_dots(lambda t: model(t), jnp.zeros((1, 8), jnp.int32)) > 0
   _, _, losses, _ = run_steps(cfg, 2)
   assert np.isfinite(losses).all()
 
