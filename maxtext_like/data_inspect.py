@@ -37,8 +37,9 @@ def loss_text(tok, targets, trained) -> str:
   return "".join(out)
 
 
-def describe(cfg, *, rows: int = 2, batches: int = 8, split: str = "train", width: int = 24, out=sys.stdout) -> dict:
-  """Prints the first rows and the statistics; returns the statistics."""
+def describe(cfg, *, rows: int = 2, batches: int = 8, split: str = "train", width: int = 24, out=None) -> dict:
+  """Prints the first rows and the statistics (to `out`, default the current sys.stdout); returns the statistics."""
+  out = sys.stdout if out is None else out
   from maxtext_like.data import packing_efficiency
   from maxtext_like.runtime.tokenizer import tokenizer_for
   from maxtext_like.training.data_source import make_iterator
