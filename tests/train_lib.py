@@ -1,10 +1,22 @@
 """Shared by the training, parallelism and quantization tests: config makers, and running a Trainer's step."""
 
+import os
+
 import numpy as np
 
 from maxtext_like.config import load_config
 from maxtext_like.models.sharding import activation_sharding
 from maxtext_like.training.loop import Trainer, to_global
+
+
+def subprocess_env(devices: int) -> dict:
+  """This process's environment for a training subprocess with `devices` fake CPU devices (no M_ overrides and no
+  distributed settings of our own leak in)."""
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("M_", "JAX_COORD", "JAX_NUM_PROC", "JAX_PROCESS"))}
+  inherited = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join([*inherited, f"--xla_force_host_platform_device_count={devices}"])
+  env["JAX_PLATFORMS"] = "cpu"
+  return env
 
 
 def run_steps(cfg, n, devices=None):

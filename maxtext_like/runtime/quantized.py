@@ -82,7 +82,7 @@ def _check_saved_config(cfg: Config, path: str) -> None:
                                "write quantized checkpoints with `python -m maxtext_like.convert quantize`")
   flat = saved.get("flat", {})
   now = cfg.flat()
-  model_keys = set(cfg.model.model_fields) | {"decoder_block", "vocab_size", "base_emb_dim", "base_num_query_heads",
+  model_keys = set(type(cfg.model).model_fields) | {"decoder_block", "vocab_size", "base_emb_dim", "base_num_query_heads",
                                               "base_num_kv_heads", "base_mlp_dim", "base_num_decoder_layers",
                                               "head_dim"}
   keys = [k for k in (*SCHEME_KEYS, *sorted(model_keys)) if k in flat and k in now]

@@ -154,21 +154,28 @@ def test_sharded_quantized_engine_equals_one_device(make_cfg, float_model):
   assert dkv.k_scale_LBSKJ.sharding.spec[3] is not None  # split over kv heads like the values
 
 
-def test_gemma2_pairs_quantize_each_layer_of_the_shared_entry():
-  """gemma2 keeps a [local, global] pair in one entry of 2 * head_dim: one scale group per layer."""
-  spec = GEMMA_SPECS["gemma2"].replace(num_decoder_layers=1, kv_quant=KVQuant("int8", "dkv"))
+def assert_incremental_equals_prefill(spec, *, seed, length, split):
+  """Prefill of `split` tokens then one decode step per token gives the logits of one prefill of all `length`
+  tokens (atol 1e-5); returns that full prefill's cache."""
   graphdef, state = nnx.split(build_model(spec, nnx.Rngs(0)))
   prefill = jax.jit(lambda t: nnx.merge(graphdef, state).prefill(t, max_length=16))
   step = jax.jit(lambda t, c: nnx.merge(graphdef, state).decode_step(t, c))
-  toks = jax.random.randint(jax.random.key(1), (2, 12), 1, spec.vocab_size)
+  toks = jax.random.randint(jax.random.key(seed), (2, length), 1, spec.vocab_size)
   full, cache = prefill(toks)
-  assert cache.k_LBSKH.shape[-1] == 2 * spec.head_dim and cache.k_scale_LBSKJ.shape[-1] == 2
-  logits, c = prefill(toks[:, :9])
+  logits, c = prefill(toks[:, :split])
   steps = [logits]
-  for t in range(9, 12):
+  for t in range(split, length):
     logits, c = step(toks[:, t:t + 1], c)
     steps.append(logits)
   np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
+  return cache
+
+
+def test_gemma2_pairs_quantize_each_layer_of_the_shared_entry():
+  """gemma2 keeps a [local, global] pair in one entry of 2 * head_dim: one scale group per layer."""
+  spec = GEMMA_SPECS["gemma2"].replace(num_decoder_layers=1, kv_quant=KVQuant("int8", "dkv"))
+  cache = assert_incremental_equals_prefill(spec, seed=1, length=12, split=9)
+  assert cache.k_LBSKH.shape[-1] == 2 * spec.head_dim and cache.k_scale_LBSKJ.shape[-1] == 2
   scales = np.asarray(cache.k_scale_LBSKJ)[:, :, :12]
   assert np.all(scales > 0) and not np.allclose(scales[..., 0], scales[..., 1])  # each layer its own scale
 
@@ -181,18 +188,8 @@ def test_mla_latent_cache_is_quantized_the_same_way():
                    v_head_dim=10, mla_naive_kvcache=False, remat_policy="none", attention="dot_product",
                    moe=MoeSpec(num_experts=4, num_experts_per_tok=2, mlp_dim=16, first_num_dense_layers=1),
                    kv_quant=KVQuant("int8", "heads_and_dkv"))  # one dense layer: MLA without MoE compile time
-  graphdef, state = nnx.split(build_model(spec, nnx.Rngs(0)))
-  prefill = jax.jit(lambda t: nnx.merge(graphdef, state).prefill(t, max_length=16))
-  step = jax.jit(lambda t, c: nnx.merge(graphdef, state).decode_step(t, c))
-  toks = jax.random.randint(jax.random.key(2), (2, 10), 1, spec.vocab_size)
-  full, cache = prefill(toks)
+  cache = assert_incremental_equals_prefill(spec, seed=2, length=10, split=8)
   assert cache.k_LBSKH.dtype == jnp.int8 and cache.k_LBSKH.shape[3] == 1
-  logits, c = prefill(toks[:, :8])
-  steps = [logits]
-  for t in range(8, 10):
-    logits, c = step(toks[:, t:t + 1], c)
-    steps.append(logits)
-  np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=1e-5)
 
 
 def default_cache_bytes(*argv) -> int:

@@ -15,6 +15,7 @@ import portpicker
 import pytest
 
 from maxtext_like.config import ConfigError, load_config
+from train_lib import subprocess_env
 
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
         "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=512", "max_target_length=32",
@@ -23,19 +24,11 @@ TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4
         "ici_data_parallelism=2", "run_name=em"]
 
 
-def _env(devices):
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("M_", "JAX_COORD", "JAX_NUM_PROC", "JAX_PROCESS"))}
-  inherited = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join([*inherited, f"--xla_force_host_platform_device_count={devices}"])
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
 def _train(cwd, tag, steps, *extra, procs=2):
   port = portpicker.pick_unused_port()
   dist = lambda i: [f"jax_coordinator_address=127.0.0.1:{port}", "jax_num_processes=2", f"jax_process_id={i}"] if procs > 1 else []  # noqa: E731
   return [subprocess.Popen([sys.executable, "-m", "maxtext_like.train", "base.yml", *TINY, f"steps={steps}",
-                            f"metrics_file={cwd}/{tag}.jsonl", *extra, *dist(i)], cwd=cwd, env=_env(8 // procs),
+                            f"metrics_file={cwd}/{tag}.jsonl", *extra, *dist(i)], cwd=cwd, env=subprocess_env(8 // procs),
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(procs)]
 
 

@@ -1,7 +1,6 @@
 """Two processes on localhost (4 CPU devices each) train like one process with 8 devices, and resume."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import portpicker
 import pytest
 
 from maxtext_like.config import ConfigError, load_config
+from train_lib import subprocess_env
 from maxtext_like.training.distributed import settings
 
 TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
@@ -19,17 +19,9 @@ TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4
         "learning_rate_schedule_steps=8", "log_config=false"]
 
 
-def _env(devices):
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("M_", "JAX_COORD", "JAX_NUM_PROC", "JAX_PROCESS"))}
-  inherited = [f for f in env.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
-  env["XLA_FLAGS"] = " ".join([*inherited, f"--xla_force_host_platform_device_count={devices}"])
-  env["JAX_PLATFORMS"] = "cpu"
-  return env
-
-
 def _train(cwd, run, steps, *extra, devices=8):
   return subprocess.Popen([sys.executable, "-m", "maxtext_like.train", "base.yml", *TINY, f"run_name={run}", f"steps={steps}",
-                           f"metrics_file={cwd}/{run}_{steps}.jsonl", *extra], cwd=cwd, env=_env(devices),
+                           f"metrics_file={cwd}/{run}_{steps}.jsonl", *extra], cwd=cwd, env=subprocess_env(devices),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
