@@ -33,6 +33,7 @@ from flax import nnx
 from maxtext_like.config import Config
 from maxtext_like.inference.sampling import SamplingOptions, row_params, sample_rows
 from maxtext_like.models import build_model
+from maxtext_like.models import kv_cache as kv_cache_lib
 from maxtext_like.models.kv_cache import KVCache
 from maxtext_like.models.sharding import logical_to_pspec, under_activation_sharding
 
@@ -218,6 +219,7 @@ class Engine:
       cache = KVCache.zeros(L, B, S, K, Hk, dtype, v_head_dim=Hv, quant=quant, groups=J)
     else:
       cache = self.paged.empty_cache(L, K, Hk, Hv, dtype, quant=quant, groups=J)
+    cache = cache.split()  # one read-only buffer per layer, committed after each step (models/kv_cache.py)
     state = DecodeState(
         cache=cache,
         tokens_B=jnp.zeros((B,), jnp.int32), live_B=jnp.zeros((B,), bool), generated_B=jnp.zeros((B,), jnp.int32),
@@ -236,11 +238,14 @@ class Engine:
                         f"cache_batch rule shards them on; use a multiple of {ways} (per_device_batch_size x devices)")
     c = state.cache
     kv, scale = (CACHE_KV_AXES, CACHE_SCALE_AXES) if self.paged is None else ((None,) * 5, (None,) * 5)
-    if c.k_scale_LBSKJ is not None and c.k_scale_LBSKJ.shape[3] == 1:  # heads_and_dkv: one scale for all heads
-      scale = scale[:3] + (None, None)
-    kv_arrays = (named(kv), named(kv)) + (() if c.k_scale_LBSKJ is None else (named(scale), named(scale)))
+    kv, scale = kv[1:], scale[1:]  # per layer (the decode state's cache is split by layer)
+    one = c.layer0()
+    if one.k_scale_LBSKJ is not None and one.k_scale_LBSKJ.shape[3] == 1:  # heads_and_dkv: one scale for all heads
+      scale = scale[:2] + (None, None)
+    L = len(c.k_LBSKH)
+    kv_arrays = (named(kv), named(kv)) + (() if one.k_scale_LBSKJ is None else (named(scale), named(scale)))
     cache = dataclasses.replace(
-        c.with_arrays(kv_arrays),
+        c.with_arrays(tuple((s,) * L for s in kv_arrays)),
         segment_ids_BS=named(CACHE_BS_AXES), index_B=named(CACHE_B_AXES),
         **({} if c.page_table_BM is None else {"page_table_BM": named(CACHE_BS_AXES)}))
     b = named(CACHE_B_AXES)
@@ -360,16 +365,28 @@ class Engine:
                greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
     """Every live slot advances by one token. `greedy_only` (all live slots greedy) skips the sampler. Slots
     sample with their own keys (from their prefill's `rng`); `rng` is taken for MaxEngine's signature and not used
-    (building a key every step would cost a dispatch of its own)."""
+    (building a key every step would cost a dispatch of its own).
+
+    Two programs per step: the step reads the cache buffers without writing them and returns the new entries, then
+    `commit` writes those in place (models/kv_cache.py: one program that reads and updates a buffer copies it)."""
     del rng
-    return self._fns.generate(params, decode_state, None, 1, greedy_only)
+    c = decode_state.cache
+    buffers = c.arrays()
+    small = dataclasses.replace(decode_state, cache=c.without_arrays())
+    small, new, index_B, out = self._fns.generate(params, buffers, small, greedy_only)
+    buffers = self._fns.commit(buffers, new, index_B, small.cache.page_table_BM)
+    return dataclasses.replace(small, cache=small.cache.with_arrays(buffers)), out
 
   def generate_n(self, params, decode_state: DecodeState, rng, n: int, *,
                  greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
-    """n generate steps in one call (fields [n, B]): fewer host round trips when nothing is waiting for a slot."""
+    """n generate steps with one result (fields [n, B]): the steps are dispatched back to back and the host waits
+    only when it reads the result."""
     del rng  # as in `generate`
-    state, toks = self._fns.generate(params, decode_state, None, n, greedy_only)
-    return state, (jax.tree.map(lambda a: a[None], toks) if n == 1 else toks)
+    outs = []
+    for _ in range(n):
+      decode_state, out = self.generate(params, decode_state, greedy_only=greedy_only)
+      outs.append(out)
+    return decode_state, self._fns.stack(outs)
 
 
 def _stop_hit(tok_B, stop_BS):
@@ -392,7 +409,9 @@ class _Compiled:
     self.truncate = jax.jit(self._truncate)
     self.set_pages = jax.jit(lambda ds, t: dataclasses.replace(ds, cache=dataclasses.replace(ds.cache, page_table_BM=t)),
                              donate_argnums=(0,))
-    self.generate = jax.jit(wrap(self._generate), static_argnums=(3, 4), donate_argnums=(1,))
+    self.generate = jax.jit(wrap(self._generate), static_argnums=(3,), donate_argnums=(2,))
+    self.commit = jax.jit(kv_cache_lib.commit, donate_argnums=(0,))
+    self.stack = jax.jit(lambda outs: jax.tree.map(lambda *x: jnp.stack(x), *outs))
 
   def _model(self, params):
     return self.e.model(params)
@@ -433,7 +452,10 @@ class _Compiled:
   def _insert(self, prefix: Prefix, ds: DecodeState, slot, sample, row):
     c, pc = ds.cache, prefix.cache
     S, C = c.max_length, min(pc.max_length, c.max_length)
-    put = lambda a, p: jax.lax.dynamic_update_slice(a, p[:, :, :C].astype(a.dtype), (0, slot, 0, 0, 0))  # noqa: E731
+
+    def put(layers, p):  # each layer's buffer gets the prefix's row
+      return tuple(jax.lax.dynamic_update_slice(a, p[i, :, :C].astype(a.dtype), (slot, 0, 0, 0))
+                   for i, a in enumerate(layers))
     seg_S = jnp.zeros((S,), jnp.int32).at[:C].set(pc.segment_ids_BS[0, :C])
     cache = dataclasses.replace(c.with_arrays(tuple(map(put, c.arrays(), pc.arrays()))),
                                 segment_ids_BS=c.segment_ids_BS.at[slot].set(seg_S),
@@ -460,29 +482,26 @@ class _Compiled:
       cache = dataclasses.replace(cache, page_table_BM=cache.page_table_BM.at[slot].set(0))
     return dataclasses.replace(ds, cache=cache, live_B=ds.live_B.at[slot].set(False))
 
-  def _generate(self, params, ds: DecodeState, rng, n, greedy_only):
+  def _generate(self, params, buffers, ds: DecodeState, greedy_only):
+    """One step over the read-only cache `buffers`: (the state without buffers, the new cache entries, the slots'
+    indices they go to, the step's tokens)."""
     model = self._model(params)
     S = self.e.max_target_length
-
-    def step(ds: DecodeState, _):
-      live = ds.live_B
-      if greedy_only:  # no live slot samples: keys stay as they are
-        key, next_keys = None, ds.key_B
-      else:
-        keys_B2 = jax.vmap(jax.random.split)(ds.key_B)  # [B, 2, 2]: (next key, this step's key) per slot
-        key, next_keys = keys_B2[:, 1], keys_B2[:, 0]
-      logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32), cache=ds.cache)
-      logits_BV = logits_B1V[:, -1].astype(jnp.float32)
-      nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
-      logp = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), nxt[:, None], axis=1)[:, 0]
-      generated = ds.generated_B + live.astype(jnp.int32)
-      done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
-      ds = dataclasses.replace(ds, cache=cache, tokens_B=jnp.where(live, nxt, ds.tokens_B), live_B=live & ~done,
-                               generated_B=generated, key_B=next_keys)
-      return ds, ResultTokens(nxt, logp, live, done)
-
-    del rng  # slots carry their own keys
-    if n == 1:  # `generate`: fields [B]
-      return step(ds, None)
-    return jax.lax.scan(step, ds, None, length=n)
-
+    live = ds.live_B
+    if greedy_only:  # no live slot samples: keys stay as they are
+      key, next_keys = None, ds.key_B
+    else:
+      keys_B2 = jax.vmap(jax.random.split)(ds.key_B)  # [B, 2, 2]: (next key, this step's key) per slot
+      key, next_keys = keys_B2[:, 1], keys_B2[:, 0]
+    index_B = ds.cache.index_B
+    logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32),
+                              cache=ds.cache.with_arrays(buffers))
+    logits_BV = logits_B1V[:, -1].astype(jnp.float32)
+    nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), nxt[:, None], axis=1)[:, 0]
+    generated = ds.generated_B + live.astype(jnp.int32)
+    done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
+    new = kv_cache_lib.pending_entries(cache.arrays())
+    ds = dataclasses.replace(ds, cache=cache.without_arrays(), tokens_B=jnp.where(live, nxt, ds.tokens_B),
+                             live_B=live & ~done, generated_B=generated, key_B=next_keys)
+    return ds, new, index_B, ResultTokens(nxt, logp, live, done)

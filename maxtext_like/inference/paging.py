@@ -65,8 +65,11 @@ class PagedLayout:
     # slots of the prefix past its true length go to scratch: their pages may not be allocated
     ids_1C = jnp.where(jnp.arange(C)[None] < true_length, ids_1C, 0)
 
-    def put(pool_LPpKH, new_L1CKH):
-      return pool_LPpKH.at[:, ids_1C[0], off_1C[0]].set(new_L1CKH[:, 0, :C].astype(pool_LPpKH.dtype))
+    def put(pools, new_L1CKH):  # per layer (the decode state's layout, KVCache.split) or stacked [L, P, ...]
+      if not isinstance(pools, tuple):
+        return pools.at[:, ids_1C[0], off_1C[0]].set(new_L1CKH[:, 0, :C].astype(pools.dtype))
+      return tuple(pool.at[ids_1C[0], off_1C[0]].set(new_L1CKH[i, 0, :C].astype(pool.dtype))
+                   for i, pool in enumerate(pools))
 
     seg = jnp.zeros((cache.max_length,), jnp.int32).at[:C].set(prefix.segment_ids_BS[0, :C])
     return dataclasses.replace(cache.with_arrays(tuple(map(put, cache.arrays(), prefix.arrays()))),

@@ -51,9 +51,9 @@ def _static(x) -> bool:
 
 
 def make_mask(q_idx_BT, q_seg_BT, kv_idx_S, kv_seg_BS, window: int, chunk: int = 0) -> jax.Array:
-  """Boolean mask [B, T, S]: True where the query may attend the key."""
+  """Boolean mask [B, T, S]: True where the query may attend the key (kv_idx_S: [S], or per row [B, S])."""
   q_idx = q_idx_BT[:, :, None]
-  kv_idx = kv_idx_S[None, None, :]
+  kv_idx = kv_idx_S[None, None, :] if kv_idx_S.ndim == 1 else kv_idx_S[:, None, :]
   mask = (kv_idx <= q_idx) & (q_seg_BT[:, :, None] == kv_seg_BS[:, None, :])
   if not _static(window):  # traced per-layer window (gemma3 under scan); 0 = global
     mask &= (window <= 0) | ((q_idx - kv_idx) < window)
@@ -84,14 +84,17 @@ def _scores(q_BTKGH, k_BSKH, opts: AttentionOptions) -> jax.Array:
 DECODE_MAX_QUERIES = 4  # rows with at most this many queries take `_few_queries` (decode, short chunks)
 
 
-def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sinks_N) -> jax.Array:
+def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sinks_N, new=None) -> jax.Array:
   """out_BTKGH for a few queries against a long cache, with the cache read in its stored [B, S, K, H] order.
 
   The usual batched dots (batch b, k) make XLA transpose every layer's whole cache to [B, K, S, H] on each decode
   step, which costs more than the attention itself. Here the queries go into a block-diagonal matrix
   Q [B, K*H, T*K*G] (head k's queries only against head k's key features), so the logits are one plain matmul
   keys[B, S, K*H] @ Q, and the context p[B, T*K*G, S] @ values[B, S, K*Hv] keeps its diagonal blocks: K times the
-  (tiny) arithmetic, no cache transposes."""
+  (tiny) arithmetic, no cache transposes.
+
+  `new` = (k_BUKH, v_BUKH, mask_BTU): keys and values not in the cache arrays (a read-only cache's entries of this
+  call, models/kv_cache.py), in the same softmax."""
   B, T, K, G, H = q_BTKGH.shape
   S, Hv = k_BSKH.shape[1], v_BSKH.shape[-1]
   f32 = jnp.float32
@@ -102,12 +105,21 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   q_BTKGH = q_BTKGH * jnp.asarray(scale, q_BTKGH.dtype)
   eye_KK = jnp.eye(K, dtype=q_BTKGH.dtype)
   q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
+  logits_type = f32 if opts.float32_logits else None
   s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
-                     preferred_element_type=f32 if opts.float32_logits else None).astype(f32)
+                     preferred_element_type=logits_type).astype(f32)
   s_BSTKG = s_BSY.reshape(B, S, T, K, G)
+  mask_BSTKG = jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None]
+  if new is not None:  # the new entries' logits join the cache's along S (small arrays: no cache-sized copy)
+    k_BUKH, v_BUKH, mask_BTU = new
+    k_BUKH = k_BUKH.astype(f32) if opts.float32_qk_product else k_BUKH
+    s_BUTKG = jnp.einsum("btkgh,bukh->butkg", q_BTKGH, k_BUKH.astype(q_BTKGH.dtype), precision=prec,
+                         preferred_element_type=logits_type).astype(f32)
+    s_BSTKG = jnp.concatenate([s_BSTKG, s_BUTKG], axis=1)
+    mask_BSTKG = jnp.concatenate([mask_BSTKG, jnp.swapaxes(mask_BTU, 1, 2)[:, :, :, None, None]], axis=1)
   if opts.soft_cap:
     s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
-  s_BSTKG = jnp.where(jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None], s_BSTKG, MASK_VALUE)
+  s_BSTKG = jnp.where(mask_BSTKG, s_BSTKG, MASK_VALUE)
   m_B1TKG = jnp.max(s_BSTKG, axis=1, keepdims=True)
   if sinks_N is not None:
     sink_11KG = sinks_N.astype(f32).reshape(1, 1, 1, K, G)
@@ -116,9 +128,14 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   denom_B1TKG = jnp.sum(e_BSTKG, axis=1, keepdims=True)
   if sinks_N is not None:
     denom_B1TKG = denom_B1TKG + jnp.exp(sink_11KG - m_B1TKG)
-  p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
+  p_BSTKG = e_BSTKG / denom_B1TKG
+  p_BYS = jnp.transpose(p_BSTKG[:, :S], (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
   o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
-  return jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
+  out_BTKGH = jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
+  if new is not None:
+    out_BTKGH = out_BTKGH + jnp.einsum("butkg,bukh->btkgh", p_BSTKG[:, S:].astype(v_BUKH.dtype), v_BUKH,
+                                       precision=prec).astype(out_BTKGH.dtype)
+  return out_BTKGH
 
 
 def _group(q_BTNH, num_kv_heads: int) -> jax.Array:
@@ -288,8 +305,19 @@ def resolve_kernel(name: str, kv_length: int, q_length: int | None = None) -> st
 
 
 def attend(name: str, q_BTNH, k_BSKH, v_BSKH, q_idx_BT, q_seg_BT, kv_seg_BS, opts: AttentionOptions,
-           block_size: int = 512, sinks_N=None, kv_idx_S=None) -> jax.Array:
-  """Runs the kernel `name` (after resolving 'autoselected')."""
+           block_size: int = 512, sinks_N=None, kv_idx_S=None, new_kv=None) -> jax.Array:
+  """Runs the kernel `name` (after resolving 'autoselected').
+
+  `new_kv` = (k_BTKH, v_BTKH): this call's own keys and values, at the queries' indices, when the cache arrays do
+  not hold them (a read-only decode cache, `LayerKV.pending`); those calls (decode steps) take `_few_queries`."""
+  if new_kv is not None:
+    B, T, N, _ = q_BTNH.shape
+    S = k_BSKH.shape[1]
+    mask_BTS = make_mask(q_idx_BT, q_seg_BT, _kv_index(kv_idx_S, S), kv_seg_BS, opts.window, opts.chunk)
+    mask_BTU = make_mask(q_idx_BT, q_seg_BT, q_idx_BT, q_seg_BT, opts.window, opts.chunk)
+    out = _few_queries(_group(q_BTNH, k_BSKH.shape[2]), k_BSKH, v_BSKH, mask_BTS, opts, sinks_N,
+                       new=(*new_kv, mask_BTU))
+    return out.reshape(B, T, N, v_BSKH.shape[-1])
   kernel = resolve_kernel(name, k_BSKH.shape[1], q_BTNH.shape[1])
   extra = {k: v for k, v in (("sinks_N", sinks_N), ("kv_idx_S", kv_idx_S)) if v is not None}
   if kernel == "flash":

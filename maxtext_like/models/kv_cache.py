@@ -23,6 +23,15 @@ layers of a block sharing one entry, see `Family.kv_caches_per_layer`). `LayerKV
 `keys()`/`values()` return them dequantized, so attention reads float arrays either way. Every cache array (values
 and scales) shares the [L, B, S] (or [L, P, page]) leading axes, so code that pads, copies or pages the cache maps
 over `arrays()`.
+
+Per-layer, read-only layout (`KVCache.split()`, the serving engine's decode state): each of k, v (and the scales)
+is a tuple of L arrays [B, S, K, H] (paged: pools [P, page, K, H]) instead of one [L, ...] array, and a call does not
+write them. `LayerKV.write` records the call's entries as `Pending(buffer, new)`; attention reads the buffer's
+earlier slots (`keys()`, with `key_segment_ids()` hiding the slots being written) plus the new entries
+(`pending()`); `commit` then writes them in place as a separate program. Why: XLA:CPU gives a layer's slice of a
+stacked cache, and a buffer read and updated in one program, a copy of the whole buffer on every decode step (a
+third of a small model's step at a 1k-token cache); a program that only reads a buffer, and one that only updates
+it in place, copy nothing. Only the unscanned layer loop takes this layout.
 """
 
 from __future__ import annotations
@@ -47,6 +56,16 @@ class KVQuant:
     if self.dtype not in KV_QUANT_DTYPES or self.axis not in KV_QUANT_AXES:
       raise ValueError(f"KVQuant(dtype={self.dtype!r}, axis={self.axis!r}): dtype is one of {list(KV_QUANT_DTYPES)}, "
                        f"axis one of {list(KV_QUANT_AXES)}")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Pending:
+  """One layer's buffer of a read-only (split) cache, and the entries this call adds at index_B ([B, T, ...], in
+  the buffer's dtype: quantized values or their scales), written later by `commit`."""
+
+  buffer: jax.Array
+  new: jax.Array
 
 
 def quantize(x_BTKH: jax.Array, value_dtype, scale_shape_KJ: tuple[int, int],
@@ -119,6 +138,28 @@ class KVCache:
     return dataclasses.replace(self, k_LBSKH=arrays[0], v_LBSKH=arrays[1], **scales)
 
   @property
+  def is_split(self) -> bool:
+    """True in the per-layer layout (see the module docstring)."""
+    return isinstance(self.k_LBSKH, tuple)
+
+  def split(self) -> "KVCache":
+    """The per-layer layout: each array a tuple of its L layers."""
+    return self if self.is_split else self.with_arrays(tuple(tuple(a) for a in self.arrays()))
+
+  def stacked(self) -> "KVCache":
+    """The stacked layout ([L, ...] arrays)."""
+    return self.with_arrays(tuple(jnp.stack(a) for a in self.arrays())) if self.is_split else self
+
+  def without_arrays(self) -> "KVCache":
+    """This cache with its arrays replaced by None (the decode step passes the buffers separately)."""
+    return self.with_arrays(tuple(None for _ in self.arrays()))
+
+  def layer0(self) -> "KVCache":
+    """Layer 0's arrays with a leading axis of 1, in either layout: shapes and dtypes without the whole cache."""
+    pick = (lambda a: a[0][None]) if self.is_split else (lambda a: a[:1])  # noqa: E731
+    return self.with_arrays(tuple(pick(a) for a in self.arrays()))
+
+  @property
   def max_length(self) -> int:
     return self.segment_ids_BS.shape[1]
 
@@ -167,18 +208,34 @@ class LayerKV:
 
   def part(self, j: int, n: int) -> "LayerKV":
     """The view of the j-th of n equal head_dim parts (a block whose n attention layers share one entry); the
-    scales' J axis holds one scale per part."""
+    scales' J axis holds one scale per part. Split layout: only this view's layer is cut."""
     def cut(a):
+      if isinstance(a, Pending):
+        return Pending(cut(a.buffer), cut(a.new))
       w = a.shape[-1] // n
       return a[..., j * w:(j + 1) * w]
+    if self._split:
+      return self.with_arrays(tuple(_replace_at(a, self.layer, cut(a[self.layer])) for a in self.arrays()))
     return self.with_arrays(tuple(cut(a) for a in self.arrays()))
 
   def join(self, parts: list["LayerKV"]) -> "LayerKV":
-    """This view with its head_dim parts replaced by `parts` (inverse of `part`)."""
+    """This view with its head_dim parts replaced by `parts` (inverse of `part`). Split layout: the buffer stays
+    as it is (nothing was written to it) and the parts' new entries are joined."""
+    if self._split:
+      def joined(a, p):
+        mine = [x[self.layer] for x in p]
+        if not isinstance(mine[0], Pending):
+          return a
+        return _replace_at(a, self.layer, Pending(_unwrap(a[self.layer]), jnp.concatenate([m.new for m in mine], -1)))
+      return self.with_arrays(tuple(joined(a, p) for a, p in zip(self.arrays(), zip(*(q.arrays() for q in parts)))))
     return self.with_arrays(tuple(jnp.concatenate(p, -1) for p in zip(*(q.arrays() for q in parts))))
 
+  @property
+  def _split(self) -> bool:
+    return isinstance(self.k_BSKH, tuple)
+
   def _mine(self, a: jax.Array) -> jax.Array:
-    return a if self.layer is None else a[self.layer]
+    return a if self.layer is None else _unwrap(a[self.layer])
 
   def _read(self, a: jax.Array, scale: jax.Array | None) -> jax.Array:
     a = self._mine(a)
@@ -195,27 +252,84 @@ class LayerKV:
   def values(self) -> jax.Array:
     return self._read(self.v_BSKH, self.v_scale_BSKJ)
 
+  def key_segment_ids(self) -> jax.Array:
+    """Segment ids [B, S] of `keys()`: in the split layout the slots this call writes hold stale entries (its new
+    ones are in `pending()`), so they get -1, which no query has."""
+    if not self._split:
+      return self.segment_ids_BS
+    S = self.segment_ids_BS.shape[1]
+    return jnp.where(jnp.arange(S, dtype=jnp.int32)[None] < self.index_B[:, None], self.segment_ids_BS, -1)
+
+  def pending(self) -> tuple[jax.Array, jax.Array] | None:
+    """Split layout after `write`: this call's (keys, values) [B, T, K, H] as attention must see them (quantized
+    then dequantized, like the stored ones); None otherwise."""
+    if not self._split:
+      return None
+    k, v = self.k_BSKH[self.layer], self.v_BSKH[self.layer]
+    if not isinstance(k, Pending):
+      return None
+    if self.k_scale_BSKJ is None:
+      return k.new, v.new
+    return (dequantize(k.new, self.k_scale_BSKJ[self.layer].new), dequantize(v.new, self.v_scale_BSKJ[self.layer].new))
+
   def write(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> "LayerKV":
     """Stores the new tokens' keys and values at index_B in each row (quantized first when the cache has scales)."""
     if self.k_scale_BSKJ is None:
       return dataclasses.replace(self, k_BSKH=self._write(self.k_BSKH, k_BTKH), v_BSKH=self._write(self.v_BSKH, v_BTKH))
     new = []
     for x, store, scale in ((k_BTKH, self.k_BSKH, self.k_scale_BSKJ), (v_BTKH, self.v_BSKH, self.v_scale_BSKJ)):
-      q, s = quantize(x, store.dtype, scale.shape[-2:], scale.dtype)
+      q, s = quantize(x, self._mine(store).dtype, self._mine(scale).shape[-2:], self._mine(scale).dtype)
       new.append((self._write(store, q), self._write(scale, s)))
     (k, ks), (v, vs) = new
     return self.with_arrays((k, v, ks, vs))
 
   def _write(self, cache: jax.Array, new_BTKH: jax.Array) -> jax.Array:
+    if isinstance(cache, tuple):  # split layout: recorded, written by `commit`
+      buffer = _unwrap(cache[self.layer])
+      return _replace_at(cache, self.layer, Pending(buffer, new_BTKH.astype(buffer.dtype)))
+    return self._write_one(cache, new_BTKH, () if self.layer is None else (self.layer,))
+
+  def _write_one(self, cache: jax.Array, new_BTKH: jax.Array, lead: tuple) -> jax.Array:
+    """Writes into `cache[lead]` (lead: the layer index of a stacked cache, or nothing)."""
     new_BTKH = new_BTKH.astype(cache.dtype)
     if self.page_table_BM is not None:
-      return write_pages(cache, new_BTKH, self.index_B, self.page_table_BM, self.layer)
+      return write_pages(cache, new_BTKH, self.index_B, self.page_table_BM, lead[0] if lead else None)
     if self.layer is None:
       return write_rows(cache, new_BTKH, self.index_B)
-    B, T = new_BTKH.shape[:2]  # in place into layer `layer`; slots past the row's end are dropped
+    B, T = new_BTKH.shape[:2]  # in place into one layer; slots past the row's end are dropped
     rows_BT = jnp.broadcast_to(jnp.arange(B, dtype=jnp.int32)[:, None], (B, T))
     slots_BT = self.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
-    return cache.at[self.layer, rows_BT, slots_BT].set(new_BTKH, mode="drop")
+    return cache.at[(*lead, rows_BT, slots_BT)].set(new_BTKH, mode="drop")
+
+
+def _replace_at(t: tuple, i: int, x) -> tuple:
+  return t[:i] + (x,) + t[i + 1:]
+
+
+def _unwrap(a):
+  return a.buffer if isinstance(a, Pending) else a
+
+
+def pending_entries(arrays: tuple) -> tuple:
+  """The new entries of a split cache's arrays after a call (`Pending.new` per layer; None where a layer wrote
+  nothing)."""
+  return tuple(tuple(e.new if isinstance(e, Pending) else None for e in layers) for layers in arrays)
+
+
+def commit(arrays: tuple, new: tuple, index_B: jax.Array, page_table_BM: jax.Array | None = None) -> tuple:
+  """Writes a split cache's new entries (`pending_entries`) at index_B, each layer's buffer in place (donate
+  `arrays`): one dynamic-update-slice per row, or the rows' pages. A row whose index is past its end writes its
+  last slot (such rows are finished; their next insert rewrites them)."""
+  def put(buffer, new_BT):
+    if new_BT is None:
+      return buffer
+    new_BT = new_BT.astype(buffer.dtype)
+    if page_table_BM is not None:
+      return write_pages(buffer, new_BT, index_B, page_table_BM)
+    for b in range(new_BT.shape[0]):
+      buffer = jax.lax.dynamic_update_slice(buffer, new_BT[b:b + 1], (b, index_B[b]) + (0,) * (buffer.ndim - 2))
+    return buffer
+  return tuple(tuple(put(b, n) for b, n in zip(layers, news)) for layers, news in zip(arrays, new))
 
 
 def write_rows(cache_BS: jax.Array, new_BT: jax.Array, index_B: jax.Array) -> jax.Array:

@@ -77,9 +77,9 @@ class MLA(nnx.Module):
         float32_qk_product=spec.float32_qk_product, float32_logits=spec.float32_logits,
         precision=spec.matmul_precision, query_scale=softmax_scale(spec))
 
-  def _attend(self, q, k, v, q_idx_BT, segment_ids_BT, kv_seg_BS):
+  def _attend(self, q, k, v, q_idx_BT, segment_ids_BT, kv_seg_BS, new_kv=None):
     return attention_kernels.attend(self.spec.attention, q, k, v, q_idx_BT, segment_ids_BT, kv_seg_BS,
-                                    self.options, block_size=self.spec.flash_block_size)
+                                    self.options, block_size=self.spec.flash_block_size, new_kv=new_kv)
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array,
                cache: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
@@ -113,8 +113,10 @@ class MLA(nnx.Module):
       else:
         cache = cache.write(k_BTNQ, v_BTNV)
         q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
+        new = cache.pending()
         context_BTNV = self._attend(q_BTNQ, cache.keys().astype(k_BTNQ.dtype), cache.values().astype(v_BTNV.dtype),
-                                    q_idx_BT, segment_ids_BT, cache.segment_ids_BS)
+                                    q_idx_BT, segment_ids_BT, cache.key_segment_ids(),
+                                    None if new is None else (new[0].astype(k_BTNQ.dtype), new[1].astype(v_BTNV.dtype)))
     context_BTNV = checkpoint_name(context_BTNV, "context")
     y_BTD = checkpoint_name(self.out(context_BTNV), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache
@@ -133,5 +135,9 @@ class MLA(nnx.Module):
     k_BS1X = jnp.concatenate([c_BS1R, cache.values().astype(q_BTNX.dtype)], axis=-1)
     T = segment_ids_BT.shape[1]
     q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
-    ctx_BTNR = self._attend(q_BTNX, k_BS1X, c_BS1R, q_idx_BT, segment_ids_BT, cache.segment_ids_BS)
+    new = cache.pending()  # a read-only cache: this call's (latent, k_rope), attended beside the stored ones
+    if new is not None:
+      c_BT1R = new[0].astype(q_BTNX.dtype)
+      new = (jnp.concatenate([c_BT1R, new[1].astype(q_BTNX.dtype)], axis=-1), c_BT1R)
+    ctx_BTNR = self._attend(q_BTNX, k_BS1X, c_BS1R, q_idx_BT, segment_ids_BT, cache.key_segment_ids(), new)
     return jnp.einsum("btnr,rnv->btnv", ctx_BTNR, w_uv_RNV, precision=prec), cache

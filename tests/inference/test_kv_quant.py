@@ -92,8 +92,8 @@ def test_engine_decode_equals_full_forward_over_the_quantized_cache(make_cfg, fl
   (seqs,) = Batcher(engine, params).run([Request(p, max_tokens=6)])
   toks = seqs[0].tokens
   state = engine.init_decode_state()
-  assert state.cache.k_LBSKH.dtype == KV_QUANT_DTYPES[dtype]
-  assert state.cache.k_scale_LBSKJ.shape[3] == (2 if axis == "dkv" else 1)
+  assert state.cache.k_LBSKH[0].dtype == KV_QUANT_DTYPES[dtype]  # one buffer per layer
+  assert state.cache.k_scale_LBSKJ[0].shape[2] == (2 if axis == "dkv" else 1)
 
   seq = jnp.asarray([p + toks[:-1]])
   full, cache = model.prefill(seq, max_length=48)  # writes every token quantized, attends over the dequantized cache
@@ -127,7 +127,7 @@ def test_paged_and_contiguous_quantized_caches_give_identical_tokens(make_cfg, f
   contiguous = Engine(cfg, model)
   paged = Engine(make_cfg(*quant_args(dtype, axis), "attention=paged", "pagedattn_tokens_per_page=4",
                           "pagedattn_num_pages=40"), model)
-  assert paged.init_decode_state().cache.k_scale_LBSKJ.shape[1:3] == (40, 4)  # a pool of scale pages
+  assert paged.init_decode_state().cache.k_scale_LBSKJ[0].shape[:2] == (40, 4)  # a pool of scale pages
   reqs = [Request(prompt(n, seed=n), max_tokens=m) for n, m in ((3, 7), (11, 5), (6, 9))]
   got = Batcher(paged, paged.load_params()).run(reqs)
   want = Batcher(contiguous, contiguous.load_params()).run(reqs)
@@ -147,11 +147,11 @@ def test_sharded_quantized_engine_equals_one_device(make_cfg, float_model):
   reqs = [Request(prompt(n, seed=n), max_tokens=6) for n in (5, 13, 8)]
   got = Batcher(sharded, sharded.load_params()).run(reqs)
   assert [s[0].tokens for s in got] == [s[0].tokens for s in Batcher(one, one.load_params()).run(reqs)]
-  scale = sharded.init_decode_state().cache.k_scale_LBSKJ
-  assert scale.shape[3] == 1 and len(scale.sharding.device_set) > 1
+  scale = sharded.init_decode_state().cache.k_scale_LBSKJ[0]
+  assert scale.shape[2] == 1 and len(scale.sharding.device_set) > 1
   cfg_dkv, model_dkv = quantized_model(make_cfg, float_model, *quant_args("int8", "dkv"), *mesh_keys)
   dkv = Engine(cfg_dkv, model_dkv, mesh=make_mesh(resolve(cfg_dkv, jax.device_count()))).init_decode_state().cache
-  assert dkv.k_scale_LBSKJ.sharding.spec[3] is not None  # split over kv heads like the values
+  assert dkv.k_scale_LBSKJ[0].sharding.spec[2] is not None  # split over kv heads like the values
 
 
 def assert_incremental_equals_prefill(spec, *, seed, length, split):
