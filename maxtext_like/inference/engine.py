@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from maxtext_like.config import Config
-from maxtext_like.inference.sampling import SamplingOptions, row_params, sample_rows
+from maxtext_like.inference.sampling import SamplingOptions, row_params, sample_rows, token_log_probs
 from maxtext_like.models import build_model
 from maxtext_like.models import kv_cache as kv_cache_lib
 from maxtext_like.models.kv_cache import KVCache
@@ -435,7 +435,7 @@ class _Compiled:
     first_key, rest_key = jax.random.split(rng)
     toks = sample_rows(jnp.broadcast_to(last_V, (n, last_V.shape[0])), first_key, rows(temperature), rows(top_k),
                        rows(top_p), greedy_only=greedy_only)
-    logp = jax.nn.log_softmax(last_V)[toks]
+    logp = token_log_probs(jnp.broadcast_to(last_V, (n, last_V.shape[0])), toks)
     return Prefix(cache=cache, tokens=toks, log_probs=logp, logits=last_V, true_length=start + true_length,
                   key=rest_key)
 
@@ -498,7 +498,7 @@ class _Compiled:
                               cache=ds.cache.with_arrays(buffers))
     logits_BV = logits_B1V[:, -1].astype(jnp.float32)
     nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits_BV), nxt[:, None], axis=1)[:, 0]
+    logp = token_log_probs(logits_BV, nxt)
     generated = ds.generated_B + live.astype(jnp.int32)
     done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
     new = kv_cache_lib.pending_entries(cache.arrays())

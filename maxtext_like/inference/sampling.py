@@ -16,6 +16,24 @@ class SamplingOptions:
   nucleus_p: float = -1.0
 
 
+def argmax(logits_BV: jax.Array) -> jax.Array:
+  """jnp.argmax over the last axis (the first index of the largest value), as a max and a min over the matching
+  indices: two plain reductions, which XLA:CPU runs about 3x faster than argmax's paired (value, index) reduction
+  over a 32k vocabulary. A row of NaNs gives its last index."""
+  V = logits_BV.shape[-1]
+  m = jnp.max(logits_BV, axis=-1, keepdims=True)
+  idx = jnp.min(jnp.where(logits_BV == m, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
+  return jnp.minimum(idx, V - 1)
+
+
+def token_log_probs(logits_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
+  """log_softmax(logits)[b, tokens[b]] without materialising the log-softmax."""
+  logits_BV = logits_BV.astype(jnp.float32)
+  m = jax.lax.stop_gradient(jnp.max(logits_BV, axis=-1, keepdims=True))
+  lse_B = m[:, 0] + jnp.log(jnp.sum(jnp.exp(logits_BV - m), axis=-1))
+  return jnp.take_along_axis(logits_BV, tokens_B[:, None], axis=-1)[:, 0] - lse_B
+
+
 def _top_k(logits_BV, k):
   kth = jax.lax.top_k(logits_BV, k)[0][:, -1:]
   return jnp.where(logits_BV < kth, -jnp.inf, logits_BV)
@@ -33,7 +51,7 @@ def _nucleus(logits_BV, p):
 def sample(logits_BV: jax.Array, key: jax.Array, o: SamplingOptions) -> jax.Array:
   logits_BV = logits_BV.astype(jnp.float32)
   if o.strategy == "greedy":
-    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    return argmax(logits_BV)
   if o.strategy in ("topk", "composite") and o.top_k > 0:
     logits_BV = _top_k(logits_BV, o.top_k)
   if o.strategy in ("nucleus", "composite") and 0 < o.nucleus_p < 1:
@@ -60,7 +78,7 @@ def sample_rows(logits_BV: jax.Array, key: jax.Array, temperature_B: jax.Array, 
   distribution as `sample` with that row's options. `key` is one key for all rows, or one per row ([B, 2]: a
   row's draws then depend on its own key only). `greedy_only` (static) compiles the argmax alone."""
   logits_BV = logits_BV.astype(jnp.float32)
-  greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  greedy_B = argmax(logits_BV)
   if greedy_only:
     return greedy_B
   V = logits_BV.shape[-1]
