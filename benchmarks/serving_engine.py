@@ -6,7 +6,7 @@ of the same work (so compilation is excluded):
 
 1. batching: N requests, prompt lengths uniform in [--prompt-min, --prompt-max], output lengths in
    [--out-min, --out-max], --slots slots. Continuous = `Batcher.run` (a request takes a slot as soon as one is
-   free). Static = `static_batch.generate_ids` over consecutive groups of --slots requests, prompts padded to the
+   free), admitting the longest token budgets first (its default) and, as a second row, in the given order. Static = `static_batch.generate_ids` over consecutive groups of --slots requests, prompts padded to the
    longest allowed prompt, every row decoding until the group's longest output is done (max_target rounded up to
    64 tokens, so a handful of compiled variants). tokens/s counts only the tokens each request asked for.
    Latency: continuous from `Sequence.ttft_s` / `per_token_s` (all requests submitted at t=0); static returns a
@@ -84,20 +84,20 @@ def engine_for(cfg, slots):
   return Engine(cfg, load_model(cfg).model, num_slots=slots)
 
 
-def continuous(engine, prompts, outs, *, prefix_cache=None, reserve=None):
-  """The requests through a fresh Batcher on `engine`; returns (wall s, sequences, concurrency samples).
-  With `reserve` (pages), a request is submitted only when the pool can hold all of it."""
+def continuous(engine, prompts, outs, *, prefix_cache=None, reserve=None, order="longest_first"):
+  """The requests through a fresh Batcher on `engine` (`Batcher.run`, admission `order`); returns (wall s,
+  sequences, concurrency samples). With `reserve` (pages), a request is submitted only when the pool can hold all
+  of it, in the given order."""
   from maxtext_like.inference.batching import Batcher, Request
   # reserve mode: short generate calls, so a finished request's pages are handed on soon
   b = Batcher(engine, engine.load_params(), eos_id=None, prefix_cache=prefix_cache,
               steps_per_call=2 if reserve else 8)
   live_counts = []
   t0 = time.perf_counter()
-  if reserve is None:
-    ids = [b.submit(Request(list(p), max_tokens=o)) for p, o in zip(prompts, outs)]
-    while b.busy:
-      b.step()
-      live_counts.append(sum(s is not None for s in b.slots))
+  if reserve is None:  # the offline driver, admitting in `order`
+    seqs = b.run([Request(list(p), max_tokens=o) for p, o in zip(prompts, outs)], order=order,
+                 on_step=lambda: live_counts.append(sum(s is not None for s in b.slots)))
+    return time.perf_counter() - t0, [s[0] for s in seqs], live_counts
   else:  # paged: admit a request only when the pool can hold all of it (prompt + output), so none runs out
     pending = list(range(len(prompts)))
     held: dict[int, int] = {}
@@ -148,15 +148,18 @@ def part_batching(args):
   prompts, outs = workload(args)
   tokens = sum(outs)
   for _ in range(2):  # warm-up pass, then the timed one
-    wall_c, seqs, _ = continuous(engine, prompts, outs)
+    runs = {order: continuous(engine, prompts, outs, order=order) for order in ("longest_first", "given")}
     wall_s, ttft_s, tok_s = static(cfg, model, prompts, outs, args.slots)
-  assert [len(s.tokens) for s in seqs] == outs
-  ttft_c = [s.ttft_s for s in seqs]
-  tok_c = [s.per_token_s for s in seqs if s.per_token_s is not None]
-  return {"requests": len(prompts), "slots": args.slots, "tokens": tokens,
-          "continuous": {"wall_s": wall_c, "tokens_per_s": tokens / wall_c, "ttft_p50_s": pct(ttft_c, 50),
-                         "ttft_p99_s": pct(ttft_c, 99), "per_token_p50_ms": 1000 * pct(tok_c, 50),
-                         "per_token_p99_ms": 1000 * pct(tok_c, 99)},
+  out = {"requests": len(prompts), "slots": args.slots, "tokens": tokens}
+  for order, (wall_c, seqs, live) in runs.items():
+    assert [len(s.tokens) for s in seqs] == outs
+    ttft_c = [s.ttft_s for s in seqs]
+    tok_c = [s.per_token_s for s in seqs if s.per_token_s is not None]
+    out["continuous" if order == "longest_first" else "continuous_given_order"] = {
+        "wall_s": wall_c, "tokens_per_s": tokens / wall_c, "ttft_p50_s": pct(ttft_c, 50),
+        "ttft_p99_s": pct(ttft_c, 99), "per_token_p50_ms": 1000 * pct(tok_c, 50),
+        "per_token_p99_ms": 1000 * pct(tok_c, 99), "mean_live_slots": statistics.mean(live)}
+  return {**out,
           "static": {"wall_s": wall_s, "tokens_per_s": tokens / wall_s, "ttft_p50_s": pct(ttft_s, 50),
                      "ttft_p99_s": pct(ttft_s, 99), "per_token_p50_ms": 1000 * pct(tok_s, 50),
                      "per_token_p99_ms": 1000 * pct(tok_s, 99)}}
@@ -227,12 +230,15 @@ def main(argv=None):
     r = results["batching"] = part_batching(args)
     print(f"\n### Continuous vs static batching ({r['requests']} requests, {r['tokens']} output tokens, "
           f"{r['slots']} slots)\n")
+    names = {"static": "static", "continuous": "continuous, longest first", "continuous_given_order":
+             "continuous, given order"}
     print_table(["path", "wall (s)", "tokens/s", "TTFT p50 (s)", "TTFT p99 (s)", "per-token p50 (ms)",
-                 "per-token p99 (ms)"],
-                [[k, f"{v['wall_s']:.1f}", f"{v['tokens_per_s']:.0f}", f"{v['ttft_p50_s']:.2f}", f"{v['ttft_p99_s']:.2f}",
-                  f"{v['per_token_p50_ms']:.1f}", f"{v['per_token_p99_ms']:.1f}"]
-                 for k, v in ((k, r[k]) for k in ("static", "continuous"))])
-    print(f"\ncontinuous / static tokens/s: **{r['continuous']['tokens_per_s'] / r['static']['tokens_per_s']:.2f}x**")
+                 "per-token p99 (ms)", "mean live slots"],
+                [[names[k], f"{v['wall_s']:.1f}", f"{v['tokens_per_s']:.0f}", f"{v['ttft_p50_s']:.2f}",
+                  f"{v['ttft_p99_s']:.2f}", f"{v['per_token_p50_ms']:.1f}", f"{v['per_token_p99_ms']:.1f}",
+                  f"{v.get('mean_live_slots', float('nan')):.2f}"] for k, v in ((k, r[k]) for k in names)])
+    for k in ("continuous", "continuous_given_order"):
+      print(f"\n{names[k]} / static tokens/s: **{r[k]['tokens_per_s'] / r['static']['tokens_per_s']:.2f}x**")
   if "prefix" in args.parts:
     r = results["prefix"] = part_prefix(args)
     print(f"\n### Prefix caching ({r['requests']} requests sharing a 512-token system prompt, 8 output tokens)\n")

@@ -24,7 +24,7 @@ from maxtext_like.inference.paging import PageAllocator, PagesExhausted
 from maxtext_like.inference.prefix_cache import PrefixCache
 from maxtext_like.inference.sampling import SamplingOptions
 
-STEP_CHOICES = (1, 4, 16)  # generate steps per call (each a compiled variant)
+MAX_STEPS_PER_CALL = 16  # generate steps between two looks at the queue when nothing waits
 
 
 @dataclasses.dataclass
@@ -138,8 +138,7 @@ class Batcher:
         return
     greedy = all(self._greedy(self.slots[b].request) for b in live)
     self.state, out = self.engine.generate_n(self.params, self.state, None, n, greedy_only=greedy)
-    toks, logps, valid, done = (np.asarray(a) for a in jax.device_get((out.tokens_B, out.log_probs_B, out.valid_B,
-                                                                        out.done_B)))
+    toks, logps, valid, done = out.tokens_B, out.log_probs_B, out.valid_B, out.done_B  # numpy [n, B]
     now = time.perf_counter()
     for b in live:
       for i in range(n):
@@ -148,11 +147,25 @@ class Batcher:
         self.lengths[b] += 1
         self._emit(b, int(toks[i, b]), float(logps[i, b]), bool(done[i, b]), now)
 
-  def run(self, requests: list[Request]) -> list[list[Sequence]]:
-    """Offline: every request to completion; per request its samples, in submission order."""
-    ids = [self.submit(r) for r in requests]
+  def run(self, requests: list[Request], *, order: str = "longest_first",
+          on_step: Callable[[], None] | None = None) -> list[list[Sequence]]:
+    """Offline: every request to completion; per request its samples, in the order given.
+
+    `order` is the admission order: "longest_first" (default) admits the requests with the largest token budget
+    first (ties in the order given), so the longest ones do not start last and run alone at the end; "given"
+    admits them as listed. `on_step` is called after every round (e.g. to sample occupancy)."""
+    if order not in ("longest_first", "given"):
+      raise ValueError(f"order={order!r}: 'longest_first' or 'given'")
+    admit = list(range(len(requests)))
+    if order == "longest_first":
+      admit.sort(key=lambda i: -self._budget(requests[i]) * requests[i].n)
+    ids = [0] * len(requests)
+    for i in admit:
+      ids[i] = self.submit(requests[i])
     while self.busy:
       self.step()
+      if on_step is not None:
+        on_step()
     return [self.sequences[i] for i in ids]
 
   # ---- internals ----
@@ -162,16 +175,17 @@ class Batcher:
     return s.strategy == "greedy"
 
   def _steps(self, live: list[int]) -> int:
-    """Generate steps this call: up to the nearest known end (token budget or cache row), fewer when requests wait."""
+    """Generate steps this call: while requests wait, exactly up to the nearest known end (token budget or cache
+    row), at most `steps_per_call`; otherwise up to the furthest, at most MAX_STEPS_PER_CALL."""
     e = self.engine
     left = []
     for b in live:
       seq = self.slots[b]
       budget = self._budget(seq.request) - len(seq.tokens)
       left.append(max(1, min(budget, e.max_target_length - self.lengths[b])))
-    want = min(left) if self.queue else max(left)
-    want = min(want, self.steps_per_call if self.queue else STEP_CHOICES[-1])
-    return max(c for c in STEP_CHOICES if c <= max(1, want))
+    if self.queue:
+      return max(1, min(min(left), self.steps_per_call))
+    return max(1, min(max(left), MAX_STEPS_PER_CALL))
 
   def _budget(self, r: Request) -> int:
     return r.max_tokens if r.max_tokens is not None else self.engine.max_target_length

@@ -379,14 +379,16 @@ class Engine:
 
   def generate_n(self, params, decode_state: DecodeState, rng, n: int, *,
                  greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
-    """n generate steps with one result (fields [n, B]): the steps are dispatched back to back and the host waits
-    only when it reads the result."""
+    """n generate steps dispatched back to back; the result's fields are numpy arrays [n, B], fetched once at the
+    end (the host waits only then). Any n: no compiled variant per n."""
     del rng  # as in `generate`
     outs = []
     for _ in range(n):
       decode_state, out = self.generate(params, decode_state, greedy_only=greedy_only)
       outs.append(out)
-    return decode_state, self._fns.stack(outs)
+    outs = jax.device_get(outs)
+    return decode_state, ResultTokens(*(np.stack(f) for f in zip(*((o.tokens_B, o.log_probs_B, o.valid_B, o.done_B)
+                                                                     for o in outs))))
 
 
 def _stop_hit(tok_B, stop_BS):
@@ -411,7 +413,6 @@ class _Compiled:
                              donate_argnums=(0,))
     self.generate = jax.jit(wrap(self._generate), static_argnums=(3,), donate_argnums=(2,))
     self.commit = jax.jit(kv_cache_lib.commit, donate_argnums=(0,))
-    self.stack = jax.jit(lambda outs: jax.tree.map(lambda *x: jnp.stack(x), *outs))
 
   def _model(self, params):
     return self.e.model(params)
@@ -429,8 +430,8 @@ class _Compiled:
                                   segment_ids_BS=jnp.pad(c.segment_ids_BS, [(0, 0), (0, P)]))
       start = existing.true_length
     seg_1P = (jnp.arange(P) < true_length).astype(jnp.int32)[None]
-    logits_1PV, cache = model(tokens_P[None], None, seg_1P, cache=cache)
-    last_V = logits_1PV[0, true_length - 1].astype(jnp.float32)
+    logits_11V, cache = model(tokens_P[None], None, seg_1P, cache=cache, logits_at=(true_length - 1)[None])
+    last_V = logits_11V[0, 0].astype(jnp.float32)
     rows = lambda x: jnp.broadcast_to(x, (n,))  # noqa: E731
     first_key, rest_key = jax.random.split(rng)
     toks = sample_rows(jnp.broadcast_to(last_V, (n, last_V.shape[0])), first_key, rows(temperature), rows(top_k),

@@ -109,32 +109,35 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
                      preferred_element_type=logits_type).astype(f32)
   s_BSTKG = s_BSY.reshape(B, S, T, K, G)
-  mask_BSTKG = jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None]
-  if new is not None:  # the new entries' logits join the cache's along S (small arrays: no cache-sized copy)
+  if opts.soft_cap:
+    s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
+  s_BSTKG = jnp.where(jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None], s_BSTKG, MASK_VALUE)
+  m_B1TKG = jnp.max(s_BSTKG, axis=1, keepdims=True)
+  if new is not None:  # the new entries' logits share the softmax; kept apart (a concatenation made XLA:CPU slower)
     k_BUKH, v_BUKH, mask_BTU = new
     k_BUKH = k_BUKH.astype(f32) if opts.float32_qk_product else k_BUKH
     s_BUTKG = jnp.einsum("btkgh,bukh->butkg", q_BTKGH, k_BUKH.astype(q_BTKGH.dtype), precision=prec,
                          preferred_element_type=logits_type).astype(f32)
-    s_BSTKG = jnp.concatenate([s_BSTKG, s_BUTKG], axis=1)
-    mask_BSTKG = jnp.concatenate([mask_BSTKG, jnp.swapaxes(mask_BTU, 1, 2)[:, :, :, None, None]], axis=1)
-  if opts.soft_cap:
-    s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
-  s_BSTKG = jnp.where(mask_BSTKG, s_BSTKG, MASK_VALUE)
-  m_B1TKG = jnp.max(s_BSTKG, axis=1, keepdims=True)
+    if opts.soft_cap:
+      s_BUTKG = opts.soft_cap * jnp.tanh(s_BUTKG / opts.soft_cap)
+    s_BUTKG = jnp.where(jnp.swapaxes(mask_BTU, 1, 2)[:, :, :, None, None], s_BUTKG, MASK_VALUE)
+    m_B1TKG = jnp.maximum(m_B1TKG, jnp.max(s_BUTKG, axis=1, keepdims=True))
   if sinks_N is not None:
     sink_11KG = sinks_N.astype(f32).reshape(1, 1, 1, K, G)
     m_B1TKG = jnp.maximum(m_B1TKG, sink_11KG)
   e_BSTKG = jnp.exp(s_BSTKG - m_B1TKG)
   denom_B1TKG = jnp.sum(e_BSTKG, axis=1, keepdims=True)
+  if new is not None:
+    e_BUTKG = jnp.exp(s_BUTKG - m_B1TKG)
+    denom_B1TKG = denom_B1TKG + jnp.sum(e_BUTKG, axis=1, keepdims=True)
   if sinks_N is not None:
     denom_B1TKG = denom_B1TKG + jnp.exp(sink_11KG - m_B1TKG)
-  p_BSTKG = e_BSTKG / denom_B1TKG
-  p_BYS = jnp.transpose(p_BSTKG[:, :S], (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
+  p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
   o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
   out_BTKGH = jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
   if new is not None:
-    out_BTKGH = out_BTKGH + jnp.einsum("butkg,bukh->btkgh", p_BSTKG[:, S:].astype(v_BUKH.dtype), v_BUKH,
-                                       precision=prec).astype(out_BTKGH.dtype)
+    p_BUTKG = (e_BUTKG / denom_B1TKG).astype(v_BUKH.dtype)
+    out_BTKGH = out_BTKGH + jnp.einsum("butkg,bukh->btkgh", p_BUTKG, v_BUKH, precision=prec).astype(out_BTKGH.dtype)
   return out_BTKGH
 
 

@@ -120,12 +120,12 @@ class Decoder(nnx.Module):
 
   def __call__(self, x_BTD: jax.Array, positions_BT: jax.Array, segment_ids_BT: jax.Array, *,
                embedder: Embed, dropout_key: jax.Array | None = None,
-               cache: tuple | None = None):
+               cache: tuple | None = None, logits_at: jax.Array | None = None):
     """Returns (logits_BTV, the cache's new arrays or None, aux) (aux: see the module docstring).
 
     `cache` is (arrays, index_B, segment_ids_BS, page_table_BM or None): arrays = `KVCache.arrays()`, [L, ...]
     keys, values (and their scales when quantized); segment ids already cover this call's tokens (paged: the
-    arrays are page pools, see models/kv_cache.py).
+    arrays are page pools, see models/kv_cache.py). `logits_at` (int32 [B]): logits of that position only, [B, 1, V].
     """
     layer_key, final_key = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
     aux = moe_lib.empty_aux()
@@ -149,6 +149,8 @@ class Decoder(nnx.Module):
         kv = whole[0]
       else:
         kv = kvs[0] if len(kvs) == 1 else tuple(jnp.concatenate(p) for p in zip(*kvs))
+    if logits_at is not None:
+      x_BTD = jnp.take_along_axis(x_BTD, logits_at.astype(jnp.int32)[:, None, None], axis=1)
     y_BTD = self.decoder_norm(x_BTD)
     y_BTD = self.dropout(y_BTD, deterministic=final_key is None, rngs=final_key)
     return self.logits(y_BTD, embedder), kv, aux

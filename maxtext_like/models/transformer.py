@@ -37,9 +37,12 @@ class Transformer(nnx.Module):
 
   def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array | None = None,
                segment_ids_BT: jax.Array | None = None, *, deterministic: bool = True,
-               cache: KVCache | None = None, return_aux: bool = False):
+               cache: KVCache | None = None, return_aux: bool = False, logits_at: jax.Array | None = None):
     """logits_BTV, or (logits_BTV, new_cache) when `cache` is given; with `return_aux` one more element, the
     decoder's auxiliary outputs (MoE load-balance loss and routed-bias updates, see decoder.py).
+
+    `logits_at` (int32 [B]): only the logits of that position of each row, [B, 1, V] (a prefill needs its last
+    prompt token's; the output projection of a long prompt's other positions costs more than its layers).
 
     positions default to 0..T-1 (with a cache: the row's next slots);
     segment ids default to 1 (one unpadded sequence per row). Tokens attend
@@ -68,7 +71,7 @@ class Transformer(nnx.Module):
                                                    cache.index_B)
       layer_cache = (cache.arrays(), cache.index_B, new_segment_ids_BS, cache.page_table_BM)
     logits_BTV, kv, aux = self.decoder(x_BTD, positions_BT, segment_ids_BT, embedder=self.token_embedder,
-                                       dropout_key=decoder_key, cache=layer_cache)
+                                       dropout_key=decoder_key, cache=layer_cache, logits_at=logits_at)
     out = (logits_BTV,) if cache is None else (logits_BTV, kv_cache_lib.advance(cache, segment_ids_BT, kv))
     out += (aux,) if return_aux else ()
     return out[0] if len(out) == 1 else out
