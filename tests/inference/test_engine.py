@@ -4,6 +4,7 @@ request, bad input, and decode through the engine equal to the full forward for 
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -300,3 +301,54 @@ def test_sharded_engine_equals_one_device(make_cfg, model):
   assert [s[0].tokens for s in out] == [alone(model, p, 7) for p in ps]
   leaf = engine.init_decode_state().cache.k_LBSKH[0]  # layer 0's buffer
   assert len(leaf.sharding.device_set) > 1
+
+
+def test_prefill_logits_at_equals_the_full_forward_at_that_position(model):
+  """`logits_at` (the engine's prefill): the logits of one position per row, equal to the full forward's there."""
+  toks = jnp.asarray(prompts((12, 12), seed=31))
+  seg = jnp.asarray([[1] * 12, [1] * 7 + [0] * 5])
+  full, _ = model.prefill(toks, seg, max_length=16)
+  at = jnp.asarray([11, 6])
+  one, _ = model(toks, None, seg, cache=model.init_cache(2, 16), logits_at=at)
+  assert one.shape == (2, 1, full.shape[-1])
+  np.testing.assert_allclose(np.asarray(one[:, 0]), np.asarray(full[jnp.arange(2), at]), atol=1e-5, rtol=1e-5)
+
+
+def test_decode_step_reads_the_cache_buffers_without_copying_them(engine):
+  """The generate step only reads the per-layer buffers and `commit` updates them in place: neither compiled
+  program copies a cache-sized array (XLA:CPU copies a buffer that one program reads and updates, and a layer's
+  slice of a stacked cache), which would make the step's cost grow with the cache."""
+  params, state = engine.load_params(), engine.init_decode_state()
+  buffers = state.cache.arrays()
+  assert all(isinstance(a, tuple) and len(a) == 2 for a in buffers)  # one buffer per layer
+  small = dataclasses.replace(state, cache=state.cache.without_arrays())
+  step = engine._fns.generate.lower(params, buffers, small, True).compile().as_text()
+  new = jax.tree.map(lambda a: jnp.zeros((a.shape[0], 1, *a.shape[2:]), a.dtype), buffers)
+  commit = engine._fns.commit.lower(buffers, new, state.cache.index_B, None).compile().as_text()
+  size = int(np.prod(buffers[0][0].shape))
+
+  def cache_sized_copies(text):  # copies, slices and their fusions whose result is as big as a layer's buffer
+    out = []
+    for name, dims in re.findall(r"%([\w.-]+) = \w+\[([\d,]*)\]", text):
+      if ("copy" in name or "slice" in name) and "update" not in name and dims and int(np.prod([int(d) for d in dims.split(",")])) >= size:
+        out.append(name)
+    return out
+  assert cache_sized_copies(step) == [] and cache_sized_copies(commit) == []
+  def read_and_update(c):  # the pattern the split avoids: the check must see its copies
+    return c.at[:, 0].set(1.0), jnp.einsum("bskh,bskh->b", c, c)
+  both = jax.jit(read_and_update, donate_argnums=0).lower(buffers[0][0]).compile().as_text()
+  assert cache_sized_copies(both)
+
+
+def test_run_admits_the_longest_budget_first_and_answers_in_the_given_order(make_cfg, model):
+  """One slot: requests run one after another, so their first-token times give the admission order."""
+  engine = Engine(make_cfg("per_device_batch_size=1"), model)
+  ps = prompts((4, 6, 5), seed=32)
+  budgets = (3, 9, 5)
+  for order, want in (("longest_first", [1, 2, 0]), ("given", [0, 1, 2])):
+    out = Batcher(engine, engine.load_params()).run([Request(p, max_tokens=m) for p, m in zip(ps, budgets)],
+                                                   order=order)
+    assert [s[0].tokens for s in out] == [alone(model, p, m) for p, m in zip(ps, budgets)]
+    assert sorted(range(3), key=lambda i: out[i][0].first_token_at) == want
+  with pytest.raises(ValueError, match="longest_first"):
+    Batcher(engine, engine.load_params()).run([], order="shortest")

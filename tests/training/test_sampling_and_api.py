@@ -70,3 +70,18 @@ def test_tensorboard_events_are_written(tiny_cfg, tmp_path):
   Trainer(tiny_cfg("dataset_type=synthetic", "ici_fsdp_parallelism=1", "enable_tensorboard=true", "steps=2", "log_period=1",
                    "enable_checkpointing=false", "run_name=tb"), devices=jax.devices()[:1]).run()
   assert glob.glob(os.path.join(tmp_path, "tb", "tensorboard", "events.out.tfevents.*"))
+
+
+def test_argmax_and_token_log_probs_equal_jax_references():
+  """The engine's argmax (a max, then the first matching index) is jnp.argmax, ties included; token_log_probs is
+  log_softmax at the token."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from maxtext_like.inference.sampling import argmax, token_log_probs
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 3000))
+  x = x.at[1, 7].set(9.0).at[1, 2000].set(9.0).at[3].set(0.0)  # a tie (first index wins), an all-equal row
+  np.testing.assert_array_equal(np.asarray(argmax(x)), np.asarray(jnp.argmax(x, axis=-1)))
+  toks = jnp.asarray([0, 7, 2999, 5, 1234])
+  want = jnp.take_along_axis(jax.nn.log_softmax(x), toks[:, None], axis=1)[:, 0]
+  np.testing.assert_allclose(np.asarray(token_log_probs(x, toks)), np.asarray(want), atol=1e-5)
