@@ -12,13 +12,15 @@ live flag, tokens generated, token budget, stop token ids and sampling settings.
 token (EOS or the request's own), on its token budget, or when its cache row is full; `generate` never advances a
 dead slot, so another can be inserted there at any time without touching the others.
 
-The cache is contiguous ([L, slots, max_target_length, K, H], `models/kv_cache.py`) or paged (`attention=paged`:
+The cache is contiguous (per layer [slots, max_target_length, K, H], `models/kv_cache.py`) or paged (`attention=paged`:
 a pool of pages, `inference/paging.py`); both give identical tokens. Prefill lengths are padded to power-of-two
 buckets (`prefill_buckets`) so a new prompt length does not recompile; prompts longer than
 `max_prefill_predict_length` need `use_chunked_prefill` (chunks of `prefill_chunk_size` into the same prefix).
 
-All device work is in jitted functions of (params, state, ...) with the state donated, so a step updates the cache
-in place. With a mesh, parameters follow their logical axes and the cache the `cache_*` logical rules.
+All device work is in jitted functions of (params, state, ...) with the state donated. The decode state's cache is
+one buffer per layer, read-only during a generate step; the step returns its new entries and `kv_cache.commit`
+writes them in place in a second program (models/kv_cache.py says why). With a mesh, parameters follow their
+logical axes and the cache the `cache_*` logical rules.
 """
 
 from __future__ import annotations
