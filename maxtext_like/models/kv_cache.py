@@ -146,10 +146,6 @@ class KVCache:
     """The per-layer layout: each array a tuple of its L layers."""
     return self if self.is_split else self.with_arrays(tuple(tuple(a) for a in self.arrays()))
 
-  def stacked(self) -> "KVCache":
-    """The stacked layout ([L, ...] arrays)."""
-    return self.with_arrays(tuple(jnp.stack(a) for a in self.arrays())) if self.is_split else self
-
   def without_arrays(self) -> "KVCache":
     """This cache with its arrays replaced by None (the decode step passes the buffers separately)."""
     return self.with_arrays(tuple(None for _ in self.arrays()))
