@@ -388,9 +388,7 @@ class Engine:
     for _ in range(n):
       decode_state, out = self.generate(params, decode_state, greedy_only=greedy_only)
       outs.append(out)
-    outs = jax.device_get(outs)
-    return decode_state, ResultTokens(*(np.stack(f) for f in zip(*((o.tokens_B, o.log_probs_B, o.valid_B, o.done_B)
-                                                                     for o in outs))))
+    return decode_state, jax.tree.map(lambda *steps: np.stack(steps), *jax.device_get(outs))
 
 
 def _stop_hit(tok_B, stop_BS):

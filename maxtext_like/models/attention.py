@@ -114,15 +114,10 @@ class Attention(nnx.Module):
       context_BTNH = attention_kernels.attend(
           self.spec.attention, q_BTNH, cache.keys().astype(k_BTKH.dtype), cache.values().astype(v_BTKH.dtype), q_idx_BT,
           segment_ids_BT, cache.key_segment_ids(), opts, block_size=self.spec.flash_block_size, sinks_N=sinks_N,
-          new_kv=_as(cache.pending(), k_BTKH.dtype, v_BTKH.dtype))
+          new_kv=cache.pending(k_BTKH.dtype, v_BTKH.dtype))
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache
-
-
-def _as(new_kv, k_dtype, v_dtype):
-  """A read-only cache's new (keys, values) in the layer's dtypes (None stays None)."""
-  return None if new_kv is None else (new_kv[0].astype(k_dtype), new_kv[1].astype(v_dtype))
 
 
 def temperature_scale(positions_BT: jax.Array, floor_scale: float, attn_scale: float) -> jax.Array:

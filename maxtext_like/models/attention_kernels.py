@@ -108,19 +108,19 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   logits_type = f32 if opts.float32_logits else None
   s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
                      preferred_element_type=logits_type).astype(f32)
-  s_BSTKG = s_BSY.reshape(B, S, T, K, G)
-  if opts.soft_cap:
-    s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
-  s_BSTKG = jnp.where(jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None], s_BSTKG, MASK_VALUE)
+  def capped_and_masked(s_BSTKG, mask_BTS):
+    if opts.soft_cap:
+      s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
+    return jnp.where(jnp.swapaxes(mask_BTS, 1, 2)[:, :, :, None, None], s_BSTKG, MASK_VALUE)
+
+  s_BSTKG = capped_and_masked(s_BSY.reshape(B, S, T, K, G), mask_BTS)
   m_B1TKG = jnp.max(s_BSTKG, axis=1, keepdims=True)
   if new is not None:  # the new entries' logits share the softmax; kept apart (a concatenation made XLA:CPU slower)
     k_BUKH, v_BUKH, mask_BTU = new
     k_BUKH = k_BUKH.astype(f32) if opts.float32_qk_product else k_BUKH
     s_BUTKG = jnp.einsum("btkgh,bukh->butkg", q_BTKGH, k_BUKH.astype(q_BTKGH.dtype), precision=prec,
                          preferred_element_type=logits_type).astype(f32)
-    if opts.soft_cap:
-      s_BUTKG = opts.soft_cap * jnp.tanh(s_BUTKG / opts.soft_cap)
-    s_BUTKG = jnp.where(jnp.swapaxes(mask_BTU, 1, 2)[:, :, :, None, None], s_BUTKG, MASK_VALUE)
+    s_BUTKG = capped_and_masked(s_BUTKG, mask_BTU)
     m_B1TKG = jnp.maximum(m_B1TKG, jnp.max(s_BUTKG, axis=1, keepdims=True))
   if sinks_N is not None:
     sink_11KG = sinks_N.astype(f32).reshape(1, 1, 1, K, G)

@@ -256,17 +256,18 @@ class LayerKV:
     S = self.segment_ids_BS.shape[1]
     return jnp.where(jnp.arange(S, dtype=jnp.int32)[None] < self.index_B[:, None], self.segment_ids_BS, -1)
 
-  def pending(self) -> tuple[jax.Array, jax.Array] | None:
+  def pending(self, k_dtype, v_dtype) -> tuple[jax.Array, jax.Array] | None:
     """Split layout after `write`: this call's (keys, values) [B, T, K, H] as attention must see them (quantized
-    then dequantized, like the stored ones); None otherwise."""
+    then dequantized, like the stored ones), in these dtypes; None otherwise."""
     if not self._split:
       return None
     k, v = self.k_BSKH[self.layer], self.v_BSKH[self.layer]
     if not isinstance(k, Pending):
       return None
-    if self.k_scale_BSKJ is None:
-      return k.new, v.new
-    return (dequantize(k.new, self.k_scale_BSKJ[self.layer].new), dequantize(v.new, self.v_scale_BSKJ[self.layer].new))
+    k, v = k.new, v.new
+    if self.k_scale_BSKJ is not None:
+      k, v = dequantize(k, self.k_scale_BSKJ[self.layer].new), dequantize(v, self.v_scale_BSKJ[self.layer].new)
+    return k.astype(k_dtype), v.astype(v_dtype)
 
   def write(self, k_BTKH: jax.Array, v_BTKH: jax.Array) -> "LayerKV":
     """Stores the new tokens' keys and values at index_B in each row (quantized first when the cache has scales)."""
@@ -314,17 +315,15 @@ def pending_entries(arrays: tuple) -> tuple:
 
 def commit(arrays: tuple, new: tuple, index_B: jax.Array, page_table_BM: jax.Array | None = None) -> tuple:
   """Writes a split cache's new entries (`pending_entries`) at index_B, each layer's buffer in place (donate
-  `arrays`): one dynamic-update-slice per row, or the rows' pages. A row whose index is past its end writes its
-  last slot (such rows are finished; their next insert rewrites them)."""
+  `arrays`): `write_rows`, or the rows' pages. A row whose index is past its end writes its last slot (such rows
+  are finished; their next insert rewrites them)."""
   def put(buffer, new_BT):
     if new_BT is None:
       return buffer
     new_BT = new_BT.astype(buffer.dtype)
     if page_table_BM is not None:
       return write_pages(buffer, new_BT, index_B, page_table_BM)
-    for b in range(new_BT.shape[0]):
-      buffer = jax.lax.dynamic_update_slice(buffer, new_BT[b:b + 1], (b, index_B[b]) + (0,) * (buffer.ndim - 2))
-    return buffer
+    return write_rows(buffer, new_BT, index_B)
   return tuple(tuple(put(b, n) for b, n in zip(layers, news)) for layers, news in zip(arrays, new))
 
 

@@ -113,10 +113,9 @@ class MLA(nnx.Module):
       else:
         cache = cache.write(k_BTNQ, v_BTNV)
         q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
-        new = cache.pending()
         context_BTNV = self._attend(q_BTNQ, cache.keys().astype(k_BTNQ.dtype), cache.values().astype(v_BTNV.dtype),
                                     q_idx_BT, segment_ids_BT, cache.key_segment_ids(),
-                                    None if new is None else (new[0].astype(k_BTNQ.dtype), new[1].astype(v_BTNV.dtype)))
+                                    cache.pending(k_BTNQ.dtype, v_BTNV.dtype))
     context_BTNV = checkpoint_name(context_BTNV, "context")
     y_BTD = checkpoint_name(self.out(context_BTNV), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache
@@ -135,9 +134,8 @@ class MLA(nnx.Module):
     k_BS1X = jnp.concatenate([c_BS1R, cache.values().astype(q_BTNX.dtype)], axis=-1)
     T = segment_ids_BT.shape[1]
     q_idx_BT = cache.index_B[:, None] + jnp.arange(T, dtype=jnp.int32)
-    new = cache.pending()  # a read-only cache: this call's (latent, k_rope), attended beside the stored ones
+    new = cache.pending(q_BTNX.dtype, q_BTNX.dtype)  # a read-only cache: this call's (latent, k_rope)
     if new is not None:
-      c_BT1R = new[0].astype(q_BTNX.dtype)
-      new = (jnp.concatenate([c_BT1R, new[1].astype(q_BTNX.dtype)], axis=-1), c_BT1R)
+      new = (jnp.concatenate(new, axis=-1), new[0])
     ctx_BTNR = self._attend(q_BTNX, k_BS1X, c_BS1R, q_idx_BT, segment_ids_BT, cache.key_segment_ids(), new)
     return jnp.einsum("btnr,rnv->btnv", ctx_BTNR, w_uv_RNV, precision=prec), cache
