@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from maxtext_like import kernels
 from maxtext_like.config import Config
 from maxtext_like.inference.sampling import SamplingOptions, row_params, sample_rows, token_log_probs
 from maxtext_like.models import build_model
@@ -168,11 +169,15 @@ class Engine:
     self.buckets = prefill_buckets(self.max_prefill_length)
     self.default_request = SlotRequest(SamplingOptions(inf.decode_sampling_strategy, inf.decode_sampling_temperature,
                                                        inf.decode_sampling_top_k, inf.decode_sampling_nucleus_p))
+    # The decode step's few-row matmuls go through the CPU kernel only on one CPU device (a sharded matmul stays a
+    # dot_general, which the partitioner splits).
+    self.decode_kernels = (inf.cpu_decode_kernels and mesh is None and jax.default_backend() == "cpu"
+                           and kernels.available())
     self.paged = None
     if cfg.attention.attention == "paged":
       from maxtext_like.inference.paging import PagedLayout
       self.paged = PagedLayout.from_config(cfg, self.max_target_length, self.max_concurrent_decodes)
-    key = (self.graphdef, self.max_target_length, self.paged, self.mesh, repr(self.rules))
+    key = (self.graphdef, self.max_target_length, self.paged, self.mesh, repr(self.rules), self.decode_kernels)
     if key not in _COMPILED:  # engines of the same model and layout share compiled steps
       _COMPILED[key] = _Compiled(self)
     self._fns = _COMPILED[key]
@@ -495,8 +500,9 @@ class _Compiled:
       keys_B2 = jax.vmap(jax.random.split)(ds.key_B)  # [B, 2, 2]: (next key, this step's key) per slot
       key, next_keys = keys_B2[:, 1], keys_B2[:, 0]
     index_B = ds.cache.index_B
-    logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32),
-                              cache=ds.cache.with_arrays(buffers))
+    with kernels.decode_matmuls(self.e.decode_kernels):
+      logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32),
+                                cache=ds.cache.with_arrays(buffers))
     logits_BV = logits_B1V[:, -1].astype(jnp.float32)
     nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
     logp = token_log_probs(logits_BV, nxt)

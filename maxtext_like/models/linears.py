@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from maxtext_like import kernels
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -88,11 +90,24 @@ class DenseGeneral(nnx.Module):
     # jax.lax.dot_general by name, not jnp.dot: qwix intercepts this function to quantize the matmul
     # (models/quantization.py), and jnp.dot's own jit would hide the call from it. The kernel keeps its stored
     # shape (qwix's PTQ and LoRA work on the parameter as stored); only x's batch axes are merged into one.
-    y = jax.lax.dot_general(xn, kernel, self.dimension_numbers, precision=matmul_precision(self.precision))
+    if _small_matmul_applies(xn, kernel, self.dtype, self.precision):
+      y = kernels.small_matmul(xn.reshape(xn.shape[0], -1), kernel.reshape(xn[0].size, -1))
+    else:
+      y = jax.lax.dot_general(xn, kernel, self.dimension_numbers, precision=matmul_precision(self.precision))
     y = y.reshape(*batch_shape, *self.out_features)
     if hasattr(self, "bias"):
       y = y + self.bias[...].astype(self.dtype)
     return y.swapaxes(0, 1) if swap else y
+
+_DOT_GENERAL = jax.lax.dot_general  # qwix swaps jax.lax.dot_general while it quantizes or adds LoRA to a model call
+
+
+def _small_matmul_applies(x, kernel, dtype, precision: str) -> bool:
+  """A decode step's float32 matmul of a few rows, which the CPU kernel computes faster than XLA (`kernels`)."""
+  return (kernels.decode_matmuls_enabled() and jax.lax.dot_general is _DOT_GENERAL and isinstance(kernel, jax.Array)
+          and x.shape[0] <= kernels.MAX_ROWS and dtype == jnp.float32 and x.dtype == kernel.dtype == jnp.float32
+          and precision not in ("bfloat16", "tensorfloat32"))
+
 
 def _sequence_sharded() -> bool:
   """Whether activations are split along the sequence (`activation_length` over mesh axes of size > 1)."""

@@ -1,0 +1,124 @@
+"""The CPU decode kernel (`maxtext_like.kernels`): equal to XLA's matmul, used by the engine's generate step only
+where it applies, and optional (a failed build falls back to XLA with the reason kept)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from maxtext_like import kernels
+from maxtext_like.config import load_config
+from maxtext_like.inference.batching import Batcher, Request
+from maxtext_like.inference.engine import Engine
+from maxtext_like.inference.loading import load_model
+from maxtext_like.models.linears import DenseGeneral
+
+TINY = ["override_model_config=true", "base_emb_dim=64", "base_num_query_heads=4", "base_num_kv_heads=2", "head_dim=16",
+        "base_mlp_dim=128", "base_num_decoder_layers=2", "vocab_size=300", "max_target_length=40", "dtype=float32",
+        "max_prefill_predict_length=16", "per_device_batch_size=4", "run_name=kernels"]
+TARGET = "maxtext_like_small_matmul"
+
+
+@pytest.fixture(scope="module")
+def make_cfg(tmp_path_factory):
+  out = tmp_path_factory.mktemp("kernels")
+  return lambda *argv: load_config(["base.yml", *TINY, f"base_output_directory={out}", *argv], env={})
+
+
+def test_the_kernel_builds_here():
+  assert kernels.available(), kernels.unavailable_reason()
+
+
+@pytest.mark.parametrize("K,N", [(256, 32000), (64, 128), (37, 19), (1000, 300), (8, 4096)])
+def test_small_matmul_equals_xla(K, N):
+  """Every row count 1..8, sizes that split over threads and sizes that do not, K not a multiple of 8."""
+  w = jax.random.normal(jax.random.key(K), (K, N), jnp.float32)
+  for M in range(1, kernels.MAX_ROWS + 1):
+    x = jax.random.normal(jax.random.key(M), (M, K), jnp.float32)
+    got = jax.jit(kernels.small_matmul)(x, w)
+    want = jnp.dot(x, w, precision="highest")
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5 * np.sqrt(K))
+
+
+def test_small_matmul_refuses_what_it_does_not_compute():
+  with pytest.raises(ValueError, match="float32 x"):
+    kernels.small_matmul(jnp.ones((9, 4)), jnp.ones((4, 4)))
+  with pytest.raises(ValueError, match="float32 x"):
+    kernels.small_matmul(jnp.ones((2, 4), jnp.bfloat16), jnp.ones((4, 4), jnp.bfloat16))
+
+
+def _hlo(layer, x):
+  return jax.jit(lambda x: layer(x)).lower(x).as_text()
+
+
+def test_dense_general_uses_the_kernel_only_where_it_applies():
+  """Inside `decode_matmuls`, for a float32 matmul of at most 8 rows; never outside it, for more rows, or in
+  bfloat16; the result equals the dot_general's."""
+  layer = DenseGeneral((16,), (4, 8), ("embed", "heads", "kv"), dtype=jnp.float32, weight_dtype=jnp.float32,
+                       rngs=nnx.Rngs(0))
+  x = jax.random.normal(jax.random.key(1), (2, 3, 16))
+  plain = layer(x)
+  assert TARGET not in _hlo(layer, x)
+  with kernels.decode_matmuls():
+    assert TARGET in _hlo(layer, x)  # 6 rows
+    np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(plain), rtol=1e-5, atol=1e-5)
+    assert TARGET not in _hlo(layer, jnp.ones((3, 3, 16)))  # 9 rows
+    bf = DenseGeneral((16,), (8,), ("embed", "mlp"), dtype=jnp.bfloat16, weight_dtype=jnp.float32, rngs=nnx.Rngs(0))
+    assert TARGET not in _hlo(bf, x)
+  with kernels.decode_matmuls(False):
+    assert TARGET not in _hlo(layer, x)
+
+
+def test_the_engine_step_uses_the_kernel_and_gives_the_same_tokens(make_cfg):
+  """cpu_decode_kernels=true puts the kernel in the generate step (not in prefill); greedy tokens equal those of
+  the engine without it, and log-probs agree to float32 rounding."""
+  cfg_on, cfg_off = make_cfg(), make_cfg("cpu_decode_kernels=false")
+  model = load_model(cfg_on).model
+  on, off = Engine(cfg_on, model), Engine(cfg_off, model)
+  assert on.decode_kernels and not off.decode_kernels
+  params = on.load_params()
+  state = on.init_decode_state()
+  small = state.__class__(**{**state.__dict__, "cache": state.cache.without_arrays()})
+  step = lambda e: e._fns.generate.lower(params, state.cache.arrays(), small, True).as_text()  # noqa: E731
+  assert TARGET in step(on) and TARGET not in step(off)
+  rs = np.random.RandomState(3)
+  reqs = [Request([int(t) for t in rs.randint(1, 300, size=n)], max_tokens=m) for n, m in ((5, 20), (13, 9), (2, 17),
+                                                                                            (9, 12), (16, 6))]
+  a = Batcher(on, params).run(reqs)
+  b = Batcher(off, off.load_params()).run(reqs)
+  assert [s[0].tokens for s in a] == [s[0].tokens for s in b]
+  np.testing.assert_allclose(np.concatenate([s[0].log_probs for s in a]),
+                             np.concatenate([s[0].log_probs for s in b]), atol=1e-4)
+
+
+def test_without_the_kernel_the_engine_keeps_xla(make_cfg, monkeypatch):
+  monkeypatch.setattr(kernels, "_state", {"ok": False, "reason": "RuntimeError: no C++ compiler found"})
+  assert not kernels.available() and "compiler" in kernels.unavailable_reason()
+  cfg = make_cfg()
+  assert not Engine(cfg, load_model(cfg).model).decode_kernels
+
+
+def _fresh_process(tmp_path, **env):
+  code = "from maxtext_like import kernels; print(kernels.available()); print(kernels.unavailable_reason())"
+  full = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), **env}
+  out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  return out.stdout.splitlines()
+
+
+def test_build_from_scratch_and_a_failed_build_falls_back(tmp_path):
+  """A fresh cache directory builds the library once; a broken compiler leaves `available()` False with the
+  compiler's complaint, and nothing raises."""
+  assert _fresh_process(tmp_path / "ok") == ["True", "None"]
+  assert len(list((tmp_path / "ok" / "maxtext_like" / "kernels").glob("small_matmul-*.so"))) == 1
+  ok, reason = _fresh_process(tmp_path / "bad", CXX="/bin/false")
+  assert ok == "False" and "failed" in reason
+  ok, reason = _fresh_process(tmp_path / "off", MAXTEXT_LIKE_CPU_KERNELS="0")
+  assert ok == "False" and "MAXTEXT_LIKE_CPU_KERNELS=0" in reason
