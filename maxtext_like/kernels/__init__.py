@@ -1,9 +1,12 @@
 """CPU kernels for the decode step, built from source on first use.
 
-`small_matmul(x, w)` is `x @ w` for a float32 x of at most 8 rows (one row per decoding slot), through an XLA FFI
-custom call (`small_matmul.cc`). XLA:CPU reads a weight matrix well below the machine's bandwidth in that shape (a
-1 MB projection on one thread, the 4-row unembedding through a GEMM that first packs the 33 MB of weights); the
-kernel streams each weight once over XLA's own thread pool.
+XLA FFI custom calls (`decode_kernels.cc`), all float32:
+- `small_matmul(x, w)`: `x @ w` for x of at most 8 rows (one per decoding slot). XLA:CPU reads a weight matrix
+  well below the machine's bandwidth in that shape (a 1 MB projection on one thread, the 4-row unembedding
+  through a GEMM that first packs the 33 MB of weights).
+- `attention_scores(q, keys)` and `attention_values(p, values)`: the two dots of few-query attention against a
+  cache stored [B, S, K, H], which XLA runs as many tiny batched matmuls.
+Each reads the weights or the cache once, in memory order, over XLA's own thread pool.
 
 The shared library is compiled with the system C++ compiler the first time a process asks for it, into
 `$XDG_CACHE_HOME/maxtext_like/kernels/` (default `~/.cache`), keyed by the source, the jaxlib version and the CPU,
@@ -11,9 +14,10 @@ since it is built for the machine (`-march=native`). Without a compiler, or if t
 False with the reason in `unavailable_reason()`, and callers keep XLA's matmul: the kernel is a speed-up, never a
 requirement.
 
-The model code asks for it only inside `decode_matmuls()` (the engine's generate step), and `DenseGeneral` uses it
-only where it applies: a float32 matmul of at most `MAX_ROWS` rows on a single device, not intercepted by qwix
-(quantized or LoRA layers keep their dot_general).
+The model code asks for them only inside `decode_matmuls()` (the engine's generate step on a single CPU device), and
+only where they apply: `DenseGeneral` for a float32 matmul of at most `MAX_ROWS` rows not intercepted by qwix
+(quantized or LoRA layers keep their dot_general), few-query attention for a float32 query and cache (a quantized
+cache keeps XLA's dots).
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ import jax
 import jax.numpy as jnp
 
 MAX_ROWS = 8
-_SOURCE = Path(__file__).with_name("small_matmul.cc")
-_TARGET = "maxtext_like_small_matmul"
+_SOURCE = Path(__file__).with_name("decode_kernels.cc")
+_TARGETS = {"maxtext_like_small_matmul": "MaxtextLikeSmallMatmul",
+            "maxtext_like_attention_scores": "MaxtextLikeAttentionScores",
+            "maxtext_like_attention_values": "MaxtextLikeAttentionValues"}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -57,7 +63,7 @@ def _library_path(source: bytes, compiler: str) -> Path:
   key = hashlib.sha256(b"\0".join([source, jaxlib.__version__.encode(), compiler.encode(),
                                    _cpu_signature().encode()])).hexdigest()[:16]
   root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "maxtext_like" / "kernels"
-  return root / f"small_matmul-{key}.so"
+  return root / f"decode_kernels-{key}.so"
 
 
 def _build() -> Path:
@@ -72,7 +78,7 @@ def _build() -> Path:
   # Build into a temporary file and rename: concurrent processes (test workers, several servers) may race here.
   fd, tmp = tempfile.mkstemp(prefix=out.stem, suffix=".so.tmp", dir=out.parent)
   os.close(fd)
-  cmd = [compiler, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
+  cmd = [compiler, "-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
          str(_SOURCE), "-o", tmp]
   try:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -93,7 +99,8 @@ def available() -> bool:
         if os.environ.get("MAXTEXT_LIKE_CPU_KERNELS", "1") == "0":
           raise RuntimeError("disabled by MAXTEXT_LIKE_CPU_KERNELS=0")
         lib = ctypes.cdll.LoadLibrary(str(_build()))
-        jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.MaxtextLikeSmallMatmul), platform="cpu")
+        for target, symbol in _TARGETS.items():
+          jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
         _state.update(ok=True, lib=lib)
       except Exception as e:  # noqa: BLE001 - any failure means "use XLA's matmul", with the reason kept
         _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
@@ -111,12 +118,34 @@ def small_matmul(x_MK: jax.Array, w_KN: jax.Array) -> jax.Array:
     raise ValueError(f"small_matmul takes float32 x [M<={MAX_ROWS}, K] and w [K, N]: got {x_MK.dtype}{list(x_MK.shape)}"
                      f" and {w_KN.dtype}{list(w_KN.shape)}")
   out = jax.ShapeDtypeStruct((M, w_KN.shape[1]), jnp.float32)
-  return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(x_MK, w_KN)
+  return jax.ffi.ffi_call("maxtext_like_small_matmul", out, vmap_method="sequential")(x_MK, w_KN)
+
+
+def _check_f32(name: str, *arrays) -> None:
+  if any(a.dtype != jnp.float32 for a in arrays):
+    raise ValueError(f"{name} takes float32 arrays: got {[str(a.dtype) for a in arrays]}")
+
+
+def attention_scores(q_BTKGH: jax.Array, k_BSKH: jax.Array) -> jax.Array:
+  """s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :] (no scaling: q comes scaled)."""
+  _check_f32("attention_scores", q_BTKGH, k_BSKH)
+  B, T, K, G, _ = q_BTKGH.shape
+  out = jax.ShapeDtypeStruct((B, k_BSKH.shape[1], T, K, G), jnp.float32)
+  return jax.ffi.ffi_call("maxtext_like_attention_scores", out, vmap_method="sequential")(q_BTKGH, k_BSKH)
+
+
+def attention_values(p_BSTKG: jax.Array, v_BSKH: jax.Array) -> jax.Array:
+  """o[b, t, k, g, :] = sum_s p[b, s, t, k, g] * values[b, s, k, :]."""
+  _check_f32("attention_values", p_BSTKG, v_BSKH)
+  B, _, T, K, G = p_BSTKG.shape
+  out = jax.ShapeDtypeStruct((B, T, K, G, v_BSKH.shape[-1]), jnp.float32)
+  return jax.ffi.ffi_call("maxtext_like_attention_values", out, vmap_method="sequential")(p_BSTKG, v_BSKH)
 
 
 @contextlib.contextmanager
 def decode_matmuls(enabled: bool = True):
-  """Within this context (while a decode step is traced), eligible `DenseGeneral` matmuls use `small_matmul`."""
+  """Within this context (while a decode step is traced), eligible `DenseGeneral` matmuls use `small_matmul` and
+  few-query attention over a float32 cache uses `attention_scores` / `attention_values`."""
   token = _enabled.set(bool(enabled) and available())
   try:
     yield

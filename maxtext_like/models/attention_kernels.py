@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maxtext_like import kernels
+
 MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 AUTOSELECT_FLASH_MIN_LENGTH = 1024
 
@@ -104,10 +106,15 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   scale = H ** -0.5 if opts.query_scale is None else opts.query_scale
   q_BTKGH = q_BTKGH * jnp.asarray(scale, q_BTKGH.dtype)
   eye_KK = jnp.eye(K, dtype=q_BTKGH.dtype)
-  q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
   logits_type = f32 if opts.float32_logits else None
-  s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
-                     preferred_element_type=logits_type).astype(f32)
+  # In the engine's decode step on a CPU device, float32 attention reads the cache through kernels.decode_kernels.cc.
+  use_kernel = kernels.decode_matmuls_enabled() and q_BTKGH.dtype == k_BSKH.dtype == v_BSKH.dtype == f32
+  if use_kernel:
+    s_BSY = kernels.attention_scores(q_BTKGH, k_BSKH).reshape(B, S, T * K * G)
+  else:
+    q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
+    s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
+                       preferred_element_type=logits_type).astype(f32)
   def capped_and_masked(s_BSTKG, mask_BTS):
     if opts.soft_cap:
       s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
@@ -132,9 +139,12 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
     denom_B1TKG = denom_B1TKG + jnp.sum(e_BUTKG, axis=1, keepdims=True)
   if sinks_N is not None:
     denom_B1TKG = denom_B1TKG + jnp.exp(sink_11KG - m_B1TKG)
-  p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
-  o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
-  out_BTKGH = jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
+  if use_kernel:
+    out_BTKGH = kernels.attention_values(e_BSTKG / denom_B1TKG, v_BSKH)
+  else:
+    p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
+    o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
+    out_BTKGH = jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
   if new is not None:
     p_BUTKG = (e_BUTKG / denom_B1TKG).astype(v_BUKH.dtype)
     out_BTKGH = out_BTKGH + jnp.einsum("butkg,bukh->btkgh", p_BUTKG, v_BUKH, precision=prec).astype(out_BTKGH.dtype)

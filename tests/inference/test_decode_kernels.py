@@ -117,7 +117,7 @@ def test_build_from_scratch_and_a_failed_build_falls_back(tmp_path):
   """A fresh cache directory builds the library once; a broken compiler leaves `available()` False with the
   compiler's complaint, and nothing raises."""
   assert _fresh_process(tmp_path / "ok") == ["True", "None"]
-  assert len(list((tmp_path / "ok" / "maxtext_like" / "kernels").glob("small_matmul-*.so"))) == 1
+  assert len(list((tmp_path / "ok" / "maxtext_like" / "kernels").glob("decode_kernels-*.so"))) == 1
   ok, reason = _fresh_process(tmp_path / "bad", CXX="/bin/false")
   assert ok == "False" and "failed" in reason
   ok, reason = _fresh_process(tmp_path / "off", MAXTEXT_LIKE_CPU_KERNELS="0")

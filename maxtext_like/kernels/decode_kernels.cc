@@ -1,0 +1,242 @@
+// Float32 CPU kernels for a decode step, called from XLA through its FFI (maxtext_like/kernels/__init__.py).
+//
+// A decode step is bound by reading its weights and its KV cache once. XLA:CPU reads both well below the machine's
+// memory bandwidth in the shapes of a step: a 1 MB layer projection of one row runs on one thread, the 4-row
+// unembedding goes through a GEMM that first packs the weights, and the attention dots against a layer's cache
+// run as many tiny batched matmuls. These kernels read each weight and each cache entry once, in memory order, on
+// XLA's own intra-op thread pool (the FFI ThreadPool context, so no threads of their own):
+//   small_matmul       y[M, N] = x[M, K] @ w[K, N] for M <= 8: the weight rows are cut into one contiguous slab
+//                      per thread, each thread accumulates its slab's contribution to all of y, and the partial
+//                      sums are added at the end;
+//   attention_scores   and attention_values: see below.
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int kRows = 8;           // weight rows read side by side (8 sequential streams) per pass over y
+constexpr long kColumns = 256;     // y columns updated per pass, so the M rows of it stay in L1
+constexpr long kSerial = 1 << 15;  // below this many weights the matmul runs on the calling thread alone
+
+// acc[M, N] = x[:, k0:k1] @ w[k0:k1, :].
+template <int M>
+void Slab(const float* x, long K, const float* w, long N, float* acc, long k0, long k1) {
+  std::memset(acc, 0, sizeof(float) * M * N);
+  long k = k0;
+  for (; k + kRows <= k1; k += kRows) {
+    const float* rows[kRows];
+    float a[kRows][M];
+    for (int r = 0; r < kRows; ++r) {
+      rows[r] = w + (k + r) * N;
+      for (int m = 0; m < M; ++m) a[r][m] = x[m * K + k + r];
+    }
+    for (long j0 = 0; j0 < N; j0 += kColumns) {
+      const long j1 = std::min(N, j0 + kColumns);
+      for (int m = 0; m < M; ++m) {
+        float* __restrict__ out = acc + m * N;
+#pragma GCC ivdep
+        for (long j = j0; j < j1; ++j) {
+          float s = out[j];
+          for (int r = 0; r < kRows; ++r) s += a[r][m] * rows[r][j];
+          out[j] = s;
+        }
+      }
+    }
+  }
+  for (; k < k1; ++k) {
+    const float* row = w + k * N;
+    for (int m = 0; m < M; ++m) {
+      const float a = x[m * K + k];
+      for (long j = 0; j < N; ++j) acc[m * N + j] += a * row[j];
+    }
+  }
+}
+
+using SlabFn = void (*)(const float*, long, const float*, long, float*, long, long);
+
+SlabFn ForRows(long m) {
+  switch (m) {
+    case 1: return Slab<1>;
+    case 2: return Slab<2>;
+    case 3: return Slab<3>;
+    case 4: return Slab<4>;
+    case 5: return Slab<5>;
+    case 6: return Slab<6>;
+    case 7: return Slab<7>;
+    case 8: return Slab<8>;
+  }
+  return nullptr;
+}
+
+// Runs fn(0) .. fn(chunks - 1) on the calling thread and on up to `threads - 1` tasks of XLA's pool. Chunks are
+// claimed from a counter, so the call never waits on a task that has not started (a task that starts late finds no
+// chunk left and returns); the state is shared with the tasks because one may start after the call has returned.
+template <typename Fn>
+void ParallelFor(ffi::ThreadPool& pool, long chunks, Fn fn) {
+  if (chunks <= 1) {
+    if (chunks == 1) fn(0);
+    return;
+  }
+  struct State {
+    explicit State(Fn f, long n) : fn(std::move(f)), chunks(n) {}
+    Fn fn;
+    long chunks;
+    std::atomic<long> next{0};
+    std::atomic<long> done{0};
+    void Work() {
+      for (long c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+        fn(c);
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  };
+  auto state = std::make_shared<State>(std::move(fn), chunks);
+  const long threads = std::max<long>(1, pool.num_threads());
+  for (long t = 1; t < std::min(threads, chunks); ++t) pool.Schedule([state] { state->Work(); });
+  state->Work();
+  while (state->done.load(std::memory_order_acquire) < chunks) std::this_thread::yield();
+}
+
+long Threads(ffi::ThreadPool& pool) { return std::max<long>(1, pool.num_threads()); }
+
+// Adds parts[1..n) into parts[0] (n partial results of `size` floats each, the first one the output).
+void AddPartials(float* out, const std::vector<float>& rest, long n, long size) {
+  for (long s = 0; s + 1 < n; ++s) {
+    const float* p = rest.data() + s * size;
+#pragma GCC ivdep
+    for (long i = 0; i < size; ++i) out[i] += p[i];
+  }
+}
+
+ffi::Error SmallMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                           ffi::ResultBuffer<ffi::F32> y) {
+  const auto xd = x.dimensions();
+  const auto wd = w.dimensions();
+  if (xd.size() != 2 || wd.size() != 2 || xd[1] != wd[0]) {
+    return ffi::Error::InvalidArgument("small_matmul: expected x [M, K] and w [K, N]");
+  }
+  const long M = xd[0], K = xd[1], N = wd[1];
+  const SlabFn fn = ForRows(M);
+  if (fn == nullptr) return ffi::Error::InvalidArgument("small_matmul: M must be between 1 and 8");
+  const long slabs0 = K * N < kSerial ? 1 : std::min<long>(Threads(pool), std::max<long>(1, K / (2 * kRows)));
+  const long slab = ((K + slabs0 - 1) / slabs0 + kRows - 1) / kRows * kRows;
+  const long slabs = (K + slab - 1) / slab;
+  float* out = y->typed_data();
+  std::vector<float> rest((slabs - 1) * M * N);  // slab s > 0 accumulates into rest[s - 1], slab 0 into y
+  const float* xp = x.typed_data();
+  const float* wp = w.typed_data();
+  ParallelFor(pool, slabs, [&, fn](long s) {
+    fn(xp, K, wp, N, s == 0 ? out : rest.data() + (s - 1) * M * N, s * slab, std::min(K, (s + 1) * slab));
+  });
+  AddPartials(out, rest, slabs, M * N);
+  return ffi::Error::Success();
+}
+
+// Decode attention over a cache stored [B, S, K, H] (K key/value heads), for R = T * G query rows per head
+// (T positions, G query heads per key head), the query laid out [B, T, K, G, H]:
+//   scores  s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :]
+//   values  o[b, t, k, g, :] = sum_s p[b, s, t, k, g] * values[b, s, k, :]
+// Each reads the cache once, in its stored order, split over (batch row, position range) chunks.
+
+constexpr long kPositionsPerChunk = 128;
+
+ffi::Error AttentionScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
+                               ffi::ResultBuffer<ffi::F32> s) {
+  const auto qd = q.dimensions();
+  const auto kd = keys.dimensions();
+  if (qd.size() != 5 || kd.size() != 4 || qd[0] != kd[0] || qd[2] != kd[2] || qd[4] != kd[3]) {
+    return ffi::Error::InvalidArgument("attention_scores: expected q [B, T, K, G, H] and keys [B, S, K, H]");
+  }
+  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], S = kd[1];
+  const long per_b = (S + kPositionsPerChunk - 1) / kPositionsPerChunk;
+  const float* qp = q.typed_data();
+  const float* kp = keys.typed_data();
+  float* sp = s->typed_data();
+  const long Y = T * K * G;
+  ParallelFor(pool, B * per_b, [=](long c) {
+    const long b = c / per_b, s0 = (c % per_b) * kPositionsPerChunk, s1 = std::min(S, s0 + kPositionsPerChunk);
+    const float* qb = qp + b * Y * H;
+    for (long i = s0; i < s1; ++i) {
+      const float* krow = kp + (b * S + i) * K * H;
+      float* out = sp + (b * S + i) * Y;
+      for (long t = 0; t < T; ++t) {
+        for (long k = 0; k < K; ++k) {
+          const float* kv = krow + k * H;
+          for (long g = 0; g < G; ++g) {
+            const float* qv = qb + ((t * K + k) * G + g) * H;
+            float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+            for (long h = 0; h < H; ++h) acc += qv[h] * kv[h];
+            out[(t * K + k) * G + g] = acc;
+          }
+        }
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
+                               ffi::ResultBuffer<ffi::F32> o) {
+  const auto pd = p.dimensions();
+  const auto vd = values.dimensions();
+  if (pd.size() != 5 || vd.size() != 4 || pd[0] != vd[0] || pd[1] != vd[1] || pd[3] != vd[2]) {
+    return ffi::Error::InvalidArgument("attention_values: expected p [B, S, T, K, G] and values [B, S, K, H]");
+  }
+  const long B = pd[0], S = pd[1], T = pd[2], K = pd[3], G = pd[4], H = vd[3];
+  const long Y = T * K * G;
+  // Batch rows first; a single row (or fewer rows than threads) also splits its positions, into partial sums.
+  const long threads = Threads(pool);
+  const long splits = (B >= threads || S * K * H < kSerial) ? 1 : std::min<long>(threads, (S + 63) / 64);
+  const long span = (S + splits - 1) / splits;
+  const float* pp = p.typed_data();
+  const float* vp = values.typed_data();
+  float* op = o->typed_data();
+  std::vector<float> rest(splits > 1 ? (splits - 1) * B * Y * H : 0);
+  ParallelFor(pool, B * splits, [&, span](long c) {
+    const long b = c / splits, part = c % splits;
+    const long s0 = part * span, s1 = std::min(S, s0 + span);
+    float* out = (part == 0 ? op : rest.data() + (part - 1) * B * Y * H) + b * Y * H;
+    std::memset(out, 0, sizeof(float) * Y * H);
+    for (long i = s0; i < s1; ++i) {
+      const float* vrow = vp + (b * S + i) * K * H;
+      const float* prow = pp + (b * S + i) * Y;
+      for (long t = 0; t < T; ++t) {
+        for (long k = 0; k < K; ++k) {
+          const float* vv = vrow + k * H;
+          for (long g = 0; g < G; ++g) {
+            const long y = (t * K + k) * G + g;
+            const float w = prow[y];
+            float* __restrict__ acc = out + y * H;
+#pragma omp simd
+            for (long h = 0; h < H; ++h) acc[h] += w * vv[h];
+          }
+        }
+      }
+    }
+  });
+  AddPartials(op, rest, splits, B * Y * H);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+#define MAXTEXT_LIKE_TWO_IN_ONE_OUT(name, impl)                                                        \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                                           \
+                                ffi::Ffi::Bind()                                                      \
+                                    .Ctx<ffi::ThreadPool>()                                           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+
+MAXTEXT_LIKE_TWO_IN_ONE_OUT(MaxtextLikeSmallMatmul, SmallMatmulImpl)
+MAXTEXT_LIKE_TWO_IN_ONE_OUT(MaxtextLikeAttentionScores, AttentionScoresImpl)
+MAXTEXT_LIKE_TWO_IN_ONE_OUT(MaxtextLikeAttentionValues, AttentionValuesImpl)
