@@ -54,6 +54,51 @@ def test_small_matmul_refuses_what_it_does_not_compute():
     kernels.small_matmul(jnp.ones((2, 4), jnp.bfloat16), jnp.ones((4, 4), jnp.bfloat16))
 
 
+@pytest.mark.parametrize("B,T,K,G,H,Hv,S", [(1, 1, 4, 1, 64, 64, 1088), (3, 1, 2, 3, 16, 16, 37), (2, 2, 1, 4, 24, 8, 300),
+                                             (4, 1, 4, 2, 64, 64, 256)])
+def test_attention_kernels_equal_the_einsums(B, T, K, G, H, Hv, S):
+  """Scores and values over a [B, S, K, H] cache: one or several batch rows (split by rows or by positions), query
+  groups, several query positions, and values narrower than keys (MLA's latent cache)."""
+  ks = jax.random.split(jax.random.key(S), 4)
+  q = jax.random.normal(ks[0], (B, T, K, G, H))
+  keys = jax.random.normal(ks[1], (B, S, K, H))
+  values = jax.random.normal(ks[2], (B, S, K, Hv))
+  p = jax.nn.softmax(jax.random.normal(ks[3], (B, S, T, K, G)), axis=1)
+  s = jax.jit(kernels.attention_scores)(q, keys)
+  np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.einsum("btkgh,bskh->bstkg", q, keys, precision="highest")),
+                             rtol=1e-5, atol=1e-4)
+  o = jax.jit(kernels.attention_values)(p, values)
+  np.testing.assert_allclose(np.asarray(o), np.asarray(jnp.einsum("bstkg,bskh->btkgh", p, values, precision="highest")),
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="float32"):
+    kernels.attention_scores(q.astype(jnp.bfloat16), keys.astype(jnp.bfloat16))
+
+
+@pytest.mark.parametrize("soft_cap,sinks,new", [(None, False, False), (30.0, True, True), (None, False, True)])
+def test_few_query_attention_with_the_kernels_equals_without(soft_cap, sinks, new):
+  """The decode path of `dot_product` attention (masking, soft cap, sinks, the step's own new entries) gives the
+  same output when its dots go through the kernels."""
+  from maxtext_like.models.attention_kernels import AttentionOptions, _few_queries
+  B, T, K, G, H, S = 2, 1, 2, 2, 16, 40
+  ks = jax.random.split(jax.random.key(7), 6)
+  q = jax.random.normal(ks[0], (B, T, K, G, H))
+  k, v = jax.random.normal(ks[1], (B, S, K, H)), jax.random.normal(ks[2], (B, S, K, H))
+  mask = jnp.arange(S)[None, None, :] < jnp.asarray([25, 40])[:, None, None]
+  extra = (jax.random.normal(ks[3], (B, 1, K, H)), jax.random.normal(ks[4], (B, 1, K, H)),
+           jnp.ones((B, T, 1), bool)) if new else None
+  sinks_N = jax.random.normal(ks[5], (K * G,)) if sinks else None
+  opts = AttentionOptions(soft_cap=soft_cap)
+
+  def run():
+    return jax.jit(lambda q, k, v: _few_queries(q, k, v, mask, opts, sinks_N, new=extra)).lower(q, k, v)
+  plain = run()
+  with kernels.decode_matmuls():
+    fast = run()
+  assert "maxtext_like_attention_scores" in fast.as_text() and "maxtext_like_attention" not in plain.as_text()
+  np.testing.assert_allclose(np.asarray(fast.compile()(q, k, v)), np.asarray(plain.compile()(q, k, v)),
+                             rtol=1e-5, atol=1e-5)
+
+
 def _hlo(layer, x):
   return jax.jit(lambda x: layer(x)).lower(x).as_text()
 
