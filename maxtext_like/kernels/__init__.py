@@ -111,12 +111,18 @@ def unavailable_reason() -> str | None:
   return None if available() else str(_state["reason"])
 
 
+def _require() -> None:
+  if not available():
+    raise RuntimeError(f"the CPU decode kernels are not available: {unavailable_reason()}")
+
+
 def small_matmul(x_MK: jax.Array, w_KN: jax.Array) -> jax.Array:
-  """x [M, K] @ w [K, N] in float32 through the kernel (M <= MAX_ROWS; call only when `available()`)."""
+  """x [M, K] @ w [K, N] in float32 through the kernel (M <= MAX_ROWS)."""
   M, K = x_MK.shape
   if M > MAX_ROWS or w_KN.shape[0] != K or x_MK.dtype != jnp.float32 or w_KN.dtype != jnp.float32:
     raise ValueError(f"small_matmul takes float32 x [M<={MAX_ROWS}, K] and w [K, N]: got {x_MK.dtype}{list(x_MK.shape)}"
                      f" and {w_KN.dtype}{list(w_KN.shape)}")
+  _require()
   out = jax.ShapeDtypeStruct((M, w_KN.shape[1]), jnp.float32)
   return jax.ffi.ffi_call("maxtext_like_small_matmul", out, vmap_method="sequential")(x_MK, w_KN)
 
@@ -129,6 +135,7 @@ def _check_f32(name: str, *arrays) -> None:
 def attention_scores(q_BTKGH: jax.Array, k_BSKH: jax.Array) -> jax.Array:
   """s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :] (no scaling: q comes scaled)."""
   _check_f32("attention_scores", q_BTKGH, k_BSKH)
+  _require()
   B, T, K, G, _ = q_BTKGH.shape
   out = jax.ShapeDtypeStruct((B, k_BSKH.shape[1], T, K, G), jnp.float32)
   return jax.ffi.ffi_call("maxtext_like_attention_scores", out, vmap_method="sequential")(q_BTKGH, k_BSKH)
@@ -137,6 +144,7 @@ def attention_scores(q_BTKGH: jax.Array, k_BSKH: jax.Array) -> jax.Array:
 def attention_values(p_BSTKG: jax.Array, v_BSKH: jax.Array) -> jax.Array:
   """o[b, t, k, g, :] = sum_s p[b, s, t, k, g] * values[b, s, k, :]."""
   _check_f32("attention_values", p_BSTKG, v_BSKH)
+  _require()
   B, _, T, K, G = p_BSTKG.shape
   out = jax.ShapeDtypeStruct((B, T, K, G, v_BSKH.shape[-1]), jnp.float32)
   return jax.ffi.ffi_call("maxtext_like_attention_values", out, vmap_method="sequential")(p_BSTKG, v_BSKH)
