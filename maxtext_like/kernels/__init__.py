@@ -4,8 +4,9 @@ XLA FFI custom calls (`decode_kernels.cc`), all float32:
 - `small_matmul(x, w)`: `x @ w` for x of at most 8 rows (one per decoding slot). XLA:CPU reads a weight matrix
   well below the machine's bandwidth in that shape (a 1 MB projection on one thread, the 4-row unembedding
   through a GEMM that first packs the 33 MB of weights).
-- `attention_scores(q, keys)` and `attention_values(p, values)`: the two dots of few-query attention against a
-  cache stored [B, S, K, H], which XLA runs as many tiny batched matmuls.
+- `attention_scores(q, keys, limit)` and `attention_values(p, values, limit)`: the two dots of few-query attention
+  against a cache stored [B, S, K, H] (or a page pool read through the page table), which XLA runs as many tiny
+  batched matmuls over the whole cache; the kernels read each row's filled positions only.
 Each reads the weights or the cache once, in memory order, over XLA's own thread pool.
 
 The shared library is compiled with the system C++ compiler the first time a process asks for it, into
@@ -132,22 +133,32 @@ def _check_f32(name: str, *arrays) -> None:
     raise ValueError(f"{name} takes float32 arrays: got {[str(a.dtype) for a in arrays]}")
 
 
-def attention_scores(q_BTKGH: jax.Array, k_BSKH: jax.Array) -> jax.Array:
-  """s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :] (no scaling: q comes scaled)."""
-  _check_f32("attention_scores", q_BTKGH, k_BSKH)
+def _table(page_table_BM, B: int) -> jax.Array:
+  return jnp.zeros((B, 0), jnp.int32) if page_table_BM is None else page_table_BM.astype(jnp.int32)
+
+
+def attention_scores(q_BTKGH: jax.Array, keys: jax.Array, limit_B: jax.Array, page_table_BM=None) -> jax.Array:
+  """s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :] for s < limit[b], 0 after (the caller masks those; no
+  scaling: q comes scaled). keys: [B, S, K, H], or with `page_table_BM` [B, M] a page pool [P, page, K, H] read in
+  place (S = M * page)."""
+  _check_f32("attention_scores", q_BTKGH, keys)
   _require()
   B, T, K, G, _ = q_BTKGH.shape
-  out = jax.ShapeDtypeStruct((B, k_BSKH.shape[1], T, K, G), jnp.float32)
-  return jax.ffi.ffi_call("maxtext_like_attention_scores", out, vmap_method="sequential")(q_BTKGH, k_BSKH)
+  S = keys.shape[1] if page_table_BM is None else page_table_BM.shape[1] * keys.shape[1]
+  out = jax.ShapeDtypeStruct((B, S, T, K, G), jnp.float32)
+  return jax.ffi.ffi_call("maxtext_like_attention_scores", out, vmap_method="sequential")(
+      q_BTKGH, keys, _table(page_table_BM, B), limit_B.astype(jnp.int32))
 
 
-def attention_values(p_BSTKG: jax.Array, v_BSKH: jax.Array) -> jax.Array:
-  """o[b, t, k, g, :] = sum_s p[b, s, t, k, g] * values[b, s, k, :]."""
-  _check_f32("attention_values", p_BSTKG, v_BSKH)
+def attention_values(p_BSTKG: jax.Array, values: jax.Array, limit_B: jax.Array, page_table_BM=None) -> jax.Array:
+  """o[b, t, k, g, :] = sum over s < limit[b] of p[b, s, t, k, g] * values[b, s, k, :] (p is 0 past the limit).
+  values: [B, S, K, H], or a page pool [P, page, K, H] with `page_table_BM`."""
+  _check_f32("attention_values", p_BSTKG, values)
   _require()
   B, _, T, K, G = p_BSTKG.shape
-  out = jax.ShapeDtypeStruct((B, T, K, G, v_BSKH.shape[-1]), jnp.float32)
-  return jax.ffi.ffi_call("maxtext_like_attention_values", out, vmap_method="sequential")(p_BSTKG, v_BSKH)
+  out = jax.ShapeDtypeStruct((B, T, K, G, values.shape[-1]), jnp.float32)
+  return jax.ffi.ffi_call("maxtext_like_attention_values", out, vmap_method="sequential")(
+      p_BSTKG, values, _table(page_table_BM, B), limit_B.astype(jnp.int32))
 
 
 @contextlib.contextmanager

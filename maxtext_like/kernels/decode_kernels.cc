@@ -8,8 +8,10 @@
 //   small_matmul       y[M, N] = x[M, K] @ w[K, N] for M <= 8: the weight rows are cut into one contiguous slab
 //                      per thread, each thread accumulates its slab's contribution to all of y, and the partial
 //                      sums are added at the end;
-//   attention_scores   and attention_values: see below.
+//   attention_scores   and attention_values: the two dots of few-query attention, over each row's filled
+//                      positions only, from a contiguous or a paged cache (see below).
 #include <algorithm>
+#include <cstdint>
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -140,32 +142,47 @@ ffi::Error SmallMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   return ffi::Error::Success();
 }
 
-// Decode attention over a cache stored [B, S, K, H] (K key/value heads), for R = T * G query rows per head
-// (T positions, G query heads per key head), the query laid out [B, T, K, G, H]:
+// Decode attention over a cache of K key/value heads, for the query laid out [B, T, K, G, H] (T positions, G query
+// heads per key head):
 //   scores  s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :]
 //   values  o[b, t, k, g, :] = sum_s p[b, s, t, k, g] * values[b, s, k, :]
-// Each reads the cache once, in its stored order, split over (batch row, position range) chunks.
+// Only positions s < limit[b] are read: the caller's mask hides every later one from all of row b's queries (their
+// scores are written as 0 and masked; their probabilities are 0), so a row costs its length, not the cache's.
+// The cache is contiguous, [B, S, K, H], or paged: a pool [P, page, K, H] and a table [B, M] of each row's pages
+// (S = M * page), read in place with no gather. Work is split over (batch row, position range) chunks.
 
 constexpr long kPositionsPerChunk = 128;
 
-ffi::Error AttentionScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
-                               ffi::ResultBuffer<ffi::F32> s) {
-  const auto qd = q.dimensions();
-  const auto kd = keys.dimensions();
-  if (qd.size() != 5 || kd.size() != 4 || qd[0] != kd[0] || qd[2] != kd[2] || qd[4] != kd[3]) {
-    return ffi::Error::InvalidArgument("attention_scores: expected q [B, T, K, G, H] and keys [B, S, K, H]");
+struct ContiguousRows {  // keys or values [B, S, K, H]
+  const float* base;
+  long S, width;
+  const float* operator()(long b, long s) const { return base + (b * S + s) * width; }
+};
+
+struct PagedRows {  // a pool [P, page, K, H] and each row's page table [B, M]; past the table: scratch page 0
+  const float* pool;
+  const int32_t* table;
+  long M, page, width;
+  const float* operator()(long b, long s) const {
+    const long m = s / page;
+    const long id = m < M ? table[b * M + m] : 0;
+    return pool + (id * page + s % page) * width;
   }
-  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], S = kd[1];
+};
+
+long Limit(const int32_t* limit, long b, long S) { return std::clamp<long>(limit[b], 0, S); }
+
+template <typename Rows>
+void Scores(ffi::ThreadPool& pool, const Rows& rows, const float* qp, const int32_t* limit, float* sp, long B, long T,
+            long K, long G, long H, long S) {
   const long per_b = (S + kPositionsPerChunk - 1) / kPositionsPerChunk;
-  const float* qp = q.typed_data();
-  const float* kp = keys.typed_data();
-  float* sp = s->typed_data();
   const long Y = T * K * G;
-  ParallelFor(pool, B * per_b, [=](long c) {
+  ParallelFor(pool, B * per_b, [&](long c) {
     const long b = c / per_b, s0 = (c % per_b) * kPositionsPerChunk, s1 = std::min(S, s0 + kPositionsPerChunk);
+    const long end = std::clamp(Limit(limit, b, S), s0, s1);
     const float* qb = qp + b * Y * H;
-    for (long i = s0; i < s1; ++i) {
-      const float* krow = kp + (b * S + i) * K * H;
+    for (long i = s0; i < end; ++i) {
+      const float* krow = rows(b, i);
       float* out = sp + (b * S + i) * Y;
       for (long t = 0; t < T; ++t) {
         for (long k = 0; k < K; ++k) {
@@ -180,34 +197,26 @@ ffi::Error AttentionScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ff
         }
       }
     }
+    if (end < s1) std::memset(sp + (b * S + end) * Y, 0, sizeof(float) * (s1 - end) * Y);
   });
-  return ffi::Error::Success();
 }
 
-ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
-                               ffi::ResultBuffer<ffi::F32> o) {
-  const auto pd = p.dimensions();
-  const auto vd = values.dimensions();
-  if (pd.size() != 5 || vd.size() != 4 || pd[0] != vd[0] || pd[1] != vd[1] || pd[3] != vd[2]) {
-    return ffi::Error::InvalidArgument("attention_values: expected p [B, S, T, K, G] and values [B, S, K, H]");
-  }
-  const long B = pd[0], S = pd[1], T = pd[2], K = pd[3], G = pd[4], H = vd[3];
+template <typename Rows>
+void Values(ffi::ThreadPool& pool, const Rows& rows, const float* pp, const int32_t* limit, float* op, long B, long T,
+            long K, long G, long H, long S) {
   const long Y = T * K * G;
-  // Batch rows first; a single row (or fewer rows than threads) also splits its positions, into partial sums.
+  // Batch rows first; fewer rows than threads also split their positions, into partial sums.
   const long threads = Threads(pool);
   const long splits = (B >= threads || S * K * H < kSerial) ? 1 : std::min<long>(threads, (S + 63) / 64);
-  const long span = (S + splits - 1) / splits;
-  const float* pp = p.typed_data();
-  const float* vp = values.typed_data();
-  float* op = o->typed_data();
   std::vector<float> rest(splits > 1 ? (splits - 1) * B * Y * H : 0);
-  ParallelFor(pool, B * splits, [&, span](long c) {
+  ParallelFor(pool, B * splits, [&](long c) {
     const long b = c / splits, part = c % splits;
-    const long s0 = part * span, s1 = std::min(S, s0 + span);
+    const long end = Limit(limit, b, S), span = (end + splits - 1) / splits;
+    const long s0 = std::min(end, part * span), s1 = std::min(end, s0 + span);
     float* out = (part == 0 ? op : rest.data() + (part - 1) * B * Y * H) + b * Y * H;
     std::memset(out, 0, sizeof(float) * Y * H);
     for (long i = s0; i < s1; ++i) {
-      const float* vrow = vp + (b * S + i) * K * H;
+      const float* vrow = rows(b, i);
       const float* prow = pp + (b * S + i) * Y;
       for (long t = 0; t < T; ++t) {
         for (long k = 0; k < K; ++k) {
@@ -224,12 +233,75 @@ ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ff
     }
   });
   AddPartials(op, rest, splits, B * Y * H);
+}
+
+// Checks the cache, the page table and limit against the query's B, K, H and the logical length S.
+ffi::Error CheckCache(ffi::Span<const int64_t> cd, long B, long K, long H, long S, bool paged,
+                      ffi::Span<const int64_t> td, ffi::Span<const int64_t> ld) {
+  const bool ok = cd.size() == 4 && cd[2] == K && (H < 0 || cd[3] == H) && ld.size() == 1 && ld[0] == B &&
+                  (paged ? (td.size() == 2 && td[0] == B && td[1] * cd[1] == S) : (cd[0] == B && cd[1] == S));
+  return ok ? ffi::Error::Success()
+            : ffi::Error::InvalidArgument("decode attention: expected a cache [B, S, K, H] (or a pool [P, page, K, H] "
+                                          "with a table [B, S / page]) and limit [B] matching the query");
+}
+
+ffi::Error ScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
+                      ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::F32> s,
+                      bool paged) {
+  const auto qd = q.dimensions();
+  const auto sd = s->dimensions();
+  if (qd.size() != 5 || sd.size() != 5) return ffi::Error::InvalidArgument("attention_scores: expected q [B, T, K, G, H]");
+  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], S = sd[1];
+  if (auto e = CheckCache(keys.dimensions(), B, K, H, S, paged, table.dimensions(), limit.dimensions()); e.failure()) {
+    return e;
+  }
+  if (paged) {
+    const long page = keys.dimensions()[1];
+    Scores(pool, PagedRows{keys.typed_data(), table.typed_data(), S / page, page, K * H}, q.typed_data(),
+           limit.typed_data(), s->typed_data(), B, T, K, G, H, S);
+  } else {
+    Scores(pool, ContiguousRows{keys.typed_data(), S, K * H}, q.typed_data(), limit.typed_data(), s->typed_data(), B,
+           T, K, G, H, S);
+  }
   return ffi::Error::Success();
+}
+
+ffi::Error ValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
+                      ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::F32> o,
+                      bool paged) {
+  const auto pd = p.dimensions();
+  if (pd.size() != 5) return ffi::Error::InvalidArgument("attention_values: expected p [B, S, T, K, G]");
+  const long B = pd[0], S = pd[1], T = pd[2], K = pd[3], G = pd[4], H = values.dimensions().back();
+  if (auto e = CheckCache(values.dimensions(), B, K, -1, S, paged, table.dimensions(), limit.dimensions());
+      e.failure()) {
+    return e;
+  }
+  if (paged) {
+    const long page = values.dimensions()[1];
+    Values(pool, PagedRows{values.typed_data(), table.typed_data(), S / page, page, K * H}, p.typed_data(),
+           limit.typed_data(), o->typed_data(), B, T, K, G, H, S);
+  } else {
+    Values(pool, ContiguousRows{values.typed_data(), S, K * H}, p.typed_data(), limit.typed_data(), o->typed_data(), B,
+           T, K, G, H, S);
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error AttentionScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
+                               ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
+                               ffi::ResultBuffer<ffi::F32> s) {
+  return ScoresImpl(pool, q, keys, table, limit, s, table.element_count() > 0);
+}
+
+ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
+                               ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
+                               ffi::ResultBuffer<ffi::F32> o) {
+  return ValuesImpl(pool, p, values, table, limit, o, table.element_count() > 0);
 }
 
 }  // namespace
 
-#define MAXTEXT_LIKE_TWO_IN_ONE_OUT(name, impl)                                                        \
+#define MAXTEXT_LIKE_SMALL_MATMUL(name, impl)                                                        \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                                           \
                                 ffi::Ffi::Bind()                                                      \
                                     .Ctx<ffi::ThreadPool>()                                           \
@@ -237,6 +309,16 @@ ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ff
                                     .Arg<ffi::Buffer<ffi::F32>>()                                     \
                                     .Ret<ffi::Buffer<ffi::F32>>());
 
-MAXTEXT_LIKE_TWO_IN_ONE_OUT(MaxtextLikeSmallMatmul, SmallMatmulImpl)
-MAXTEXT_LIKE_TWO_IN_ONE_OUT(MaxtextLikeAttentionScores, AttentionScoresImpl)
-MAXTEXT_LIKE_TWO_IN_ONE_OUT(MaxtextLikeAttentionValues, AttentionValuesImpl)
+MAXTEXT_LIKE_SMALL_MATMUL(MaxtextLikeSmallMatmul, SmallMatmulImpl)
+#define MAXTEXT_LIKE_ATTENTION(name, impl)                                                             \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                                           \
+                                ffi::Ffi::Bind()                                                      \
+                                    .Ctx<ffi::ThreadPool>()                                           \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
+                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
+                                    .Arg<ffi::Buffer<ffi::S32>>()                                     \
+                                    .Arg<ffi::Buffer<ffi::S32>>()                                     \
+                                    .Ret<ffi::Buffer<ffi::F32>>());
+
+MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionScores, AttentionScoresImpl)
+MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionValues, AttentionValuesImpl)

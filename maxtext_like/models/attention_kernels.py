@@ -109,8 +109,9 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   logits_type = f32 if opts.float32_logits else None
   # In the engine's decode step on a CPU device, float32 attention reads the cache through kernels.decode_kernels.cc.
   use_kernel = kernels.decode_matmuls_enabled() and q_BTKGH.dtype == k_BSKH.dtype == v_BSKH.dtype == f32
-  if use_kernel:
-    s_BSY = kernels.attention_scores(q_BTKGH, k_BSKH).reshape(B, S, T * K * G)
+  if use_kernel:  # rows are read up to their last position any query may attend
+    limit_B = jnp.max(jnp.where(jnp.any(mask_BTS, axis=1), jnp.arange(1, S + 1, dtype=jnp.int32), 0), axis=-1)
+    s_BSY = kernels.attention_scores(q_BTKGH, k_BSKH, limit_B).reshape(B, S, T * K * G)
   else:
     q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
     s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
@@ -140,7 +141,7 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
   if sinks_N is not None:
     denom_B1TKG = denom_B1TKG + jnp.exp(sink_11KG - m_B1TKG)
   if use_kernel:
-    out_BTKGH = kernels.attention_values(e_BSTKG / denom_B1TKG, v_BSKH)
+    out_BTKGH = kernels.attention_values(e_BSTKG / denom_B1TKG, v_BSKH, limit_B)
   else:
     p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
     o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)

@@ -57,21 +57,41 @@ def test_small_matmul_refuses_what_it_does_not_compute():
 @pytest.mark.parametrize("B,T,K,G,H,Hv,S", [(1, 1, 4, 1, 64, 64, 1088), (3, 1, 2, 3, 16, 16, 37), (2, 2, 1, 4, 24, 8, 300),
                                              (4, 1, 4, 2, 64, 64, 256)])
 def test_attention_kernels_equal_the_einsums(B, T, K, G, H, Hv, S):
-  """Scores and values over a [B, S, K, H] cache: one or several batch rows (split by rows or by positions), query
-  groups, several query positions, and values narrower than keys (MLA's latent cache)."""
+  """Scores and values over a [B, S, K, H] cache up to each row's limit: one or several batch rows (split by rows or
+  by positions), query groups, several query positions, values narrower than keys (MLA's latent cache); scores
+  past a row's limit are 0, and its values sum over the positions before it only."""
   ks = jax.random.split(jax.random.key(S), 4)
   q = jax.random.normal(ks[0], (B, T, K, G, H))
   keys = jax.random.normal(ks[1], (B, S, K, H))
   values = jax.random.normal(ks[2], (B, S, K, Hv))
   p = jax.nn.softmax(jax.random.normal(ks[3], (B, S, T, K, G)), axis=1)
-  s = jax.jit(kernels.attention_scores)(q, keys)
-  np.testing.assert_allclose(np.asarray(s), np.asarray(jnp.einsum("btkgh,bskh->bstkg", q, keys, precision="highest")),
-                             rtol=1e-5, atol=1e-4)
-  o = jax.jit(kernels.attention_values)(p, values)
-  np.testing.assert_allclose(np.asarray(o), np.asarray(jnp.einsum("bstkg,bskh->btkgh", p, values, precision="highest")),
-                             rtol=1e-5, atol=1e-5)
+  limit = jnp.asarray([S, S // 3, 0, 1][:B], jnp.int32)
+  before = (jnp.arange(S)[None, :] < limit[:, None])[:, :, None, None, None]
+  s = jax.jit(kernels.attention_scores)(q, keys, limit)
+  want = jnp.where(before, jnp.einsum("btkgh,bskh->bstkg", q, keys, precision="highest"), 0.0)
+  np.testing.assert_allclose(np.asarray(s), np.asarray(want), rtol=1e-5, atol=1e-4)
+  o = jax.jit(kernels.attention_values)(p, values, limit)
+  want = jnp.einsum("bstkg,bskh->btkgh", jnp.where(before, p, 0.0), values, precision="highest")
+  np.testing.assert_allclose(np.asarray(o), np.asarray(want), rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="float32"):
-    kernels.attention_scores(q.astype(jnp.bfloat16), keys.astype(jnp.bfloat16))
+    kernels.attention_scores(q.astype(jnp.bfloat16), keys.astype(jnp.bfloat16), limit)
+
+
+def test_paged_attention_kernels_read_the_pages_in_place():
+  """A page pool read through the page table equals the contiguous kernels on the gathered pages; table entries
+  past a row's pages point at scratch page 0, which the limit keeps unread."""
+  B, K, G, H, page, M, P = 3, 2, 2, 16, 4, 5, 12
+  ks = jax.random.split(jax.random.key(5), 4)
+  pool_k, pool_v = jax.random.normal(ks[0], (P, page, K, H)), jax.random.normal(ks[1], (P, page, K, H))
+  table = jnp.asarray([[3, 7, 1, 0, 0], [2, 4, 5, 6, 8], [9, 0, 0, 0, 0]], jnp.int32)
+  limit = jnp.asarray([10, 20, 3], jnp.int32)
+  q = jax.random.normal(ks[2], (B, 1, K, G, H))
+  p = jax.random.uniform(ks[3], (B, M * page, 1, K, G))
+  gathered = lambda pool: pool[table].reshape(B, M * page, K, H)  # noqa: E731
+  np.testing.assert_allclose(np.asarray(kernels.attention_scores(q, pool_k, limit, table)),
+                             np.asarray(kernels.attention_scores(q, gathered(pool_k), limit)), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(kernels.attention_values(p, pool_v, limit, table)),
+                             np.asarray(kernels.attention_values(p, gathered(pool_v), limit)), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("soft_cap,sinks,new", [(None, False, False), (30.0, True, True), (None, False, True)])
