@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import ctypes
 import hashlib
 import os
@@ -131,6 +132,29 @@ def small_matmul(x_MK: jax.Array, w_KN: jax.Array) -> jax.Array:
 def _check_f32(name: str, *arrays) -> None:
   if any(a.dtype != jnp.float32 for a in arrays):
     raise ValueError(f"{name} takes float32 arrays: got {[str(a.dtype) for a in arrays]}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PagedPool:
+  """A paged layer's keys or values for the attention kernels to read in place: the pool [P, page, K, H] and the
+  rows' page tables [B, M]. `shape` and `dtype` are those of the gathered [B, M * page, K, H] it stands for."""
+
+  pool: jax.Array
+  table_BM: jax.Array
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    (B, M), (_, page, *rest) = self.table_BM.shape, self.pool.shape
+    return (B, M * page, *rest)
+
+  @property
+  def dtype(self):
+    return self.pool.dtype
+
+  def astype(self, dtype) -> "PagedPool":
+    if jnp.dtype(dtype) != self.pool.dtype:
+      raise TypeError(f"a paged pool read by the kernels stays {self.pool.dtype}, not {jnp.dtype(dtype)}")
+    return self
 
 
 def _table(page_table_BM, B: int) -> jax.Array:

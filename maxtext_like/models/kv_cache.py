@@ -41,6 +41,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from maxtext_like import kernels
+
 KV_QUANT_DTYPES = {"int8": jnp.int8, "int4": jnp.int4, "fp8": jnp.float8_e4m3fn}
 KV_QUANT_AXES = ("dkv", "heads_and_dkv")
 
@@ -240,6 +242,16 @@ class LayerKV:
       return a
     scale = self._mine(scale)
     return dequantize(a, scale if self.page_table_BM is None else gather_pages(scale, self.page_table_BM))
+
+  def stored(self, k_dtype, v_dtype):
+    """(keys, values) [B, S, K, H] for attention, in these dtypes. In a CPU decode step (`kernels.decode_matmuls`)
+    a float32 paged cache is not gathered: each is a `kernels.PagedPool`, which the attention kernels read in place."""
+    if (self.page_table_BM is not None and self.k_scale_BSKJ is None and kernels.decode_matmuls_enabled()
+        and self._mine(self.k_BSKH).dtype == self._mine(self.v_BSKH).dtype == jnp.float32
+        and jnp.dtype(k_dtype) == jnp.dtype(v_dtype) == jnp.float32):
+      return (kernels.PagedPool(self._mine(self.k_BSKH), self.page_table_BM),
+              kernels.PagedPool(self._mine(self.v_BSKH), self.page_table_BM))
+    return self.keys().astype(k_dtype), self.values().astype(v_dtype)
 
   def keys(self) -> jax.Array:
     """Keys [B, S, K, H] by slot (paged: the row's pages gathered; quantized: dequantized)."""

@@ -187,3 +187,28 @@ def test_build_from_scratch_and_a_failed_build_falls_back(tmp_path):
   assert ok == "False" and "failed" in reason
   ok, reason = _fresh_process(tmp_path / "off", MAXTEXT_LIKE_CPU_KERNELS="0")
   assert ok == "False" and "MAXTEXT_LIKE_CPU_KERNELS=0" in reason
+
+
+def test_the_paged_step_reads_the_pages_in_place(make_cfg):
+  """With the kernels a paged engine's step gathers no page list (without them every layer gathers each row's
+  whole page list, every step), and its tokens equal the engine's without the kernels."""
+  import re
+  paged = ("attention=paged", "pagedattn_tokens_per_page=4", "pagedattn_num_pages=48")
+  cfg_on, cfg_off = make_cfg(*paged), make_cfg(*paged, "cpu_decode_kernels=false")
+  model = load_model(cfg_on).model
+  on, off = Engine(cfg_on, model), Engine(cfg_off, model)
+  params = on.load_params()
+  state = on.init_decode_state()
+  small = state.__class__(**{**state.__dict__, "cache": state.cache.without_arrays()})
+
+  def gathered_rows(e):  # float gathers as big as a layer's [B, S, K, H] view of the cache
+    text = e._fns.generate.lower(params, state.cache.arrays(), small, True).compile().as_text()
+    dims = re.findall(r"= f32\[([\d,]+)\]\{[^}]*\} gather\(", text)
+    return [d for d in dims if np.prod([int(x) for x in d.split(",")]) >= 4 * 40 * 2 * 16]
+  assert gathered_rows(off) and not gathered_rows(on)
+  rs = np.random.RandomState(4)
+  reqs = [Request([int(t) for t in rs.randint(1, 300, size=n)], max_tokens=m) for n, m in ((5, 20), (13, 9), (2, 17),
+                                                                                            (9, 12), (16, 6))]
+  a = Batcher(on, params).run(reqs)
+  b = Batcher(off, off.load_params()).run(reqs)
+  assert [s[0].tokens for s in a] == [s[0].tokens for s in b]
