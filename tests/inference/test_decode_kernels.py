@@ -141,26 +141,41 @@ def test_dense_general_uses_the_kernel_only_where_it_applies():
     assert TARGET not in _hlo(layer, x)
 
 
-def test_the_engine_step_uses_the_kernel_and_gives_the_same_tokens(make_cfg):
-  """cpu_decode_kernels=true puts the kernel in the generate step (not in prefill); greedy tokens equal those of
-  the engine without it, and log-probs agree to float32 rounding."""
-  cfg_on, cfg_off = make_cfg(), make_cfg("cpu_decode_kernels=false")
+def _engines_with_and_without(make_cfg, *argv):
+  """(engine with the kernels, engine without, params, fn(engine, compiled=False) -> its generate step's HLO)."""
+  cfg_on, cfg_off = make_cfg(*argv), make_cfg(*argv, "cpu_decode_kernels=false")
   model = load_model(cfg_on).model
   on, off = Engine(cfg_on, model), Engine(cfg_off, model)
   assert on.decode_kernels and not off.decode_kernels
   params = on.load_params()
   state = on.init_decode_state()
   small = state.__class__(**{**state.__dict__, "cache": state.cache.without_arrays()})
-  step = lambda e: e._fns.generate.lower(params, state.cache.arrays(), small, True).as_text()  # noqa: E731
-  assert TARGET in step(on) and TARGET not in step(off)
-  rs = np.random.RandomState(3)
+
+  def step_hlo(e, compiled=False):
+    lowered = e._fns.generate.lower(params, state.cache.arrays(), small, True)
+    return lowered.compile().as_text() if compiled else lowered.as_text()
+  return on, off, params, step_hlo
+
+
+def _run_both(on, off, params, seed):
+  """Five requests of mixed lengths through each engine's Batcher: (sequences with, sequences without)."""
+  rs = np.random.RandomState(seed)
   reqs = [Request([int(t) for t in rs.randint(1, 300, size=n)], max_tokens=m) for n, m in ((5, 20), (13, 9), (2, 17),
                                                                                             (9, 12), (16, 6))]
-  a = Batcher(on, params).run(reqs)
-  b = Batcher(off, off.load_params()).run(reqs)
-  assert [s[0].tokens for s in a] == [s[0].tokens for s in b]
-  np.testing.assert_allclose(np.concatenate([s[0].log_probs for s in a]),
-                             np.concatenate([s[0].log_probs for s in b]), atol=1e-4)
+  a = [s[0] for s in Batcher(on, params).run(reqs)]
+  b = [s[0] for s in Batcher(off, off.load_params()).run(reqs)]
+  assert [s.tokens for s in a] == [s.tokens for s in b]
+  return a, b
+
+
+def test_the_engine_step_uses_the_kernel_and_gives_the_same_tokens(make_cfg):
+  """cpu_decode_kernels=true puts the kernel in the generate step (not in prefill); greedy tokens equal those of
+  the engine without it, and log-probs agree to float32 rounding."""
+  on, off, params, step_hlo = _engines_with_and_without(make_cfg)
+  assert TARGET in step_hlo(on) and TARGET not in step_hlo(off)
+  a, b = _run_both(on, off, params, seed=3)
+  np.testing.assert_allclose(np.concatenate([s.log_probs for s in a]), np.concatenate([s.log_probs for s in b]),
+                             atol=1e-4)
 
 
 def test_without_the_kernel_the_engine_keeps_xla(make_cfg, monkeypatch):
@@ -193,22 +208,11 @@ def test_the_paged_step_reads_the_pages_in_place(make_cfg):
   """With the kernels a paged engine's step gathers no page list (without them every layer gathers each row's
   whole page list, every step), and its tokens equal the engine's without the kernels."""
   import re
-  paged = ("attention=paged", "pagedattn_tokens_per_page=4", "pagedattn_num_pages=48")
-  cfg_on, cfg_off = make_cfg(*paged), make_cfg(*paged, "cpu_decode_kernels=false")
-  model = load_model(cfg_on).model
-  on, off = Engine(cfg_on, model), Engine(cfg_off, model)
-  params = on.load_params()
-  state = on.init_decode_state()
-  small = state.__class__(**{**state.__dict__, "cache": state.cache.without_arrays()})
+  on, off, params, step_hlo = _engines_with_and_without(
+      make_cfg, "attention=paged", "pagedattn_tokens_per_page=4", "pagedattn_num_pages=48")
 
   def gathered_rows(e):  # float gathers as big as a layer's [B, S, K, H] view of the cache
-    text = e._fns.generate.lower(params, state.cache.arrays(), small, True).compile().as_text()
-    dims = re.findall(r"= f32\[([\d,]+)\]\{[^}]*\} gather\(", text)
+    dims = re.findall(r"= f32\[([\d,]+)\]\{[^}]*\} gather\(", step_hlo(e, compiled=True))
     return [d for d in dims if np.prod([int(x) for x in d.split(",")]) >= 4 * 40 * 2 * 16]
   assert gathered_rows(off) and not gathered_rows(on)
-  rs = np.random.RandomState(4)
-  reqs = [Request([int(t) for t in rs.randint(1, 300, size=n)], max_tokens=m) for n, m in ((5, 20), (13, 9), (2, 17),
-                                                                                            (9, 12), (16, 6))]
-  a = Batcher(on, params).run(reqs)
-  b = Batcher(off, off.load_params()).run(reqs)
-  assert [s[0].tokens for s in a] == [s[0].tokens for s in b]
+  _run_both(on, off, params, seed=4)
