@@ -42,17 +42,21 @@ def filled_engine(batch: int, max_target: int, extra: list[str]):
   return [engine, params, jax.block_until_ready(state)]
 
 
-def main(argv: list[str]) -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--cells", nargs="+", default=["1x256", "4x1088"], help="batch x max_target_length")
+def side_by_side(argv: list[str], kinds: dict[str, list[str]], description: str, cells: list[str]) -> None:
+  """The table for `kinds` (name -> extra config keys): median ms per step of each, and the first kind's time over
+  each other's."""
+  p = argparse.ArgumentParser(description=description)
+  p.add_argument("--cells", nargs="+", default=cells, help="batch x max_target_length")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--steps", type=int, default=20)
   a = p.parse_args(argv)
-  print(f"{'batch x max_target':<20}" + "".join(f"{k + ' ms':>14}" for k in KINDS))
+  first, *others = kinds
+  print(f"{'batch x max_target':<20}" + "".join(f"{k + ' ms':>14}" for k in kinds)
+        + "".join(f"{first + ' / ' + k:>20}" for k in others))
   for cell in a.cells:
     batch, max_target = (int(x) for x in cell.split("x"))
-    runs = {k: filled_engine(batch, max_target, extra) for k, extra in KINDS.items()}
-    times = {k: [] for k in KINDS}
+    runs = {k: filled_engine(batch, max_target, extra) for k, extra in kinds.items()}
+    times = {k: [] for k in kinds}
     for _ in range(a.reps):
       for k, run in runs.items():
         engine, params, state = run
@@ -61,8 +65,10 @@ def main(argv: list[str]) -> None:
           state, _ = engine.generate(params, state, greedy_only=True)
         run[2] = jax.block_until_ready(state)
         times[k].append((time.perf_counter() - t) / a.steps * 1e3)
-    print(f"{cell:<20}" + "".join(f"{statistics.median(times[k]):>14.2f}" for k in KINDS), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{cell:<20}" + "".join(f"{med[k]:>14.2f}" for k in kinds)
+          + "".join(f"{med[first] / med[k]:>19.2f}x" for k in others), flush=True)
 
 
 if __name__ == "__main__":
-  main(sys.argv[1:])
+  side_by_side(sys.argv[1:], KINDS, __doc__.splitlines()[0], ["1x256", "4x1088"])
