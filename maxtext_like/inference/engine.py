@@ -26,6 +26,7 @@ logical axes and the cache the `cache_*` logical rules.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -171,8 +172,11 @@ class Engine:
                                                        inf.decode_sampling_top_k, inf.decode_sampling_nucleus_p))
     # The decode step's few-row matmuls go through the CPU kernel only on one CPU device (a sharded matmul stays a
     # dot_general, which the partitioner splits).
-    self.decode_kernels = (inf.cpu_decode_kernels and mesh is None and jax.default_backend() == "cpu"
-                           and kernels.available())
+    wanted = inf.cpu_decode_kernels and mesh is None and jax.default_backend() == "cpu"
+    self.decode_kernels = wanted and kernels.available()
+    if wanted and not self.decode_kernels:
+      warnings.warn(f"the CPU decode kernels are unavailable ({kernels.unavailable_reason()}); decoding uses XLA's "
+                    "matmuls, with the same tokens (cpu_decode_kernels=false silences this)", stacklevel=2)
     self.paged = None
     if cfg.attention.attention == "paged":
       from maxtext_like.inference.paging import PagedLayout

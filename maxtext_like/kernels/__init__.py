@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import ctypes
+import dataclasses
 import hashlib
 import os
 import platform
@@ -80,8 +80,8 @@ def _build() -> Path:
   # Build into a temporary file and rename: concurrent processes (test workers, several servers) may race here.
   fd, tmp = tempfile.mkstemp(prefix=out.stem, suffix=".so.tmp", dir=out.parent)
   os.close(fd)
-  cmd = [compiler, "-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
-         str(_SOURCE), "-o", tmp]
+  cmd = [compiler, "-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-w",
+         f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", tmp]
   try:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:

@@ -113,8 +113,8 @@ class Attention(nnx.Module):
       q_idx_BT = cache.index_B[:, None] + jnp.arange(segment_ids_BT.shape[1], dtype=jnp.int32)
       stored_k, stored_v = cache.stored(k_BTKH.dtype, v_BTKH.dtype)
       context_BTNH = attention_kernels.attend(
-          self.spec.attention, q_BTNH, stored_k, stored_v, q_idx_BT, segment_ids_BT, cache.key_segment_ids(), opts, block_size=self.spec.flash_block_size, sinks_N=sinks_N,
-          new_kv=cache.pending(k_BTKH.dtype, v_BTKH.dtype))
+          self.spec.attention, q_BTNH, stored_k, stored_v, q_idx_BT, segment_ids_BT, cache.key_segment_ids(), opts,
+          block_size=self.spec.flash_block_size, sinks_N=sinks_N, new_kv=cache.pending(k_BTKH.dtype, v_BTKH.dtype))
     context_BTNH = constrain(checkpoint_name(context_BTNH, "context"), ACT_BTNH)
     y_BTD = checkpoint_name(self.out(context_BTNH), "out_proj")
     return constrain(y_BTD, ACT_BTD), cache

@@ -244,9 +244,11 @@ class LayerKV:
     return dequantize(a, scale if self.page_table_BM is None else gather_pages(scale, self.page_table_BM))
 
   def stored(self, k_dtype, v_dtype):
-    """(keys, values) [B, S, K, H] for attention, in these dtypes. In a CPU decode step (`kernels.decode_matmuls`)
-    a float32 paged cache is not gathered: each is a `kernels.PagedPool`, which the attention kernels read in place."""
-    if (self.page_table_BM is not None and self.k_scale_BSKJ is None and kernels.decode_matmuls_enabled()
+    """(keys, values) [B, S, K, H] for attention, in these dtypes. In a CPU decode step (`kernels.decode_matmuls`,
+    the split layout, whose attention takes the few-query path) a float32 paged cache is not gathered: each is a
+    `kernels.PagedPool`, which the attention kernels read in place."""
+    if (self.page_table_BM is not None and self._split and self.k_scale_BSKJ is None
+        and kernels.decode_matmuls_enabled()
         and self._mine(self.k_BSKH).dtype == self._mine(self.v_BSKH).dtype == jnp.float32
         and jnp.dtype(k_dtype) == jnp.dtype(v_dtype) == jnp.float32):
       return (kernels.PagedPool(self._mine(self.k_BSKH), self.page_table_BM),
