@@ -83,6 +83,9 @@ class DecodeState:
   top_k_B: jax.Array  # int32, 0 = off
   top_p_B: jax.Array  # float32, 1 = off
   key_B: jax.Array  # uint32 [B, 2]: each slot's own random key, so a seeded request samples the same in any batch
+  # The last generate step's new cache entries and the slots they go to, not yet in `cache`: the next step writes
+  # them first (`Engine.flush` writes them at once). None when the cache is up to date.
+  pending: tuple | None = None
 
 
 @jax.tree_util.register_dataclass
@@ -339,6 +342,7 @@ class Engine:
              sample: int = 0, pages=None) -> DecodeState:
     """Puts a prefilled prompt into `slot` (whatever it held), with the request's budget, stops and sampling."""
     self._check_slot(slot)
+    decode_state = self.flush(decode_state)
     request = request or self.default_request
     t, k, p = row_params(request.sampling)
     stops = np.full((MAX_STOP_IDS,), -1, np.int32)
@@ -364,11 +368,21 @@ class Engine:
   def free(self, decode_state: DecodeState, slot: int) -> DecodeState:
     """Marks `slot` dead (e.g. its client went away); its row is overwritten by the next insert."""
     self._check_slot(slot)
-    return self._fns.free(decode_state, jnp.int32(slot))
+    return self._fns.free(self.flush(decode_state), jnp.int32(slot))
 
   def set_page_tables(self, decode_state: DecodeState, table_BM) -> DecodeState:
     """Paged engine: every slot's page table from the host allocator (`PageAllocator.table()`)."""
-    return self._fns.set_pages(decode_state, jnp.asarray(table_BM, jnp.int32))
+    return self._fns.set_pages(self.flush(decode_state), jnp.asarray(table_BM, jnp.int32))
+
+  def flush(self, decode_state: DecodeState) -> DecodeState:
+    """The state with the last generate step's new entries written into its cache. `generate` leaves them pending
+    and writes them at the start of the next step; insert, free and set_page_tables flush first. Call it before
+    reading the cache's arrays yourself."""
+    if decode_state.pending is None:
+      return decode_state
+    c = decode_state.cache
+    buffers = self._fns.commit(c.arrays(), *decode_state.pending, c.page_table_BM)
+    return dataclasses.replace(decode_state, cache=c.with_arrays(buffers), pending=None)
 
   # ---- generate --------------------------------------------------------------------------------------------
 
@@ -378,15 +392,15 @@ class Engine:
     sample with their own keys (from their prefill's `rng`); `rng` is taken for MaxEngine's signature and not used
     (building a key every step would cost a dispatch of its own).
 
-    Two programs per step: the step reads the cache buffers without writing them and returns the new entries, then
-    `commit` writes those in place (models/kv_cache.py: one program that reads and updates a buffer copies it)."""
+    One program per step: it first writes the previous step's new entries (`DecodeState.pending`) into the cache
+    buffers in place, then attends over the buffers without writing them, and returns this step's new entries as
+    the next state's `pending` (models/kv_cache.py: a program that reads a buffer and then updates it copies it
+    whole on XLA:CPU; writing first and reading after does not)."""
     del rng
     c = decode_state.cache
-    buffers = c.arrays()
-    small = dataclasses.replace(decode_state, cache=c.without_arrays())
-    small, new, index_B, out = self._fns.generate(params, buffers, small, greedy_only)
-    buffers = self._fns.commit(buffers, new, index_B, small.cache.page_table_BM)
-    return dataclasses.replace(small, cache=small.cache.with_arrays(buffers)), out
+    small = dataclasses.replace(decode_state, cache=c.without_arrays(), pending=None)
+    small, buffers, pending, out = self._fns.generate(params, c.arrays(), small, decode_state.pending, greedy_only)
+    return dataclasses.replace(small, cache=small.cache.with_arrays(buffers), pending=pending), out
 
   def generate_n(self, params, decode_state: DecodeState, rng, n: int, *,
                  greedy_only: bool = False) -> tuple[DecodeState, ResultTokens]:
@@ -420,7 +434,7 @@ class _Compiled:
     self.truncate = jax.jit(self._truncate)
     self.set_pages = jax.jit(lambda ds, t: dataclasses.replace(ds, cache=dataclasses.replace(ds.cache, page_table_BM=t)),
                              donate_argnums=(0,))
-    self.generate = jax.jit(wrap(self._generate), static_argnums=(3,), donate_argnums=(2,))
+    self.generate = jax.jit(wrap(self._generate), static_argnums=(4,), donate_argnums=(1, 2))
     self.commit = jax.jit(kv_cache_lib.commit, donate_argnums=(0,))
 
   def _model(self, params):
@@ -492,9 +506,11 @@ class _Compiled:
       cache = dataclasses.replace(cache, page_table_BM=cache.page_table_BM.at[slot].set(0))
     return dataclasses.replace(ds, cache=cache, live_B=ds.live_B.at[slot].set(False))
 
-  def _generate(self, params, buffers, ds: DecodeState, greedy_only):
-    """One step over the read-only cache `buffers`: (the state without buffers, the new cache entries, the slots'
-    indices they go to, the step's tokens)."""
+  def _generate(self, params, buffers, ds: DecodeState, pending, greedy_only):
+    """Writes `pending` (the previous step's (new entries, slot indices)) into `buffers`, then one step that reads
+    them only: (the state without buffers, the buffers, this step's (new entries, slot indices), its tokens)."""
+    if pending is not None:
+      buffers = kv_cache_lib.commit(buffers, *pending, ds.cache.page_table_BM)
     model = self._model(params)
     S = self.e.max_target_length
     live = ds.live_B
@@ -515,4 +531,4 @@ class _Compiled:
     new = kv_cache_lib.pending_entries(cache.arrays())
     ds = dataclasses.replace(ds, cache=cache.without_arrays(), tokens_B=jnp.where(live, nxt, ds.tokens_B),
                              live_B=live & ~done, generated_B=generated, key_B=next_keys)
-    return ds, new, index_B, ResultTokens(nxt, logp, live, done)
+    return ds, buffers, (new, index_B), ResultTokens(nxt, logp, live, done)

@@ -152,7 +152,7 @@ def _engines_with_and_without(make_cfg, *argv):
   small = state.__class__(**{**state.__dict__, "cache": state.cache.without_arrays()})
 
   def step_hlo(e, compiled=False):
-    lowered = e._fns.generate.lower(params, state.cache.arrays(), small, True)
+    lowered = e._fns.generate.lower(params, state.cache.arrays(), small, None, True)
     return lowered.compile().as_text() if compiled else lowered.as_text()
   return on, off, params, step_hlo
 

@@ -315,15 +315,18 @@ def test_prefill_logits_at_equals_the_full_forward_at_that_position(model):
 
 
 def test_decode_step_reads_the_cache_buffers_without_copying_them(engine):
-  """The generate step only reads the per-layer buffers and `commit` updates them in place: neither compiled
-  program copies a cache-sized array (XLA:CPU copies a buffer that one program reads and updates, and a layer's
-  slice of a stacked cache), which would make the step's cost grow with the cache."""
+  """The generate step writes the previous step's pending entries into the per-layer buffers in place, then only
+  reads them, and `commit` (Engine.flush) updates them in place: neither compiled program copies a cache-sized
+  array (XLA:CPU copies a buffer that one program reads and then updates, and a layer's slice of a stacked cache),
+  which would make the step's cost grow with the cache."""
   params, state = engine.load_params(), engine.init_decode_state()
   buffers = state.cache.arrays()
   assert all(isinstance(a, tuple) and len(a) == 2 for a in buffers)  # one buffer per layer
   small = dataclasses.replace(state, cache=state.cache.without_arrays())
-  step = engine._fns.generate.lower(params, buffers, small, True).compile().as_text()
   new = jax.tree.map(lambda a: jnp.zeros((a.shape[0], 1, *a.shape[2:]), a.dtype), buffers)
+  pending = (new, state.cache.index_B)
+  step = engine._fns.generate.lower(params, buffers, small, pending, True).compile().as_text()
+  first = engine._fns.generate.lower(params, buffers, small, None, True).compile().as_text()
   commit = engine._fns.commit.lower(buffers, new, state.cache.index_B, None).compile().as_text()
   size = int(np.prod(buffers[0][0].shape))
 
@@ -333,11 +336,37 @@ def test_decode_step_reads_the_cache_buffers_without_copying_them(engine):
       if ("copy" in name or "slice" in name) and "update" not in name and dims and int(np.prod([int(d) for d in dims.split(",")])) >= size:
         out.append(name)
     return out
-  assert cache_sized_copies(step) == [] and cache_sized_copies(commit) == []
-  def read_and_update(c):  # the pattern the split avoids: the check must see its copies
+  assert cache_sized_copies(step) == [] and cache_sized_copies(first) == [] and cache_sized_copies(commit) == []
+  def read_and_update(c):  # the pattern the step avoids: the check must see its copies
     return c.at[:, 0].set(1.0), jnp.einsum("bskh,bskh->b", c, c)
   both = jax.jit(read_and_update, donate_argnums=0).lower(buffers[0][0]).compile().as_text()
   assert cache_sized_copies(both)
+
+
+def test_pending_entries_are_flushed_before_the_cache_changes(engine, model):
+  """After a step the state's cache lags by that step's entries (`pending`); `flush` writes them, and an insert
+  flushes first, so a slot's tokens are all in the cache when another slot is replaced. (A state passed to
+  generate, insert or flush is consumed: its buffers are donated.)"""
+  params = engine.load_params()
+  p, q = prompts((6, 9), seed=40)
+  state = engine.insert(engine.prefill_ids(params, p), engine.init_decode_state(), 0)
+  layer0_keys = lambda st: np.asarray(st.cache.arrays()[0][0][0])  # noqa: E731 - slot 0's row of layer 0's keys
+  before = layer0_keys(state)
+  for _ in range(3):  # writes positions 6, 7 and 8
+    state, _ = engine.generate(params, state, greedy_only=True)
+  assert state.pending is not None
+  lagging = layer0_keys(state)
+  assert not np.array_equal(lagging[7], before[7]) and np.array_equal(lagging[8], before[8])
+  flushed = engine.flush(state)
+  assert flushed.pending is None and engine.flush(flushed) is flushed
+  row = layer0_keys(flushed)
+  assert not np.array_equal(row[8], before[8]) and np.array_equal(row[9:], before[9:])
+  np.testing.assert_array_equal(row[:8], lagging[:8])
+  state, _ = engine.generate(params, flushed, greedy_only=True)  # writes position 9, pending
+  state = engine.insert(engine.prefill_ids(params, q), state, 1)  # flushes first
+  assert state.pending is None
+  after = layer0_keys(state)
+  assert not np.array_equal(after[9], before[9]) and np.array_equal(after[:9], row[:9])
 
 
 def test_run_admits_the_longest_budget_first_and_answers_in_the_given_order(make_cfg, model):
