@@ -18,9 +18,12 @@ buckets (`prefill_buckets`) so a new prompt length does not recompile; prompts l
 `max_prefill_predict_length` need `use_chunked_prefill` (chunks of `prefill_chunk_size` into the same prefix).
 
 All device work is in jitted functions of (params, state, ...) with the state donated. The decode state's cache is
-one buffer per layer, read-only during a generate step; the step returns its new entries and `kv_cache.commit`
-writes them in place in a second program (models/kv_cache.py says why). With a mesh, parameters follow their
-logical axes and the cache the `cache_*` logical rules.
+one buffer per layer. A generate step first writes the previous step's new entries (`DecodeState.pending`) into
+the buffers in place, then only reads them, and returns its own new entries as the next `pending`
+(models/kv_cache.py says why a program must not read a buffer and then update it); `Engine.flush` writes pending
+entries at once, and insert / free / set_page_tables flush first. On a single CPU device the step's few-row
+matmuls and attention dots run as the C++ kernels of `maxtext_like.kernels` (`cpu_decode_kernels`). With a mesh,
+parameters follow their logical axes and the cache the `cache_*` logical rules.
 """
 
 from __future__ import annotations

@@ -28,10 +28,11 @@ Per-layer, read-only layout (`KVCache.split()`, the serving engine's decode stat
 is a tuple of L arrays [B, S, K, H] (paged: pools [P, page, K, H]) instead of one [L, ...] array, and a call does not
 write them. `LayerKV.write` records the call's entries as `Pending(buffer, new)`; attention reads the buffer's
 earlier slots (`keys()`, with `key_segment_ids()` hiding the slots being written) plus the new entries
-(`pending()`); `commit` then writes them in place as a separate program. Why: XLA:CPU gives a layer's slice of a
-stacked cache, and a buffer read and updated in one program, a copy of the whole buffer on every decode step (a
-third of a small model's step at a 1k-token cache); a program that only reads a buffer, and one that only updates
-it in place, copy nothing. Only the unscanned layer loop takes this layout.
+(`pending()`); `commit` writes them in place later: at the start of the engine's next step, before anything reads
+the buffers (or in a program of its own, `Engine.flush`). Why: XLA:CPU gives a layer's slice of a stacked cache,
+and a buffer read and then updated in one program, a copy of the whole buffer on every decode step (a third of a
+small model's step at a 1k-token cache); a program that updates a buffer in place and only then reads it copies
+nothing. Only the unscanned layer loop takes this layout.
 """
 
 from __future__ import annotations
