@@ -49,8 +49,12 @@ def test_target_data_file_size_splits_the_data_files(tmp_path):
   def data_files(directory, size):
     _save(directory, ckpt.Options(target_file_size=size))
     return [f for f in glob.glob(str(directory / "3" / "state" / "**" / "d" / "*"), recursive=True) if os.path.isfile(f)]
-  big, small = data_files(tmp_path / "big", 2 * 1024**3), data_files(tmp_path / "small", 8 * 1024)
-  assert len(small) > len(big) and max(os.path.getsize(f) for f in small) < 32 * 1024
+  # ~40 KB of arrays. How many files a large target gives depends on orbax's per-device writers (5 to 12 seen), so
+  # the check is on the small target alone: no data file past twice the target, and the data spread over several.
+  big = [os.path.getsize(f) for f in data_files(tmp_path / "big", 2 * 1024**3)]
+  small = [os.path.getsize(f) for f in data_files(tmp_path / "small", 8 * 1024)]
+  assert max(small) <= 16 * 1024 and sum(s > 4096 for s in small) >= 3, small
+  assert sum(small) >= 0.9 * sum(big)  # the same data
 
 
 def test_single_replica_restore_equals_a_normal_restore(tmp_path):
