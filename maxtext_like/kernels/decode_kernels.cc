@@ -235,54 +235,26 @@ void Values(ffi::ThreadPool& pool, const Rows& rows, const float* pp, const int3
   AddPartials(op, rest, splits, B * Y * H);
 }
 
-// Checks the cache, the page table and limit against the query's B, K, H and the logical length S.
-ffi::Error CheckCache(ffi::Span<const int64_t> cd, long B, long K, long H, long S, bool paged,
-                      ffi::Span<const int64_t> td, ffi::Span<const int64_t> ld) {
+// Checks the cache, the page table and limit against the query's B, K, H (H < 0: any) and the logical length S,
+// then calls fn with the cache's row accessor: PagedRows when the table is not empty, ContiguousRows otherwise.
+template <typename Fn>
+ffi::Error WithRows(const ffi::Buffer<ffi::F32>& cache, const ffi::Buffer<ffi::S32>& table,
+                    const ffi::Buffer<ffi::S32>& limit, long B, long K, long H, long S, Fn fn) {
+  const auto cd = cache.dimensions();
+  const auto td = table.dimensions();
+  const auto ld = limit.dimensions();
+  const bool paged = table.element_count() > 0;
   const bool ok = cd.size() == 4 && cd[2] == K && (H < 0 || cd[3] == H) && ld.size() == 1 && ld[0] == B &&
                   (paged ? (td.size() == 2 && td[0] == B && td[1] * cd[1] == S) : (cd[0] == B && cd[1] == S));
-  return ok ? ffi::Error::Success()
-            : ffi::Error::InvalidArgument("decode attention: expected a cache [B, S, K, H] (or a pool [P, page, K, H] "
-                                          "with a table [B, S / page]) and limit [B] matching the query");
-}
-
-ffi::Error ScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
-                      ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::F32> s,
-                      bool paged) {
-  const auto qd = q.dimensions();
-  const auto sd = s->dimensions();
-  if (qd.size() != 5 || sd.size() != 5) return ffi::Error::InvalidArgument("attention_scores: expected q [B, T, K, G, H]");
-  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], S = sd[1];
-  if (auto e = CheckCache(keys.dimensions(), B, K, H, S, paged, table.dimensions(), limit.dimensions()); e.failure()) {
-    return e;
+  if (!ok) {
+    return ffi::Error::InvalidArgument("decode attention: expected a cache [B, S, K, H] (or a pool [P, page, K, H] "
+                                       "with a table [B, S / page]) and limit [B] matching the query");
   }
+  const long width = cd[2] * cd[3];
   if (paged) {
-    const long page = keys.dimensions()[1];
-    Scores(pool, PagedRows{keys.typed_data(), table.typed_data(), S / page, page, K * H}, q.typed_data(),
-           limit.typed_data(), s->typed_data(), B, T, K, G, H, S);
+    fn(PagedRows{cache.typed_data(), table.typed_data(), S / cd[1], cd[1], width});
   } else {
-    Scores(pool, ContiguousRows{keys.typed_data(), S, K * H}, q.typed_data(), limit.typed_data(), s->typed_data(), B,
-           T, K, G, H, S);
-  }
-  return ffi::Error::Success();
-}
-
-ffi::Error ValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
-                      ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit, ffi::ResultBuffer<ffi::F32> o,
-                      bool paged) {
-  const auto pd = p.dimensions();
-  if (pd.size() != 5) return ffi::Error::InvalidArgument("attention_values: expected p [B, S, T, K, G]");
-  const long B = pd[0], S = pd[1], T = pd[2], K = pd[3], G = pd[4], H = values.dimensions().back();
-  if (auto e = CheckCache(values.dimensions(), B, K, -1, S, paged, table.dimensions(), limit.dimensions());
-      e.failure()) {
-    return e;
-  }
-  if (paged) {
-    const long page = values.dimensions()[1];
-    Values(pool, PagedRows{values.typed_data(), table.typed_data(), S / page, page, K * H}, p.typed_data(),
-           limit.typed_data(), o->typed_data(), B, T, K, G, H, S);
-  } else {
-    Values(pool, ContiguousRows{values.typed_data(), S, K * H}, p.typed_data(), limit.typed_data(), o->typed_data(), B,
-           T, K, G, H, S);
+    fn(ContiguousRows{cache.typed_data(), S, width});
   }
   return ffi::Error::Success();
 }
@@ -290,13 +262,25 @@ ffi::Error ValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer
 ffi::Error AttentionScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
                                ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
                                ffi::ResultBuffer<ffi::F32> s) {
-  return ScoresImpl(pool, q, keys, table, limit, s, table.element_count() > 0);
+  const auto qd = q.dimensions();
+  const auto sd = s->dimensions();
+  if (qd.size() != 5 || sd.size() != 5) return ffi::Error::InvalidArgument("attention_scores: expected q [B, T, K, G, H]");
+  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], S = sd[1];
+  return WithRows(keys, table, limit, B, K, H, S, [&](const auto& rows) {
+    Scores(pool, rows, q.typed_data(), limit.typed_data(), s->typed_data(), B, T, K, G, H, S);
+  });
 }
 
 ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
                                ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
                                ffi::ResultBuffer<ffi::F32> o) {
-  return ValuesImpl(pool, p, values, table, limit, o, table.element_count() > 0);
+  const auto pd = p.dimensions();
+  if (pd.size() != 5) return ffi::Error::InvalidArgument("attention_values: expected p [B, S, T, K, G]");
+  const auto vd = values.dimensions();
+  const long B = pd[0], S = pd[1], T = pd[2], K = pd[3], G = pd[4], H = vd.size() == 4 ? vd[3] : 0;
+  return WithRows(values, table, limit, B, K, -1, S, [&](const auto& rows) {
+    Values(pool, rows, p.typed_data(), limit.typed_data(), o->typed_data(), B, T, K, G, H, S);
+  });
 }
 
 }  // namespace
