@@ -526,9 +526,12 @@ class _Compiled:
     with kernels.decode_matmuls(self.e.decode_kernels):
       logits_B1V, cache = model(ds.tokens_B[:, None], None, live[:, None].astype(jnp.int32),
                                 cache=ds.cache.with_arrays(buffers))
-    logits_BV = logits_B1V[:, -1].astype(jnp.float32)
-    nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only)
-    logp = token_log_probs(logits_BV, nxt)
+      logits_BV = logits_B1V[:, -1].astype(jnp.float32)
+      # argmax and log-sum-exp in one vectorized pass (XLA:CPU sums a row's 32k exponentials one at a time)
+      greedy_B, lse_B = kernels.logits_stats(logits_BV) if kernels.decode_matmuls_enabled() else (None, None)
+    nxt = sample_rows(logits_BV, key, ds.temperature_B, ds.top_k_B, ds.top_p_B, greedy_only=greedy_only,
+                      greedy_B=greedy_B)
+    logp = token_log_probs(logits_BV, nxt, lse_B)
     generated = ds.generated_B + live.astype(jnp.int32)
     done = live & (_stop_hit(nxt, ds.stop_BS) | (generated >= ds.max_tokens_B) | (cache.index_B >= S))
     new = kv_cache_lib.pending_entries(cache.arrays())

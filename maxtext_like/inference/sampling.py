@@ -26,11 +26,13 @@ def argmax(logits_BV: jax.Array) -> jax.Array:
   return jnp.minimum(idx, V - 1)
 
 
-def token_log_probs(logits_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
-  """log_softmax(logits)[b, tokens[b]] without materialising the log-softmax."""
+def token_log_probs(logits_BV: jax.Array, tokens_B: jax.Array, lse_B: jax.Array | None = None) -> jax.Array:
+  """log_softmax(logits)[b, tokens[b]] without materialising the log-softmax; `lse_B`: each row's log-sum-exp, if
+  already known (the decode step's `kernels.logits_stats`)."""
   logits_BV = logits_BV.astype(jnp.float32)
-  m = jax.lax.stop_gradient(jnp.max(logits_BV, axis=-1, keepdims=True))
-  lse_B = m[:, 0] + jnp.log(jnp.sum(jnp.exp(logits_BV - m), axis=-1))
+  if lse_B is None:
+    m = jax.lax.stop_gradient(jnp.max(logits_BV, axis=-1, keepdims=True))
+    lse_B = m[:, 0] + jnp.log(jnp.sum(jnp.exp(logits_BV - m), axis=-1))
   return jnp.take_along_axis(logits_BV, tokens_B[:, None], axis=-1)[:, 0] - lse_B
 
 
@@ -73,12 +75,13 @@ def row_params(o: SamplingOptions) -> tuple[float, int, float]:
 
 
 def sample_rows(logits_BV: jax.Array, key: jax.Array, temperature_B: jax.Array, top_k_B: jax.Array,
-                top_p_B: jax.Array, *, greedy_only: bool) -> jax.Array:
+                top_p_B: jax.Array, *, greedy_only: bool, greedy_B: jax.Array | None = None) -> jax.Array:
   """One token per row, each row with its own (temperature, top_k, top_p) from `row_params`; the same
   distribution as `sample` with that row's options. `key` is one key for all rows, or one per row ([B, 2]: a
-  row's draws then depend on its own key only). `greedy_only` (static) compiles the argmax alone."""
+  row's draws then depend on its own key only). `greedy_only` (static) compiles the argmax alone; `greedy_B`: the
+  argmax, if already known."""
   logits_BV = logits_BV.astype(jnp.float32)
-  greedy_B = argmax(logits_BV)
+  greedy_B = argmax(logits_BV) if greedy_B is None else greedy_B
   if greedy_only:
     return greedy_B
   V = logits_BV.shape[-1]

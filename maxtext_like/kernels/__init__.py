@@ -43,7 +43,8 @@ MAX_ROWS = 8
 _SOURCE = Path(__file__).with_name("decode_kernels.cc")
 _TARGETS = {"maxtext_like_small_matmul": "MaxtextLikeSmallMatmul",
             "maxtext_like_attention_scores": "MaxtextLikeAttentionScores",
-            "maxtext_like_attention_values": "MaxtextLikeAttentionValues"}
+            "maxtext_like_attention_values": "MaxtextLikeAttentionValues",
+            "maxtext_like_logits_stats": "MaxtextLikeLogitsStats"}
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -183,6 +184,17 @@ def attention_values(p_BSTKG: jax.Array, values: jax.Array, limit_B: jax.Array, 
   out = jax.ShapeDtypeStruct((B, T, K, G, values.shape[-1]), jnp.float32)
   return jax.ffi.ffi_call("maxtext_like_attention_values", out, vmap_method="sequential")(
       p_BSTKG, values, _table(page_table_BM, B), limit_B.astype(jnp.int32))
+
+
+def logits_stats(logits_BV: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(argmax [B] int32, log-sum-exp [B] float32) of float32 logits [B, V]: the first index of each row's largest
+  value, as `jnp.argmax`, and `logsumexp` so that `log_softmax(logits)[b, t] = logits[b, t] - lse[b]`. A row with a
+  NaN gives index V - 1 (as `sampling.argmax`) and a NaN lse."""
+  _check_f32("logits_stats", logits_BV)
+  _require()
+  B = logits_BV.shape[0]
+  out = (jax.ShapeDtypeStruct((B,), jnp.int32), jax.ShapeDtypeStruct((B,), jnp.float32))
+  return jax.ffi.ffi_call("maxtext_like_logits_stats", out, vmap_method="sequential")(logits_BV)
 
 
 @contextlib.contextmanager

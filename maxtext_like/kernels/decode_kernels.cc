@@ -11,6 +11,8 @@
 //   attention_scores   and attention_values: the two dots of few-query attention, over each row's filled
 //                      positions only, from a contiguous or a paged cache (see below).
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <atomic>
 #include <cstring>
@@ -235,6 +237,78 @@ void Values(ffi::ThreadPool& pool, const Rows& rows, const float* pp, const int3
   AddPartials(op, rest, splits, B * Y * H);
 }
 
+// The statistics a decode step needs from its logits [B, V]: each row's first largest index (jnp.argmax) and its
+// log-sum-exp, so that log_softmax(logits)[b, t] = logits[b, t] - lse[b]. XLA:CPU reduces the 32k exponentials of
+// a row in order, one at a time; here they are summed in vector lanes, with exp from the polynomial below. A row
+// with a NaN gets index V - 1 and a NaN lse; a row whose largest value is infinite gets a NaN lse (as in XLA).
+
+// exp(x) for x <= 0, vectorizable: x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite, two-part ln2), exp(r) by Cephes'
+// expf polynomial (about 1 ulp), times 2^n built in the exponent bits; below -87 it returns exp(-87) ~ 1.6e-38.
+inline float ExpNonPositive(float x) {
+  x = x < -87.f ? -87.f : x;
+  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, kept in the low mantissa bits
+  const float t = x * 1.44269504088896341f + shifter;
+  const float n = t - shifter;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.f;
+  int32_t bits;
+  std::memcpy(&bits, &t, sizeof(bits));
+  const int32_t e = (bits - 0x4b400000 + 127) << 23;  // n + 127 in the exponent field
+  float scale;
+  std::memcpy(&scale, &e, sizeof(scale));
+  return y * scale;
+}
+
+void RowStats(const float* row, long V, int32_t* index, float* lse) {
+  float m = -std::numeric_limits<float>::infinity();
+  bool nan = false;
+#pragma omp simd reduction(max : m) reduction(| : nan)
+  for (long i = 0; i < V; ++i) {
+    m = std::max(m, row[i]);
+    nan |= row[i] != row[i];
+  }
+  if (nan) {
+    *index = static_cast<int32_t>(V - 1);
+    *lse = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  long first = 0;
+  while (row[first] != m) ++first;
+  *index = static_cast<int32_t>(first);
+  if (!std::isfinite(m)) {
+    *lse = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (long i = 0; i < V; ++i) sum += ExpNonPositive(row[i] - m);
+  *lse = m + std::log(sum);
+}
+
+ffi::Error LogitsStatsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, ffi::ResultBuffer<ffi::S32> index,
+                           ffi::ResultBuffer<ffi::F32> lse) {
+  const auto d = logits.dimensions();
+  if (d.size() != 2 || d[1] < 1) return ffi::Error::InvalidArgument("logits_stats: expected logits [B, V], V >= 1");
+  const long B = d[0], V = d[1];
+  const float* lp = logits.typed_data();
+  int32_t* ip = index->typed_data();
+  float* sp = lse->typed_data();
+  const auto row = [&](long b) { RowStats(lp + b * V, V, ip + b, sp + b); };
+  if (B * V < kSerial) {
+    for (long b = 0; b < B; ++b) row(b);
+  } else {
+    ParallelFor(pool, B, row);
+  }
+  return ffi::Error::Success();
+}
+
 // Checks the cache, the page table and limit against the query's B, K, H (H < 0: any) and the logical length S,
 // then calls fn with the cache's row accessor: PagedRows when the table is not empty, ContiguousRows otherwise.
 template <typename Fn>
@@ -306,3 +380,9 @@ MAXTEXT_LIKE_SMALL_MATMUL(MaxtextLikeSmallMatmul, SmallMatmulImpl)
 
 MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionScores, AttentionScoresImpl)
 MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionValues, AttentionValuesImpl)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeLogitsStats, LogitsStatsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

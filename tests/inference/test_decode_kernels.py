@@ -16,6 +16,7 @@ from flax import nnx
 from maxtext_like import kernels
 from maxtext_like.config import load_config
 from maxtext_like.inference.batching import Batcher, Request
+from maxtext_like.inference import sampling
 from maxtext_like.inference.engine import Engine
 from maxtext_like.inference.loading import load_model
 from maxtext_like.models.linears import DenseGeneral
@@ -45,6 +46,50 @@ def test_small_matmul_equals_xla(K, N):
     got = jax.jit(kernels.small_matmul)(x, w)
     want = jnp.dot(x, w, precision="highest")
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("B,V", [(1, 32000), (4, 32000), (3, 17), (8, 1000), (2, 151936)])
+def test_logits_stats_equal_argmax_and_logsumexp(B, V):
+  """Rows that split over threads and rows that do not; the exponential spans the float32 range (logits * 20)."""
+  x = 20 * jax.random.normal(jax.random.key(V + B), (B, V), jnp.float32)
+  idx, lse = jax.jit(kernels.logits_stats)(x)
+  np.testing.assert_array_equal(np.asarray(idx), np.asarray(jnp.argmax(x, axis=-1)))
+  np.testing.assert_allclose(np.asarray(lse), np.asarray(jax.nn.logsumexp(x, axis=-1)), rtol=1e-6, atol=1e-6)
+
+
+def test_logits_stats_ties_nans_and_infinities():
+  """The first of equal largest values (jnp.argmax); a NaN row gives V - 1 and a NaN lse, as sampling.argmax and
+  token_log_probs do; an infinite largest value gives a NaN lse, as token_log_probs does."""
+  x = jnp.asarray([[1, 3, 3, 2], [np.nan, 1, 2, 3], [1, np.inf, 2, 3], [-np.inf] * 4, [-200, -100, -1e4, -150]],
+                  jnp.float32)
+  idx, lse = kernels.logits_stats(x)
+  np.testing.assert_array_equal(np.asarray(idx), np.asarray(sampling.argmax(x)))
+  np.testing.assert_array_equal(np.asarray(idx), [1, 3, 1, 0, 1])
+  assert np.isnan(np.asarray(lse)[1:4]).all()
+  np.testing.assert_allclose(np.asarray(lse)[[0, 4]], np.asarray(jax.nn.logsumexp(x[jnp.asarray([0, 4])], axis=-1)),
+                             rtol=1e-6)
+  want_lp = np.asarray(sampling.token_log_probs(x, idx))
+  got_lp = np.asarray(sampling.token_log_probs(x, idx, lse))
+  np.testing.assert_array_equal(np.isnan(got_lp), np.isnan(want_lp))
+
+
+def test_sampling_with_the_stats_equals_sampling_without():
+  """sample_rows given the kernel's argmax and token_log_probs given its lse: the same tokens and log-probs as
+  computing both in XLA, for greedy and sampled rows alike (the same keys)."""
+  x = 4 * jax.random.normal(jax.random.key(0), (4, 5000), jnp.float32)
+  temperature, top_k, top_p = jnp.asarray([0.0, 0.7, 1.0, 0.0]), jnp.asarray([0, 40, 0, 0]), jnp.asarray([-1.0, 0.9, 0.5, -1.0])
+  key = jax.random.split(jax.random.PRNGKey(1), 4)  # raw [4, 2]: one key per row
+  idx, lse = kernels.logits_stats(x)
+  want = sampling.sample_rows(x, key, temperature, top_k, top_p, greedy_only=False)
+  got = sampling.sample_rows(x, key, temperature, top_k, top_p, greedy_only=False, greedy_B=idx)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  np.testing.assert_allclose(np.asarray(sampling.token_log_probs(x, got, lse)),
+                             np.asarray(sampling.token_log_probs(x, want)), rtol=1e-6, atol=1e-6)
+
+
+def test_logits_stats_refuses_what_it_does_not_compute():
+  with pytest.raises(ValueError, match="float32"):
+    kernels.logits_stats(jnp.ones((2, 4), jnp.bfloat16))
 
 
 def test_small_matmul_refuses_what_it_does_not_compute():
@@ -173,6 +218,7 @@ def test_the_engine_step_uses_the_kernel_and_gives_the_same_tokens(make_cfg):
   the engine without it, and log-probs agree to float32 rounding."""
   on, off, params, step_hlo = _engines_with_and_without(make_cfg)
   assert TARGET in step_hlo(on) and TARGET not in step_hlo(off)
+  assert "maxtext_like_logits_stats" in step_hlo(on) and "maxtext_like_logits_stats" not in step_hlo(off)
   a, b = _run_both(on, off, params, seed=3)
   np.testing.assert_allclose(np.concatenate([s.log_probs for s in a]), np.concatenate([s.log_probs for s in b]),
                              atol=1e-4)

@@ -100,3 +100,17 @@ def test_help_prints_usage(capsys):
   assert inference_microbenchmark.main(["--help"]) == 0
   out = capsys.readouterr().out
   assert "maxtext_like.inference_microbenchmark" in out and "inference_microbenchmark_stages" in out
+
+
+def test_the_timed_loops_draw_the_keys_maxtexts_loop_draws():
+  """The loop splits its key through one compiled call; the keys are jax.random.split's, step after step."""
+  import jax
+  import numpy as np
+
+  from maxtext_like.inference import microbenchmark
+  rng_a = rng_b = jax.random.PRNGKey(1234)
+  for _ in range(3):
+    rng_a, key_a = microbenchmark._split(rng_a)
+    rng_b, key_b = jax.random.split(rng_b)
+    np.testing.assert_array_equal(np.asarray(key_a), np.asarray(key_b))
+    np.testing.assert_array_equal(np.asarray(rng_a), np.asarray(rng_b))
