@@ -8,7 +8,9 @@ both with stages "prefill,generate", `inference_microbenchmark_loop_iters` timed
 (every slot filled by prefill + insert first; MaxText's prefill stage inserts into slot i % slots, ours fills every
 slot before the AR stage), scan_layers=false, attention=dot_product, per_device_batch_size = batch. Each reads the
 other's JSON (MaxText's result keys). tokens/s = batch / AR step time. Cells alternate ours / MaxText so a busy
-moment on the shared machine hits both; with --repeats the median step of each is reported.
+moment on the shared machine hits both; with --repeats the median step of each is reported, with each run's ratio
+(ours against the MaxText run right after it) and the machine's memory bandwidth that our run measured: decode is
+memory-bound, and when other tenants load the host's memory the step times move by up to 40%.
 
 Run: .venv/bin/python benchmarks/decode_vs_maxtext.py [--batch 1 4] [--max-target 256 1088] [--iters 50]
      [--repeats 1] [--json]
@@ -76,28 +78,33 @@ def main(argv=None) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     for S in args.max_target:
       for B in args.batch:
-        step, prefill = {"ours": [], "maxtext": []}, {"ours": [], "maxtext": []}
+        step, prefill, bandwidth = {"ours": [], "maxtext": []}, {"ours": [], "maxtext": []}, []
         for r in range(args.repeats):
           for name, fn in (("ours", ours), ("maxtext", maxtext)):
             log = os.path.join(tmp, f"{name}_{B}_{S}_{r}.json")
             res = fn(_keys(B, S, args.prefill, args.iters, log), log)
             step[name].append(res["autoregressive"]["step_in_ms"])
             prefill[name].append(res["prefill"][str(args.prefill)]["time_in_ms"])
+            if name == "ours":
+              bandwidth.append(res["memory_bandwidth"]["measured_GB_per_second"])
             print(f"batch {B} max_target_length {S} {name}: AR step {step[name][-1]:.2f} ms, prefill "
                   f"{prefill[name][-1]:.2f} ms", file=sys.stderr, flush=True)
         o, m = statistics.median(step["ours"]), statistics.median(step["maxtext"])
         rows.append({"batch": B, "max_target_length": S, "ours_step_ms": o, "maxtext_step_ms": m,
                      "ours_tokens_per_s": B / o * 1000, "maxtext_tokens_per_s": B / m * 1000, "ratio": m / o,
                      "ours_prefill_ms": statistics.median(prefill["ours"]),
-                     "maxtext_prefill_ms": statistics.median(prefill["maxtext"])})
+                     "maxtext_prefill_ms": statistics.median(prefill["maxtext"]),
+                     "run_ratios": [mr / orr for orr, mr in zip(step["ours"], step["maxtext"])],
+                     "machine_GB_per_s": bandwidth})
   print(f"probe model, float32, prefill {args.prefill}, {args.iters} timed AR steps, median of {args.repeats} run(s)")
   print("| batch | max_target_length | ours AR step (ms) | ours tokens/s | MaxText AR step (ms) | MaxText tokens/s | "
-        "ours/MaxText | prefill ms ours / MaxText |")
-  print("|---|---|---|---|---|---|---|---|")
+        "ours/MaxText | each run's ratio | prefill ms ours / MaxText | machine GB/s |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   for r in rows:
     print(f"| {r['batch']} | {r['max_target_length']} | {r['ours_step_ms']:.2f} | {r['ours_tokens_per_s']:.0f} | "
           f"{r['maxtext_step_ms']:.2f} | {r['maxtext_tokens_per_s']:.0f} | **{r['ratio']:.2f}x** | "
-          f"{r['ours_prefill_ms']:.1f} / {r['maxtext_prefill_ms']:.1f} |")
+          f"{', '.join(f'{x:.2f}' for x in r['run_ratios'])} | {r['ours_prefill_ms']:.1f} / {r['maxtext_prefill_ms']:.1f} | "
+          f"{', '.join(f'{x:.0f}' for x in r['machine_GB_per_s'])} |")
   if args.json:
     print(json.dumps(rows))
 
