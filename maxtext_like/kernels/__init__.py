@@ -7,6 +7,8 @@ XLA FFI custom calls (`decode_kernels.cc`), all float32:
 - `attention_scores(q, keys, limit)` and `attention_values(p, values, limit)`: the two dots of few-query attention
   against a cache stored [B, S, K, H] (or a page pool read through the page table), which XLA runs as many tiny
   batched matmuls over the whole cache; the kernels read each row's filled positions only.
+- `logits_stats(logits)`: each row's argmax and log-sum-exp in one vectorized pass (the greedy token and any
+  token's log-prob follow from them); XLA:CPU sums a row's 32k exponentials one at a time.
 Each reads the weights or the cache once, in memory order, over XLA's own thread pool.
 
 The shared library is compiled with the system C++ compiler the first time a process asks for it, into
@@ -18,7 +20,7 @@ requirement.
 The model code asks for them only inside `decode_matmuls()` (the engine's generate step on a single CPU device), and
 only where they apply: `DenseGeneral` for a float32 matmul of at most `MAX_ROWS` rows not intercepted by qwix
 (quantized or LoRA layers keep their dot_general), few-query attention for a float32 query and cache (a quantized
-cache keeps XLA's dots).
+cache keeps XLA's dots), and the engine's generate step reads its float32 logits through `logits_stats`.
 """
 
 from __future__ import annotations

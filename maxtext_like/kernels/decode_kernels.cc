@@ -9,7 +9,8 @@
 //                      per thread, each thread accumulates its slab's contribution to all of y, and the partial
 //                      sums are added at the end;
 //   attention_scores   and attention_values: the two dots of few-query attention, over each row's filled
-//                      positions only, from a contiguous or a paged cache (see below).
+//                      positions only, from a contiguous or a paged cache (see below);
+//   logits_stats       each logits row's argmax and log-sum-exp, in one vectorized pass.
 #include <algorithm>
 #include <cmath>
 #include <limits>
