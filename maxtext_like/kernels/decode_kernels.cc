@@ -12,11 +12,11 @@
 //                      positions only, from a contiguous or a paged cache (see below);
 //   logits_stats       each logits row's argmax and log-sum-exp, in one vectorized pass.
 #include <algorithm>
-#include <cmath>
-#include <limits>
-#include <cstdint>
 #include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <thread>
 #include <vector>
