@@ -360,15 +360,14 @@ ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ff
 
 }  // namespace
 
-#define MAXTEXT_LIKE_SMALL_MATMUL(name, impl)                                                        \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                                           \
-                                ffi::Ffi::Bind()                                                      \
-                                    .Ctx<ffi::ThreadPool>()                                           \
-                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
-                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
-                                    .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeSmallMatmul, SmallMatmulImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
-MAXTEXT_LIKE_SMALL_MATMUL(MaxtextLikeSmallMatmul, SmallMatmulImpl)
+// The two attention kernels take the same operands.
 #define MAXTEXT_LIKE_ATTENTION(name, impl)                                                             \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                                           \
                                 ffi::Ffi::Bind()                                                      \
@@ -381,6 +380,7 @@ MAXTEXT_LIKE_SMALL_MATMUL(MaxtextLikeSmallMatmul, SmallMatmulImpl)
 
 MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionScores, AttentionScoresImpl)
 MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionValues, AttentionValuesImpl)
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeLogitsStats, LogitsStatsImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
