@@ -201,8 +201,9 @@ def logits_stats(logits_BV: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 @contextlib.contextmanager
 def decode_matmuls(enabled: bool = True):
-  """Within this context (while a decode step is traced), eligible `DenseGeneral` matmuls use `small_matmul` and
-  few-query attention over a float32 cache uses `attention_scores` / `attention_values`."""
+  """Within this context (while a decode step is traced), eligible `DenseGeneral` matmuls use `small_matmul`,
+  few-query attention over a float32 cache uses `attention_scores` / `attention_values`, and the engine's step takes
+  its logits' argmax and log-sum-exp from `logits_stats`."""
   token = _enabled.set(bool(enabled) and available())
   try:
     yield

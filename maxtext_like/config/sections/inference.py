@@ -45,4 +45,4 @@ class InferenceSection(Section):
   enable_prefix_caching: bool = F('Enable prefix caching.')
   prefix_caching_hbm_byte: int = F('HBM memory allocation for prefix caching in bytes.')
   prefix_caching_dram_byte: int = F('DRAM memory allocation for prefix caching in bytes.')
-  cpu_decode_kernels: bool = F("On a single CPU device, the decode step's float32 matmuls of at most 8 rows use a C++ kernel built on first use (maxtext_like.kernels); false keeps XLA's matmul.")
+  cpu_decode_kernels: bool = F("On a single CPU device, the decode step's float32 matmuls of at most 8 rows, few-query attention over a float32 cache and the logits' argmax and log-sum-exp use C++ kernels built on first use (maxtext_like.kernels); false keeps XLA's ops.")
