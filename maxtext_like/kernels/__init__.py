@@ -4,9 +4,10 @@ XLA FFI custom calls (`decode_kernels.cc`), all float32:
 - `small_matmul(x, w)`: `x @ w` for x of at most 8 rows (one per decoding slot). XLA:CPU reads a weight matrix
   well below the machine's bandwidth in that shape (a 1 MB projection on one thread, the 4-row unembedding
   through a GEMM that first packs the 33 MB of weights).
-- `attention_scores(q, keys, limit)` and `attention_values(p, values, limit)`: the two dots of few-query attention
-  against a cache stored [B, S, K, H] (or a page pool read through the page table), which XLA runs as many tiny
-  batched matmuls over the whole cache; the kernels read each row's filled positions only.
+- `decode_attention(q, keys, values, limit, mask, ...)`: few-query attention (logits, mask, soft cap, softmax with
+  the step's own new entries and sinks, values) against a cache stored [B, S, K, H] (or a page pool read through
+  the page table) in one call. XLA runs it as many tiny batched matmuls over the whole cache and a dozen small
+  softmax fusions per layer; the kernel reads each row's filled positions only.
 - `logits_stats(logits)`: each row's argmax and log-sum-exp in one vectorized pass (the greedy token and any
   token's log-prob follow from them); XLA:CPU sums a row's 32k exponentials one at a time.
 Each reads the weights or the cache once, in memory order, over XLA's own thread pool.
@@ -40,12 +41,12 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MAX_ROWS = 8
 _SOURCE = Path(__file__).with_name("decode_kernels.cc")
 _TARGETS = {"maxtext_like_small_matmul": "MaxtextLikeSmallMatmul",
-            "maxtext_like_attention_scores": "MaxtextLikeAttentionScores",
-            "maxtext_like_attention_values": "MaxtextLikeAttentionValues",
+            "maxtext_like_decode_attention": "MaxtextLikeDecodeAttention",
             "maxtext_like_logits_stats": "MaxtextLikeLogitsStats"}
 
 _lock = threading.Lock()
@@ -164,28 +165,32 @@ def _table(page_table_BM, B: int) -> jax.Array:
   return jnp.zeros((B, 0), jnp.int32) if page_table_BM is None else page_table_BM.astype(jnp.int32)
 
 
-def attention_scores(q_BTKGH: jax.Array, keys: jax.Array, limit_B: jax.Array, page_table_BM=None) -> jax.Array:
-  """s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :] for s < limit[b], 0 after (the caller masks those; no
-  scaling: q comes scaled). keys: [B, S, K, H], or with `page_table_BM` [B, M] a page pool [P, page, K, H] read in
-  place (S = M * page)."""
-  _check_f32("attention_scores", q_BTKGH, keys)
-  _require()
-  B, T, K, G, _ = q_BTKGH.shape
-  S = keys.shape[1] if page_table_BM is None else page_table_BM.shape[1] * keys.shape[1]
-  out = jax.ShapeDtypeStruct((B, S, T, K, G), jnp.float32)
-  return jax.ffi.ffi_call("maxtext_like_attention_scores", out, vmap_method="sequential")(
-      q_BTKGH, keys, _table(page_table_BM, B), limit_B.astype(jnp.int32))
+def decode_attention(q_BTKGH: jax.Array, keys: jax.Array, values: jax.Array, limit_B: jax.Array, mask_BTS: jax.Array,
+                     page_table_BM=None, new=None, sinks_N=None, soft_cap: float | None = None) -> jax.Array:
+  """Few-query attention in one call, as `attention_kernels._few_queries` computes it with XLA:
+  out[b, t, k, g, :] = sum over s of p[s] * values[b, s, k, :], p the softmax of cap(q[b, t, k, g, :] . keys[b, s, k, :])
+  over the positions with mask[b, t, s] (q comes scaled; cap is soft_cap * tanh(x / soft_cap) when soft_cap is set).
+  A query that may see no position gets zeros (XLA's masked softmax averages values it may not see: padding).
 
-
-def attention_values(p_BSTKG: jax.Array, values: jax.Array, limit_B: jax.Array, page_table_BM=None) -> jax.Array:
-  """o[b, t, k, g, :] = sum over s < limit[b] of p[b, s, t, k, g] * values[b, s, k, :] (p is 0 past the limit).
-  values: [B, S, K, H], or a page pool [P, page, K, H] with `page_table_BM`."""
-  _check_f32("attention_values", p_BSTKG, values)
+  keys, values: [B, S, K, H] and [B, S, K, Hv], or with `page_table_BM` [B, M] page pools [P, page, K, H] read in
+  place (S = M * page). Only positions s < limit[b] are read: the mask must hide every later one from all of row b's
+  queries. `new` = (k_BUKH, v_BUKH, mask_BTU): entries not in the cache (the step's own), in the same softmax;
+  `sinks_N` [K * G]: one logit per query head, in the denominator only. Returns [B, T, K, G, Hv] float32."""
+  _check_f32("decode_attention", q_BTKGH, keys, values)
   _require()
-  B, _, T, K, G = p_BSTKG.shape
+  B, T, K, G, H = q_BTKGH.shape
+  S = mask_BTS.shape[-1]
+  if new is None:
+    k_new, v_new, mask_new = (jnp.zeros((B, 0, K, H), jnp.float32), jnp.zeros((B, 0, K, values.shape[-1]), jnp.float32),
+                              jnp.zeros((B, T, 0), bool))
+  else:
+    k_new, v_new, mask_new = new
+  sinks = jnp.zeros((0,), jnp.float32) if sinks_N is None else sinks_N.astype(jnp.float32).reshape(K * G)
   out = jax.ShapeDtypeStruct((B, T, K, G, values.shape[-1]), jnp.float32)
-  return jax.ffi.ffi_call("maxtext_like_attention_values", out, vmap_method="sequential")(
-      p_BSTKG, values, _table(page_table_BM, B), limit_B.astype(jnp.int32))
+  return jax.ffi.ffi_call("maxtext_like_decode_attention", out, vmap_method="sequential")(
+      q_BTKGH, keys, values, _table(page_table_BM, B), limit_B.astype(jnp.int32),
+      jnp.broadcast_to(mask_BTS, (B, T, S)).astype(bool), k_new.astype(jnp.float32), v_new.astype(jnp.float32),
+      mask_new.astype(bool), sinks, soft_cap=np.float32(soft_cap or 0.0))
 
 
 def logits_stats(logits_BV: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -202,7 +207,7 @@ def logits_stats(logits_BV: jax.Array) -> tuple[jax.Array, jax.Array]:
 @contextlib.contextmanager
 def decode_matmuls(enabled: bool = True):
   """Within this context (while a decode step is traced), eligible `DenseGeneral` matmuls use `small_matmul`,
-  few-query attention over a float32 cache uses `attention_scores` / `attention_values`, and the engine's step takes
+  few-query attention over a float32 cache uses `decode_attention`, and the engine's step takes
   its logits' argmax and log-sum-exp from `logits_stats`."""
   token = _enabled.set(bool(enabled) and available())
   try:

@@ -2,14 +2,14 @@
 //
 // A decode step is bound by reading its weights and its KV cache once. XLA:CPU reads both well below the machine's
 // memory bandwidth in the shapes of a step: a 1 MB layer projection of one row runs on one thread, the 4-row
-// unembedding goes through a GEMM that first packs the weights, and the attention dots against a layer's cache
-// run as many tiny batched matmuls. These kernels read each weight and each cache entry once, in memory order, on
-// XLA's own intra-op thread pool (the FFI ThreadPool context, so no threads of their own):
+// unembedding goes through a GEMM that first packs the weights, and the attention against a layer's cache runs as
+// many tiny batched matmuls and a dozen small softmax fusions. These kernels read each weight and each cache entry
+// once, in memory order, on XLA's own intra-op thread pool (the FFI ThreadPool context, so no threads of their own):
 //   small_matmul       y[M, N] = x[M, K] @ w[K, N] for M <= 8: the weight rows are cut into one contiguous slab
 //                      per thread, each thread accumulates its slab's contribution to all of y, and the partial
 //                      sums are added at the end;
-//   attention_scores   and attention_values: the two dots of few-query attention, over each row's filled
-//                      positions only, from a contiguous or a paged cache (see below);
+//   decode_attention   few-query attention (logits, masking, softmax, values) over each row's filled positions
+//                      only, from a contiguous or a paged cache (see below);
 //   logits_stats       each logits row's argmax and log-sum-exp, in one vectorized pass.
 #include <algorithm>
 #include <atomic>
@@ -145,16 +145,18 @@ ffi::Error SmallMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
   return ffi::Error::Success();
 }
 
-// Decode attention over a cache of K key/value heads, for the query laid out [B, T, K, G, H] (T positions, G query
-// heads per key head):
-//   scores  s[b, s, t, k, g] = q[b, t, k, g, :] . keys[b, s, k, :]
-//   values  o[b, t, k, g, :] = sum_s p[b, s, t, k, g] * values[b, s, k, :]
-// Only positions s < limit[b] are read: the caller's mask hides every later one from all of row b's queries (their
-// scores are written as 0 and masked; their probabilities are 0), so a row costs its length, not the cache's.
-// The cache is contiguous, [B, S, K, H], or paged: a pool [P, page, K, H] and a table [B, M] of each row's pages
-// (S = M * page), read in place with no gather. Work is split over (batch row, position range) chunks.
-
-constexpr long kPositionsPerChunk = 128;
+// Few-query attention of a decode step in one call, for the query laid out [B, T, K, G, H] (T positions, G query
+// heads per key head, already scaled) against a cache of K key/value heads:
+//   out[b, t, k, g, :] = sum over s of p[s] * values[b, s, k, :], p = softmax of cap(q[b, t, k, g, :] . keys[b, s, k, :])
+// over the positions s with mask[b, t, s], with cap(x) = soft_cap * tanh(x / soft_cap) when soft_cap > 0. A query that may see no position gets zeros (XLA's
+// masked softmax would average values it may not see; such queries are padding). The same softmax also takes, when given, the step's own new entries (new_keys / new_values [B, U, K, H] with new_mask [B, T, U],
+// entries not yet in the cache) and one sink logit per query head (sinks [K * G]: in the denominator only).
+// Only positions s < limit[b] are read: the caller's mask hides every later one from all of row b's queries, so a
+// row costs its length, not the cache's. The cache is contiguous, [B, S, K, H], or paged: a pool [P, page, K, H]
+// and a table [B, M] of each row's pages (S = M * page), read in place with no gather.
+// Work is split over (batch row, key head, position part) tasks; each reads its keys and values once, in order, and
+// keeps its queries' running max, sum of exponentials and weighted values; the parts are merged at the end (as
+// flash-decoding does).
 
 struct ContiguousRows {  // keys or values [B, S, K, H]
   const float* base;
@@ -175,67 +177,127 @@ struct PagedRows {  // a pool [P, page, K, H] and each row's page table [B, M]; 
 
 long Limit(const int32_t* limit, long b, long S) { return std::clamp<long>(limit[b], 0, S); }
 
-template <typename Rows>
-void Scores(ffi::ThreadPool& pool, const Rows& rows, const float* qp, const int32_t* limit, float* sp, long B, long T,
-            long K, long G, long H, long S) {
-  const long per_b = (S + kPositionsPerChunk - 1) / kPositionsPerChunk;
-  const long Y = T * K * G;
-  ParallelFor(pool, B * per_b, [&](long c) {
-    const long b = c / per_b, s0 = (c % per_b) * kPositionsPerChunk, s1 = std::min(S, s0 + kPositionsPerChunk);
-    const long end = std::clamp(Limit(limit, b, S), s0, s1);
-    const float* qb = qp + b * Y * H;
-    for (long i = s0; i < end; ++i) {
-      const float* krow = rows(b, i);
-      float* out = sp + (b * S + i) * Y;
-      for (long t = 0; t < T; ++t) {
-        for (long k = 0; k < K; ++k) {
-          const float* kv = krow + k * H;
-          for (long g = 0; g < G; ++g) {
-            const float* qv = qb + ((t * K + k) * G + g) * H;
-            float acc = 0.f;
+struct AttentionShape {
+  long B, T, K, G, H, Hv, S, U;
+  float soft_cap;
+  float Logit(float x, bool keep) const {
+    if (soft_cap > 0.f) x = soft_cap * std::tanh(x / soft_cap);
+    return keep ? x : -std::numeric_limits<float>::infinity();
+  }
+};
+
+float Dot(const float* a, const float* b, long n) {
+  float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
-            for (long h = 0; h < H; ++h) acc += qv[h] * kv[h];
-            out[(t * K + k) * G + g] = acc;
-          }
-        }
+  for (long i = 0; i < n; ++i) acc += a[i] * b[i];
+  return acc;
+}
+
+inline float ExpNonPositive(float x);
+inline float ExpOrZero(float x) { return x < -87.f ? 0.f : ExpNonPositive(x); }  // XLA's exp is 0 (or subnormal) there;
+                                                                                    // 0 for -inf (masked)
+
+// One task's T * G queries over cache positions [s0, s1) of row b, key head k: max logit m, sum l of exp(logit - m)
+// and acc = sum of exp(logit - m) * value (m = -inf and l = 0 when no position of the range is visible).
+template <typename Rows>
+void AttendRange(const AttentionShape& a, const Rows& keys, const Rows& values, const float* q, const bool* mask,
+                 long b, long k, long s0, long s1, float* m, float* l, float* acc) {
+  const long TG = a.T * a.G;
+  std::vector<float> sc(std::max<long>(0, s1 - s0) * TG);  // [s, t * G + g]
+  for (long s = s0; s < s1; ++s) {
+    const float* kv = keys(b, s) + k * a.H;
+    for (long t = 0; t < a.T; ++t) {
+      const bool keep = mask[(b * a.T + t) * a.S + s];
+      for (long g = 0; g < a.G; ++g) {
+        const float* qv = q + (((b * a.T + t) * a.K + k) * a.G + g) * a.H;
+        sc[(s - s0) * TG + t * a.G + g] = a.Logit(Dot(qv, kv, a.H), keep);
       }
     }
-    if (end < s1) std::memset(sp + (b * S + end) * Y, 0, sizeof(float) * (s1 - end) * Y);
-  });
+  }
+  std::fill(m, m + TG, -std::numeric_limits<float>::infinity());
+  std::fill(l, l + TG, 0.f);
+  std::fill(acc, acc + TG * a.Hv, 0.f);
+  for (long s = s0; s < s1; ++s)
+    for (long y = 0; y < TG; ++y) m[y] = std::max(m[y], sc[(s - s0) * TG + y]);
+  for (long s = s0; s < s1; ++s) {
+    const float* vv = values(b, s) + k * a.Hv;
+    for (long y = 0; y < TG; ++y) {
+      const float x = sc[(s - s0) * TG + y];
+      if (x == -std::numeric_limits<float>::infinity()) continue;
+      const float e = ExpOrZero(x - m[y]);
+      l[y] += e;
+      float* __restrict__ out = acc + y * a.Hv;
+#pragma omp simd
+      for (long h = 0; h < a.Hv; ++h) out[h] += e * vv[h];
+    }
+  }
+}
+
+// Merges the parts of (b, k) into out, with the new entries and the sinks.
+void MergeParts(const AttentionShape& a, long parts, const float* q, const float* new_keys,
+                const float* new_values, const bool* new_mask, const float* sinks, long b, long k, const float* m,
+                const float* l, const float* acc, float* o) {
+  const long TG = a.T * a.G;
+  for (long t = 0; t < a.T; ++t) {
+    for (long g = 0; g < a.G; ++g) {
+      const long y = t * a.G + g;
+      const float* qv = q + (((b * a.T + t) * a.K + k) * a.G + g) * a.H;
+      std::vector<float> new_logits(a.U);
+      for (long u = 0; u < a.U; ++u) {
+        new_logits[u] = a.Logit(Dot(qv, new_keys + ((b * a.U + u) * a.K + k) * a.H, a.H),
+                                new_mask[(b * a.T + t) * a.U + u]);
+      }
+      float top = -std::numeric_limits<float>::infinity();
+      for (long p = 0; p < parts; ++p) top = std::max(top, m[p * TG + y]);
+      for (long u = 0; u < a.U; ++u) top = std::max(top, new_logits[u]);
+      if (sinks != nullptr) top = std::max(top, sinks[k * a.G + g]);
+      float denom = 0.f;
+      float* out = o + (((b * a.T + t) * a.K + k) * a.G + g) * a.Hv;
+      std::fill(out, out + a.Hv, 0.f);
+      for (long p = 0; p < parts; ++p) {
+        if (l[p * TG + y] == 0.f) continue;
+        const float w = std::exp(m[p * TG + y] - top);
+        denom += l[p * TG + y] * w;
+        const float* part = acc + (p * TG + y) * a.Hv;
+        for (long h = 0; h < a.Hv; ++h) out[h] += w * part[h];
+      }
+      for (long u = 0; u < a.U; ++u) {
+        if (new_logits[u] == -std::numeric_limits<float>::infinity()) continue;
+        const float w = std::exp(new_logits[u] - top);
+        denom += w;
+        const float* vv = new_values + ((b * a.U + u) * a.K + k) * a.Hv;
+        for (long h = 0; h < a.Hv; ++h) out[h] += w * vv[h];
+      }
+      if (sinks != nullptr) denom += std::exp(sinks[k * a.G + g] - top);
+      const float inv = denom > 0.f ? 1.f / denom : 0.f;
+      for (long h = 0; h < a.Hv; ++h) out[h] *= inv;
+    }
+  }
 }
 
 template <typename Rows>
-void Values(ffi::ThreadPool& pool, const Rows& rows, const float* pp, const int32_t* limit, float* op, long B, long T,
-            long K, long G, long H, long S) {
-  const long Y = T * K * G;
-  // Batch rows first; fewer rows than threads also split their positions, into partial sums.
-  const long threads = Threads(pool);
-  const long splits = (B >= threads || S * K * H < kSerial) ? 1 : std::min<long>(threads, (S + 63) / 64);
-  std::vector<float> rest(splits > 1 ? (splits - 1) * B * Y * H : 0);
-  ParallelFor(pool, B * splits, [&](long c) {
-    const long b = c / splits, part = c % splits;
-    const long end = Limit(limit, b, S), span = (end + splits - 1) / splits;
+void DecodeAttention(ffi::ThreadPool& pool, const AttentionShape& a, const Rows& keys, const Rows& values,
+                     const float* q, const int32_t* limit, const bool* mask, const float* new_keys,
+                     const float* new_values, const bool* new_mask, const float* sinks, float* o) {
+  const long TG = a.T * a.G, heads = a.B * a.K, threads = Threads(pool);
+  // Fewer (row, head) pairs than threads: each also splits its positions, at least 64 per part.
+  const long parts = (heads >= threads || a.S * a.K * a.H < kSerial)
+                         ? 1 : std::max<long>(1, std::min<long>((threads + heads - 1) / heads, a.S / 64));
+  std::vector<float> m(heads * parts * TG), l(heads * parts * TG), acc(heads * parts * TG * a.Hv);
+  ParallelFor(pool, heads * parts, [&](long c) {
+    const long b = c / (a.K * parts), k = c / parts % a.K, part = c % parts;
+    const long end = Limit(limit, b, a.S), span = (end + parts - 1) / parts;
     const long s0 = std::min(end, part * span), s1 = std::min(end, s0 + span);
-    float* out = (part == 0 ? op : rest.data() + (part - 1) * B * Y * H) + b * Y * H;
-    std::memset(out, 0, sizeof(float) * Y * H);
-    for (long i = s0; i < s1; ++i) {
-      const float* vrow = rows(b, i);
-      const float* prow = pp + (b * S + i) * Y;
-      for (long t = 0; t < T; ++t) {
-        for (long k = 0; k < K; ++k) {
-          const float* vv = vrow + k * H;
-          for (long g = 0; g < G; ++g) {
-            const long y = (t * K + k) * G + g;
-            const float w = prow[y];
-            float* __restrict__ acc = out + y * H;
-#pragma omp simd
-            for (long h = 0; h < H; ++h) acc[h] += w * vv[h];
-          }
-        }
-      }
-    }
+    AttendRange(a, keys, values, q, mask, b, k, s0, s1, m.data() + c * TG, l.data() + c * TG,
+                acc.data() + c * TG * a.Hv);
   });
-  AddPartials(op, rest, splits, B * Y * H);
+  for (long b = 0; b < a.B; ++b) {
+    for (long k = 0; k < a.K; ++k) {
+      const long c = (b * a.K + k) * parts;
+      MergeParts(a, parts, q, new_keys, new_values, new_mask, sinks, b, k, m.data() + c * TG,
+                 l.data() + c * TG, acc.data() + c * TG * a.Hv, o);
+    }
+  }
 }
 
 // The statistics a decode step needs from its logits [B, V]: each row's first largest index (jnp.argmax) and its
@@ -310,52 +372,45 @@ ffi::Error LogitsStatsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits, f
   return ffi::Error::Success();
 }
 
-// Checks the cache, the page table and limit against the query's B, K, H (H < 0: any) and the logical length S,
-// then calls fn with the cache's row accessor: PagedRows when the table is not empty, ContiguousRows otherwise.
-template <typename Fn>
-ffi::Error WithRows(const ffi::Buffer<ffi::F32>& cache, const ffi::Buffer<ffi::S32>& table,
-                    const ffi::Buffer<ffi::S32>& limit, long B, long K, long H, long S, Fn fn) {
-  const auto cd = cache.dimensions();
-  const auto td = table.dimensions();
-  const auto ld = limit.dimensions();
-  const bool paged = table.element_count() > 0;
-  const bool ok = cd.size() == 4 && cd[2] == K && (H < 0 || cd[3] == H) && ld.size() == 1 && ld[0] == B &&
-                  (paged ? (td.size() == 2 && td[0] == B && td[1] * cd[1] == S) : (cd[0] == B && cd[1] == S));
-  if (!ok) {
-    return ffi::Error::InvalidArgument("decode attention: expected a cache [B, S, K, H] (or a pool [P, page, K, H] "
-                                       "with a table [B, S / page]) and limit [B] matching the query");
+ffi::Error DecodeAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
+                               ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
+                               ffi::Buffer<ffi::PRED> mask, ffi::Buffer<ffi::F32> new_keys,
+                               ffi::Buffer<ffi::F32> new_values, ffi::Buffer<ffi::PRED> new_mask,
+                               ffi::Buffer<ffi::F32> sinks, float soft_cap, ffi::ResultBuffer<ffi::F32> o) {
+  const auto qd = q.dimensions(), kd = keys.dimensions(), vd = values.dimensions(), td = table.dimensions();
+  const auto md = mask.dimensions(), nd = new_keys.dimensions(), nvd = new_values.dimensions();
+  const auto nmd = new_mask.dimensions();
+  if (qd.size() != 5 || kd.size() != 4 || vd.size() != 4 || md.size() != 3 || nd.size() != 4 || nvd.size() != 4 ||
+      nmd.size() != 3) {
+    return ffi::Error::InvalidArgument("decode_attention: expected q [B, T, K, G, H], keys and values [B, S, K, H] "
+                                       "(or pools [P, page, K, H]), mask [B, T, S], new entries [B, U, K, H], "
+                                       "new_mask [B, T, U]");
   }
-  const long width = cd[2] * cd[3];
+  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], Hv = vd[3], S = md[2], U = nd[1];
+  const bool paged = table.element_count() > 0;
+  const bool ok = kd[2] == K && kd[3] == H && vd[2] == K && kd[0] == vd[0] && kd[1] == vd[1] &&
+                  limit.element_count() == B && md[0] == B && md[1] == T && nd[0] == B && nd[2] == K &&
+                  nd[3] == H && nvd[0] == B && nvd[1] == U && nvd[2] == K && nvd[3] == Hv && nmd[0] == B &&
+                  nmd[1] == T && nmd[2] == U && (sinks.element_count() == 0 || sinks.element_count() == K * G) &&
+                  (paged ? (td.size() == 2 && td[0] == B && td[1] * kd[1] == S) : (kd[0] == B && kd[1] == S));
+  if (!ok) {
+    return ffi::Error::InvalidArgument("decode_attention: the cache, table, limit, mask, new entries or sinks do not "
+                                       "match the query [B, T, K, G, H] and the mask's length S");
+  }
+  const AttentionShape a{B, T, K, G, H, Hv, S, U, soft_cap};
+  const float* sp = sinks.element_count() > 0 ? sinks.typed_data() : nullptr;
+  const auto run = [&](const auto& k_rows, const auto& v_rows) {
+    DecodeAttention(pool, a, k_rows, v_rows, q.typed_data(), limit.typed_data(), mask.typed_data(),
+                    new_keys.typed_data(), new_values.typed_data(), new_mask.typed_data(), sp, o->typed_data());
+  };
   if (paged) {
-    fn(PagedRows{cache.typed_data(), table.typed_data(), S / cd[1], cd[1], width});
+    const long M = td[1], page = kd[1];
+    run(PagedRows{keys.typed_data(), table.typed_data(), M, page, K * H},
+        PagedRows{values.typed_data(), table.typed_data(), M, page, K * Hv});
   } else {
-    fn(ContiguousRows{cache.typed_data(), S, width});
+    run(ContiguousRows{keys.typed_data(), S, K * H}, ContiguousRows{values.typed_data(), S, K * Hv});
   }
   return ffi::Error::Success();
-}
-
-ffi::Error AttentionScoresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
-                               ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
-                               ffi::ResultBuffer<ffi::F32> s) {
-  const auto qd = q.dimensions();
-  const auto sd = s->dimensions();
-  if (qd.size() != 5 || sd.size() != 5) return ffi::Error::InvalidArgument("attention_scores: expected q [B, T, K, G, H]");
-  const long B = qd[0], T = qd[1], K = qd[2], G = qd[3], H = qd[4], S = sd[1];
-  return WithRows(keys, table, limit, B, K, H, S, [&](const auto& rows) {
-    Scores(pool, rows, q.typed_data(), limit.typed_data(), s->typed_data(), B, T, K, G, H, S);
-  });
-}
-
-ffi::Error AttentionValuesImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> p, ffi::Buffer<ffi::F32> values,
-                               ffi::Buffer<ffi::S32> table, ffi::Buffer<ffi::S32> limit,
-                               ffi::ResultBuffer<ffi::F32> o) {
-  const auto pd = p.dimensions();
-  if (pd.size() != 5) return ffi::Error::InvalidArgument("attention_values: expected p [B, S, T, K, G]");
-  const auto vd = values.dimensions();
-  const long B = pd[0], S = pd[1], T = pd[2], K = pd[3], G = pd[4], H = vd.size() == 4 ? vd[3] : 0;
-  return WithRows(values, table, limit, B, K, -1, S, [&](const auto& rows) {
-    Values(pool, rows, p.typed_data(), limit.typed_data(), o->typed_data(), B, T, K, G, H, S);
-  });
 }
 
 }  // namespace
@@ -367,19 +422,21 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeSmallMatmul, SmallMatmulImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
-// The two attention kernels take the same operands.
-#define MAXTEXT_LIKE_ATTENTION(name, impl)                                                             \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, impl,                                                           \
-                                ffi::Ffi::Bind()                                                      \
-                                    .Ctx<ffi::ThreadPool>()                                           \
-                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
-                                    .Arg<ffi::Buffer<ffi::F32>>()                                     \
-                                    .Arg<ffi::Buffer<ffi::S32>>()                                     \
-                                    .Arg<ffi::Buffer<ffi::S32>>()                                     \
-                                    .Ret<ffi::Buffer<ffi::F32>>());
-
-MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionScores, AttentionScoresImpl)
-MAXTEXT_LIKE_ATTENTION(MaxtextLikeAttentionValues, AttentionValuesImpl)
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeDecodeAttention, DecodeAttentionImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // q
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // keys
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // values
+                                  .Arg<ffi::Buffer<ffi::S32>>()   // table
+                                  .Arg<ffi::Buffer<ffi::S32>>()   // limit
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // mask
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // new_keys
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // new_values
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // new_mask
+                                  .Arg<ffi::Buffer<ffi::F32>>()   // sinks
+                                  .Attr<float>("soft_cap")
+                                  .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeLogitsStats, LogitsStatsImpl,
                               ffi::Ffi::Bind()

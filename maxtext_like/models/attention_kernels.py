@@ -105,21 +105,21 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
     q_BTKGH, k_BSKH = q_BTKGH.astype(f32), k_BSKH.astype(f32)
   scale = H ** -0.5 if opts.query_scale is None else opts.query_scale
   q_BTKGH = q_BTKGH * jnp.asarray(scale, q_BTKGH.dtype)
+  # In the engine's decode step on a CPU device, float32 attention runs as one kernel (kernels/decode_kernels.cc)
+  # that reads each row's filled positions only; a paged cache comes as kernels.PagedPool, read in place.
+  table_BM = k_BSKH.table_BM if isinstance(k_BSKH, kernels.PagedPool) else None
+  all_f32 = q_BTKGH.dtype == k_BSKH.dtype == v_BSKH.dtype == f32
+  if table_BM is not None or (kernels.decode_matmuls_enabled() and all_f32):
+    # rows are read up to their last position any query may attend
+    limit_B = jnp.max(jnp.where(jnp.any(mask_BTS, axis=1), jnp.arange(1, S + 1, dtype=jnp.int32), 0), axis=-1)
+    keys, values = (k_BSKH, v_BSKH) if table_BM is None else (k_BSKH.pool, v_BSKH.pool)
+    return kernels.decode_attention(q_BTKGH.astype(f32), keys, values, limit_B, mask_BTS, table_BM, new=new,
+                                    sinks_N=sinks_N, soft_cap=opts.soft_cap)
   eye_KK = jnp.eye(K, dtype=q_BTKGH.dtype)
   logits_type = f32 if opts.float32_logits else None
-  # In the engine's decode step on a CPU device, float32 attention reads the cache through kernels.decode_kernels.cc
-  # (a paged cache comes as kernels.PagedPool, read in place).
-  table_BM = k_BSKH.table_BM if isinstance(k_BSKH, kernels.PagedPool) else None
-  use_kernel = table_BM is not None or (kernels.decode_matmuls_enabled()
-                                        and q_BTKGH.dtype == k_BSKH.dtype == v_BSKH.dtype == f32)
-  if use_kernel:  # rows are read up to their last position any query may attend
-    limit_B = jnp.max(jnp.where(jnp.any(mask_BTS, axis=1), jnp.arange(1, S + 1, dtype=jnp.int32), 0), axis=-1)
-    keys = k_BSKH if table_BM is None else k_BSKH.pool
-    s_BSY = kernels.attention_scores(q_BTKGH.astype(f32), keys, limit_B, table_BM).reshape(B, S, T * K * G)
-  else:
-    q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
-    s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
-                       preferred_element_type=logits_type).astype(f32)
+  q_BXY = jnp.einsum("btkgh,jk->bjhtkg", q_BTKGH, eye_KK).reshape(B, K * H, T * K * G)
+  s_BSY = jnp.einsum("bsx,bxy->bsy", k_BSKH.reshape(B, S, K * H), q_BXY, precision=prec,
+                     preferred_element_type=logits_type).astype(f32)
   def capped_and_masked(s_BSTKG, mask_BTS):
     if opts.soft_cap:
       s_BSTKG = opts.soft_cap * jnp.tanh(s_BSTKG / opts.soft_cap)
@@ -144,13 +144,9 @@ def _few_queries(q_BTKGH, k_BSKH, v_BSKH, mask_BTS, opts: AttentionOptions, sink
     denom_B1TKG = denom_B1TKG + jnp.sum(e_BUTKG, axis=1, keepdims=True)
   if sinks_N is not None:
     denom_B1TKG = denom_B1TKG + jnp.exp(sink_11KG - m_B1TKG)
-  if use_kernel:
-    values = v_BSKH if table_BM is None else v_BSKH.pool
-    out_BTKGH = kernels.attention_values(e_BSTKG / denom_B1TKG, values, limit_B, table_BM)
-  else:
-    p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
-    o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
-    out_BTKGH = jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
+  p_BYS = jnp.transpose(e_BSTKG / denom_B1TKG, (0, 2, 3, 4, 1)).reshape(B, T * K * G, S).astype(v_BSKH.dtype)
+  o_BYX = jnp.einsum("bys,bsx->byx", p_BYS, v_BSKH.reshape(B, S, K * Hv), precision=prec)
+  out_BTKGH = jnp.einsum("btkgjh,kj->btkgh", o_BYX.reshape(B, T, K, G, K, Hv), eye_KK.astype(o_BYX.dtype))
   if new is not None:
     p_BUTKG = (e_BUTKG / denom_B1TKG).astype(v_BUKH.dtype)
     out_BTKGH = out_BTKGH + jnp.einsum("butkg,bukh->btkgh", p_BUTKG, v_BUKH, precision=prec).astype(out_BTKGH.dtype)

@@ -99,44 +99,54 @@ def test_small_matmul_refuses_what_it_does_not_compute():
     kernels.small_matmul(jnp.ones((2, 4), jnp.bfloat16), jnp.ones((4, 4), jnp.bfloat16))
 
 
-@pytest.mark.parametrize("B,T,K,G,H,Hv,S", [(1, 1, 4, 1, 64, 64, 1088), (3, 1, 2, 3, 16, 16, 37), (2, 2, 1, 4, 24, 8, 300),
-                                             (4, 1, 4, 2, 64, 64, 256)])
-def test_attention_kernels_equal_the_einsums(B, T, K, G, H, Hv, S):
-  """Scores and values over a [B, S, K, H] cache up to each row's limit: one or several batch rows (split by rows or
-  by positions), query groups, several query positions, values narrower than keys (MLA's latent cache); scores
-  past a row's limit are 0, and its values sum over the positions before it only."""
-  ks = jax.random.split(jax.random.key(S), 4)
+def _xla_few_queries(q, keys, values, mask, opts, sinks_N, new):
+  """`_few_queries` as XLA computes it (no kernel), for reference."""
+  from maxtext_like.models.attention_kernels import _few_queries
+  return jax.jit(lambda q, k, v: _few_queries(q, k, v, mask, opts, sinks_N, new=new))(q, keys, values)
+
+
+@pytest.mark.parametrize("B,T,K,G,H,Hv,S,soft_cap,sinks,new", [
+    (1, 1, 4, 1, 64, 64, 1088, None, False, True),  # the probe model's decode step
+    (1, 1, 1, 4, 16, 16, 300, None, True, False),  # one (row, head) pair: its positions split between threads
+    (3, 2, 2, 3, 16, 8, 37, 30.0, True, True),  # query groups, two query positions, values narrower than keys (MLA)
+    (4, 3, 4, 2, 24, 24, 100, None, False, False)])  # the third row sees nothing
+def test_decode_attention_equals_the_xla_path(B, T, K, G, H, Hv, S, soft_cap, sinks, new):
+  """The fused kernel gives XLA's few-query attention: masks with holes, rows of different lengths (one empty), the
+  step's own new entries (some masked), sinks and soft-capping; a query that may see nothing gets zeros."""
+  from maxtext_like.models.attention_kernels import AttentionOptions
+  ks = jax.random.split(jax.random.key(S), 8)
   q = jax.random.normal(ks[0], (B, T, K, G, H))
-  keys = jax.random.normal(ks[1], (B, S, K, H))
-  values = jax.random.normal(ks[2], (B, S, K, Hv))
-  p = jax.nn.softmax(jax.random.normal(ks[3], (B, S, T, K, G)), axis=1)
-  limit = jnp.asarray([S, S // 3, 0, 1][:B], jnp.int32)
-  before = (jnp.arange(S)[None, :] < limit[:, None])[:, :, None, None, None]
-  s = jax.jit(kernels.attention_scores)(q, keys, limit)
-  want = jnp.where(before, jnp.einsum("btkgh,bskh->bstkg", q, keys, precision="highest"), 0.0)
-  np.testing.assert_allclose(np.asarray(s), np.asarray(want), rtol=1e-5, atol=1e-4)
-  o = jax.jit(kernels.attention_values)(p, values, limit)
-  want = jnp.einsum("bstkg,bskh->btkgh", jnp.where(before, p, 0.0), values, precision="highest")
-  np.testing.assert_allclose(np.asarray(o), np.asarray(want), rtol=1e-5, atol=1e-5)
+  keys, values = jax.random.normal(ks[1], (B, S, K, H)), jax.random.normal(ks[2], (B, S, K, Hv))
+  length = jnp.asarray([S, S // 3, 0, 5][:B])
+  mask = (jnp.arange(S)[None, None, :] < length[:, None, None]) & (jax.random.uniform(ks[3], (B, T, S)) < 0.8)
+  extra = (jax.random.normal(ks[4], (B, 2, K, H)), jax.random.normal(ks[5], (B, 2, K, Hv)),
+           jax.random.uniform(ks[6], (B, T, 2)) < 0.7) if new else None
+  sinks_N = jax.random.normal(ks[7], (K * G,)) if sinks else None
+  limit = jnp.max(jnp.where(jnp.any(mask, axis=1), jnp.arange(1, S + 1), 0), axis=-1)
+  out = jax.jit(lambda q, k, v: kernels.decode_attention(q, k, v, limit, mask, new=extra, sinks_N=sinks_N,
+                                                         soft_cap=soft_cap))(q, keys, values)
+  want = _xla_few_queries(q * H ** 0.5, keys, values, mask, AttentionOptions(soft_cap=soft_cap), sinks_N, extra)
+  sees = np.asarray(mask.any(-1) | (extra[2].any(-1) if new else False))[:, :, None, None, None] | sinks
+  assert out.shape == (B, T, K, G, Hv)
+  np.testing.assert_allclose(np.asarray(out), np.where(sees, np.asarray(want), 0.0), rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="float32"):
-    kernels.attention_scores(q.astype(jnp.bfloat16), keys.astype(jnp.bfloat16), limit)
+    kernels.decode_attention(q.astype(jnp.bfloat16), keys, values, limit, mask)
 
 
-def test_paged_attention_kernels_read_the_pages_in_place():
-  """A page pool read through the page table equals the contiguous kernels on the gathered pages; table entries
+def test_paged_decode_attention_reads_the_pages_in_place():
+  """A page pool read through the page table equals the contiguous kernel on the gathered pages; table entries
   past a row's pages point at scratch page 0, which the limit keeps unread."""
   B, K, G, H, page, M, P = 3, 2, 2, 16, 4, 5, 12
-  ks = jax.random.split(jax.random.key(5), 4)
+  ks = jax.random.split(jax.random.key(5), 3)
   pool_k, pool_v = jax.random.normal(ks[0], (P, page, K, H)), jax.random.normal(ks[1], (P, page, K, H))
   table = jnp.asarray([[3, 7, 1, 0, 0], [2, 4, 5, 6, 8], [9, 0, 0, 0, 0]], jnp.int32)
   limit = jnp.asarray([10, 20, 3], jnp.int32)
+  mask = jnp.arange(M * page)[None, None, :] < limit[:, None, None]
   q = jax.random.normal(ks[2], (B, 1, K, G, H))
-  p = jax.random.uniform(ks[3], (B, M * page, 1, K, G))
   gathered = lambda pool: pool[table].reshape(B, M * page, K, H)  # noqa: E731
-  np.testing.assert_allclose(np.asarray(kernels.attention_scores(q, pool_k, limit, table)),
-                             np.asarray(kernels.attention_scores(q, gathered(pool_k), limit)), rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(kernels.attention_values(p, pool_v, limit, table)),
-                             np.asarray(kernels.attention_values(p, gathered(pool_v), limit)), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(kernels.decode_attention(q, pool_k, pool_v, limit, mask, table)),
+                             np.asarray(kernels.decode_attention(q, gathered(pool_k), gathered(pool_v), limit, mask)),
+                             rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("soft_cap,sinks,new", [(None, False, False), (30.0, True, True), (None, False, True)])
@@ -159,7 +169,7 @@ def test_few_query_attention_with_the_kernels_equals_without(soft_cap, sinks, ne
   plain = run()
   with kernels.decode_matmuls():
     fast = run()
-  assert "maxtext_like_attention_scores" in fast.as_text() and "maxtext_like_attention" not in plain.as_text()
+  assert "maxtext_like_decode_attention" in fast.as_text() and "maxtext_like_decode_attention" not in plain.as_text()
   np.testing.assert_allclose(np.asarray(fast.compile()(q, k, v)), np.asarray(plain.compile()(q, k, v)),
                              rtol=1e-5, atol=1e-5)
 
