@@ -1,8 +1,8 @@
 """Decode step time of the serving engine with XLA's matmuls vs the CPU decode kernels, side by side in one process.
 
-`cpu_decode_kernels=false` against the default (`maxtext_like/kernels/`: the few-row matmuls, the attention dots
-and the logits' argmax and log-sum-exp of the generate step as C++ kernels called through XLA's FFI). Probe model and protocol of
-`benchmarks/kv_quant_decode.py`: per (batch, max_target_length) cell one engine per kind, every slot filled with a
+`cpu_decode_kernels=false` against the default (`maxtext_like/kernels/`: the few-row matmuls, the few-query attention
+and the logits' argmax and log-sum-exp of the generate step as C++ kernels called through XLA's FFI). Probe model and
+protocol of `benchmarks/kv_quant_decode.py`: per (batch, max_target_length) cell one engine per kind, every slot filled with a
 64-token prompt, 3 warm-up steps; then --reps rounds, each timing --steps greedy `Engine.generate` calls of both
 engines in turn (so a busy moment on the shared machine hits both), and the median ms per step is reported with
 the XLA step's time over the kernels' one.
