@@ -154,9 +154,10 @@ ffi::Error SmallMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::B
 // Only positions s < limit[b] are read: the caller's mask hides every later one from all of row b's queries, so a
 // row costs its length, not the cache's. The cache is contiguous, [B, S, K, H], or paged: a pool [P, page, K, H]
 // and a table [B, M] of each row's pages (S = M * page), read in place with no gather.
-// Work is split over (batch row, key head, position part) tasks; each reads its keys and values once, in order, and
-// keeps its queries' running max, sum of exponentials and weighted values; the parts are merged at the end (as
-// flash-decoding does).
+// Work is split over (batch row, position part) tasks; each reads its rows of keys and values once, whole (all K
+// heads) and in memory order, and keeps its queries' running max, sum of exponentials and weighted values; the parts
+// are merged at the end (as flash-decoding does). A task per (row, head) read each row in K strided pieces, one
+// page apart for long heads, which defeated the prefetchers: 4x slower at 8 heads of 128.
 
 struct ContiguousRows {  // keys or values [B, S, K, H]
   const float* base;
@@ -197,35 +198,41 @@ inline float ExpNonPositive(float x);
 inline float ExpOrZero(float x) { return x < -87.f ? 0.f : ExpNonPositive(x); }  // XLA's exp is 0 (or subnormal) there;
                                                                                     // 0 for -inf (masked)
 
-// One task's T * G queries over cache positions [s0, s1) of row b, key head k: max logit m, sum l of exp(logit - m)
-// and acc = sum of exp(logit - m) * value (m = -inf and l = 0 when no position of the range is visible).
+// One task's queries (all T * K * G of row b, y = (t * K + k) * G + g) over cache positions [s0, s1): per query the
+// max logit m, the sum l of exp(logit - m) and acc = sum of exp(logit - m) * value (m = -inf and l = 0 when no
+// position of the range is visible to it).
 template <typename Rows>
 void AttendRange(const AttentionShape& a, const Rows& keys, const Rows& values, const float* q, const bool* mask,
-                 long b, long k, long s0, long s1, float* m, float* l, float* acc) {
-  const long TG = a.T * a.G;
-  std::vector<float> sc(std::max<long>(0, s1 - s0) * TG);  // [s, t * G + g]
+                 long b, long s0, long s1, float* m, float* l, float* acc) {
+  const long Y = a.T * a.K * a.G;
+  const float* qb = q + b * Y * a.H;
+  std::vector<float> sc(std::max<long>(0, s1 - s0) * Y);  // [s, y]
   for (long s = s0; s < s1; ++s) {
-    const float* kv = keys(b, s) + k * a.H;
+    const float* row = keys(b, s);
+    float* out = sc.data() + (s - s0) * Y;
     for (long t = 0; t < a.T; ++t) {
       const bool keep = mask[(b * a.T + t) * a.S + s];
-      for (long g = 0; g < a.G; ++g) {
-        const float* qv = q + (((b * a.T + t) * a.K + k) * a.G + g) * a.H;
-        sc[(s - s0) * TG + t * a.G + g] = a.Logit(Dot(qv, kv, a.H), keep);
+      for (long k = 0; k < a.K; ++k) {
+        for (long g = 0; g < a.G; ++g) {
+          const long y = (t * a.K + k) * a.G + g;
+          out[y] = a.Logit(Dot(qb + y * a.H, row + k * a.H, a.H), keep);
+        }
       }
     }
   }
-  std::fill(m, m + TG, -std::numeric_limits<float>::infinity());
-  std::fill(l, l + TG, 0.f);
-  std::fill(acc, acc + TG * a.Hv, 0.f);
+  std::fill(m, m + Y, -std::numeric_limits<float>::infinity());
+  std::fill(l, l + Y, 0.f);
+  std::fill(acc, acc + Y * a.Hv, 0.f);
   for (long s = s0; s < s1; ++s)
-    for (long y = 0; y < TG; ++y) m[y] = std::max(m[y], sc[(s - s0) * TG + y]);
+    for (long y = 0; y < Y; ++y) m[y] = std::max(m[y], sc[(s - s0) * Y + y]);
   for (long s = s0; s < s1; ++s) {
-    const float* vv = values(b, s) + k * a.Hv;
-    for (long y = 0; y < TG; ++y) {
-      const float x = sc[(s - s0) * TG + y];
+    const float* row = values(b, s);
+    for (long y = 0; y < Y; ++y) {
+      const float x = sc[(s - s0) * Y + y];
       if (x == -std::numeric_limits<float>::infinity()) continue;
       const float e = ExpOrZero(x - m[y]);
       l[y] += e;
+      const float* vv = row + (y / a.G % a.K) * a.Hv;
       float* __restrict__ out = acc + y * a.Hv;
 #pragma omp simd
       for (long h = 0; h < a.Hv; ++h) out[h] += e * vv[h];
@@ -233,44 +240,46 @@ void AttendRange(const AttentionShape& a, const Rows& keys, const Rows& values, 
   }
 }
 
-// Merges the parts of (b, k) into out, with the new entries and the sinks.
+// Merges the parts of row b into out, with the new entries and the sinks.
 void MergeParts(const AttentionShape& a, long parts, const float* q, const float* new_keys,
-                const float* new_values, const bool* new_mask, const float* sinks, long b, long k, const float* m,
+                const float* new_values, const bool* new_mask, const float* sinks, long b, const float* m,
                 const float* l, const float* acc, float* o) {
-  const long TG = a.T * a.G;
+  const long Y = a.T * a.K * a.G;
+  std::vector<float> new_logits(a.U);
   for (long t = 0; t < a.T; ++t) {
-    for (long g = 0; g < a.G; ++g) {
-      const long y = t * a.G + g;
-      const float* qv = q + (((b * a.T + t) * a.K + k) * a.G + g) * a.H;
-      std::vector<float> new_logits(a.U);
-      for (long u = 0; u < a.U; ++u) {
-        new_logits[u] = a.Logit(Dot(qv, new_keys + ((b * a.U + u) * a.K + k) * a.H, a.H),
-                                new_mask[(b * a.T + t) * a.U + u]);
+    for (long k = 0; k < a.K; ++k) {
+      for (long g = 0; g < a.G; ++g) {
+        const long y = (t * a.K + k) * a.G + g;
+        const float* qv = q + (b * Y + y) * a.H;
+        for (long u = 0; u < a.U; ++u) {
+          new_logits[u] = a.Logit(Dot(qv, new_keys + ((b * a.U + u) * a.K + k) * a.H, a.H),
+                                  new_mask[(b * a.T + t) * a.U + u]);
+        }
+        float top = -std::numeric_limits<float>::infinity();
+        for (long p = 0; p < parts; ++p) top = std::max(top, m[p * Y + y]);
+        for (long u = 0; u < a.U; ++u) top = std::max(top, new_logits[u]);
+        if (sinks != nullptr) top = std::max(top, sinks[k * a.G + g]);
+        float denom = 0.f;
+        float* out = o + (b * Y + y) * a.Hv;
+        std::fill(out, out + a.Hv, 0.f);
+        for (long p = 0; p < parts; ++p) {
+          if (l[p * Y + y] == 0.f) continue;
+          const float w = std::exp(m[p * Y + y] - top);
+          denom += l[p * Y + y] * w;
+          const float* part = acc + (p * Y + y) * a.Hv;
+          for (long h = 0; h < a.Hv; ++h) out[h] += w * part[h];
+        }
+        for (long u = 0; u < a.U; ++u) {
+          if (new_logits[u] == -std::numeric_limits<float>::infinity()) continue;
+          const float w = std::exp(new_logits[u] - top);
+          denom += w;
+          const float* vv = new_values + ((b * a.U + u) * a.K + k) * a.Hv;
+          for (long h = 0; h < a.Hv; ++h) out[h] += w * vv[h];
+        }
+        if (sinks != nullptr) denom += std::exp(sinks[k * a.G + g] - top);
+        const float inv = denom > 0.f ? 1.f / denom : 0.f;
+        for (long h = 0; h < a.Hv; ++h) out[h] *= inv;
       }
-      float top = -std::numeric_limits<float>::infinity();
-      for (long p = 0; p < parts; ++p) top = std::max(top, m[p * TG + y]);
-      for (long u = 0; u < a.U; ++u) top = std::max(top, new_logits[u]);
-      if (sinks != nullptr) top = std::max(top, sinks[k * a.G + g]);
-      float denom = 0.f;
-      float* out = o + (((b * a.T + t) * a.K + k) * a.G + g) * a.Hv;
-      std::fill(out, out + a.Hv, 0.f);
-      for (long p = 0; p < parts; ++p) {
-        if (l[p * TG + y] == 0.f) continue;
-        const float w = std::exp(m[p * TG + y] - top);
-        denom += l[p * TG + y] * w;
-        const float* part = acc + (p * TG + y) * a.Hv;
-        for (long h = 0; h < a.Hv; ++h) out[h] += w * part[h];
-      }
-      for (long u = 0; u < a.U; ++u) {
-        if (new_logits[u] == -std::numeric_limits<float>::infinity()) continue;
-        const float w = std::exp(new_logits[u] - top);
-        denom += w;
-        const float* vv = new_values + ((b * a.U + u) * a.K + k) * a.Hv;
-        for (long h = 0; h < a.Hv; ++h) out[h] += w * vv[h];
-      }
-      if (sinks != nullptr) denom += std::exp(sinks[k * a.G + g] - top);
-      const float inv = denom > 0.f ? 1.f / denom : 0.f;
-      for (long h = 0; h < a.Hv; ++h) out[h] *= inv;
     }
   }
 }
@@ -279,24 +288,21 @@ template <typename Rows>
 void DecodeAttention(ffi::ThreadPool& pool, const AttentionShape& a, const Rows& keys, const Rows& values,
                      const float* q, const int32_t* limit, const bool* mask, const float* new_keys,
                      const float* new_values, const bool* new_mask, const float* sinks, float* o) {
-  const long TG = a.T * a.G, heads = a.B * a.K, threads = Threads(pool);
-  // Fewer (row, head) pairs than threads: each also splits its positions, at least 64 per part.
-  const long parts = (heads >= threads || a.S * a.K * a.H < kSerial)
-                         ? 1 : std::max<long>(1, std::min<long>((threads + heads - 1) / heads, a.S / 64));
-  std::vector<float> m(heads * parts * TG), l(heads * parts * TG), acc(heads * parts * TG * a.Hv);
-  ParallelFor(pool, heads * parts, [&](long c) {
-    const long b = c / (a.K * parts), k = c / parts % a.K, part = c % parts;
+  const long Y = a.T * a.K * a.G, threads = Threads(pool);
+  // Fewer rows than threads: each also splits its positions, at least 64 per part.
+  const long parts = (a.B >= threads || a.S * a.K * a.H < kSerial)
+                         ? 1 : std::max<long>(1, std::min<long>((threads + a.B - 1) / a.B, a.S / 64));
+  std::vector<float> m(a.B * parts * Y), l(a.B * parts * Y), acc(a.B * parts * Y * a.Hv);
+  ParallelFor(pool, a.B * parts, [&](long c) {
+    const long b = c / parts, part = c % parts;
     const long end = Limit(limit, b, a.S), span = (end + parts - 1) / parts;
     const long s0 = std::min(end, part * span), s1 = std::min(end, s0 + span);
-    AttendRange(a, keys, values, q, mask, b, k, s0, s1, m.data() + c * TG, l.data() + c * TG,
-                acc.data() + c * TG * a.Hv);
+    AttendRange(a, keys, values, q, mask, b, s0, s1, m.data() + c * Y, l.data() + c * Y, acc.data() + c * Y * a.Hv);
   });
   for (long b = 0; b < a.B; ++b) {
-    for (long k = 0; k < a.K; ++k) {
-      const long c = (b * a.K + k) * parts;
-      MergeParts(a, parts, q, new_keys, new_values, new_mask, sinks, b, k, m.data() + c * TG,
-                 l.data() + c * TG, acc.data() + c * TG * a.Hv, o);
-    }
+    const long c = b * parts;
+    MergeParts(a, parts, q, new_keys, new_values, new_mask, sinks, b, m.data() + c * Y, l.data() + c * Y,
+               acc.data() + c * Y * a.Hv, o);
   }
 }
 

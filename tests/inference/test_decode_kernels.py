@@ -107,7 +107,7 @@ def _xla_few_queries(q, keys, values, mask, opts, sinks_N, new):
 
 @pytest.mark.parametrize("B,T,K,G,H,Hv,S,soft_cap,sinks,new", [
     (1, 1, 4, 1, 64, 64, 1088, None, False, True),  # the probe model's decode step
-    (1, 1, 1, 4, 16, 16, 300, None, True, False),  # one (row, head) pair: its positions split between threads
+    (1, 2, 1, 4, 64, 64, 600, None, True, False),  # multi-query; one row, its positions split between threads
     (3, 2, 2, 3, 16, 8, 37, 30.0, True, True),  # query groups, two query positions, values narrower than keys (MLA)
     (4, 3, 4, 2, 24, 24, 100, None, False, False)])  # the third row sees nothing
 def test_decode_attention_equals_the_xla_path(B, T, K, G, H, Hv, S, soft_cap, sinks, new):
