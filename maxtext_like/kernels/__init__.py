@@ -1,7 +1,8 @@
 """CPU kernels for the decode step, built from source on first use.
 
 XLA FFI custom calls (`decode_kernels.cc`), all float32:
-- `small_matmul(x, w)`: `x @ w` for x of at most 8 rows (one per decoding slot). XLA:CPU reads a weight matrix
+- `small_matmul(x, w)`: `x @ w` for x of at most 8 rows (one per decoding slot); `small_matmuls(x, ws)` computes
+  several projections of the same x in one call. XLA:CPU reads a weight matrix
   well below the machine's bandwidth in that shape (a 1 MB projection on one thread, the 4-row unembedding
   through a GEMM that first packs the 33 MB of weights).
 - `decode_attention(q, keys, values, limit, mask, ...)`: few-query attention (logits, mask, soft cap, softmax with
@@ -124,13 +125,21 @@ def _require() -> None:
 
 def small_matmul(x_MK: jax.Array, w_KN: jax.Array) -> jax.Array:
   """x [M, K] @ w [K, N] in float32 through the kernel (M <= MAX_ROWS)."""
+  return small_matmuls(x_MK, [w_KN])[0]
+
+
+def small_matmuls(x_MK: jax.Array, ws_KN) -> list[jax.Array]:
+  """[x @ w for w in ws_KN], float32, M <= MAX_ROWS: one kernel call, so the group's slabs share one parallel loop
+  (one hand-off to XLA's thread pool for a layer's q, k and v, not one per projection)."""
   M, K = x_MK.shape
-  if M > MAX_ROWS or w_KN.shape[0] != K or x_MK.dtype != jnp.float32 or w_KN.dtype != jnp.float32:
-    raise ValueError(f"small_matmul takes float32 x [M<={MAX_ROWS}, K] and w [K, N]: got {x_MK.dtype}{list(x_MK.shape)}"
-                     f" and {w_KN.dtype}{list(w_KN.shape)}")
+  ws_KN = list(ws_KN)
+  if (M > MAX_ROWS or not ws_KN or x_MK.dtype != jnp.float32
+      or any(w.ndim != 2 or w.shape[0] != K or w.dtype != jnp.float32 for w in ws_KN)):
+    raise ValueError(f"small_matmul takes float32 x [M<={MAX_ROWS}, K] and weights w [K, N]: got "
+                     f"{x_MK.dtype}{list(x_MK.shape)} and {[f'{w.dtype}{list(w.shape)}' for w in ws_KN]}")
   _require()
-  out = jax.ShapeDtypeStruct((M, w_KN.shape[1]), jnp.float32)
-  return jax.ffi.ffi_call("maxtext_like_small_matmul", out, vmap_method="sequential")(x_MK, w_KN)
+  out = [jax.ShapeDtypeStruct((M, w.shape[1]), jnp.float32) for w in ws_KN]
+  return list(jax.ffi.ffi_call("maxtext_like_small_matmul", out, vmap_method="sequential")(x_MK, *ws_KN))
 
 
 def _check_f32(name: str, *arrays) -> None:

@@ -5,9 +5,9 @@
 // unembedding goes through a GEMM that first packs the weights, and the attention against a layer's cache runs as
 // many tiny batched matmuls and a dozen small softmax fusions. These kernels read each weight and each cache entry
 // once, in memory order, on XLA's own intra-op thread pool (the FFI ThreadPool context, so no threads of their own):
-//   small_matmul       y[M, N] = x[M, K] @ w[K, N] for M <= 8: the weight rows are cut into one contiguous slab
-//                      per thread, each thread accumulates its slab's contribution to all of y, and the partial
-//                      sums are added at the end;
+//   small_matmul       y_i[M, N_i] = x[M, K] @ w_i[K, N_i] for M <= 8 and one or more weights: each weight's rows
+//                      are cut into one contiguous slab per thread, each slab accumulates its contribution to all
+//                      of its y, and the partial sums are added at the end;
 //   decode_attention   few-query attention (logits, masking, softmax, values) over each row's filled positions
 //                      only, from a contiguous or a paged cache (see below);
 //   logits_stats       each logits row's argmax and log-sum-exp, in one vectorized pass.
@@ -112,36 +112,60 @@ void ParallelFor(ffi::ThreadPool& pool, long chunks, Fn fn) {
 
 long Threads(ffi::ThreadPool& pool) { return std::max<long>(1, pool.num_threads()); }
 
-// Adds parts[1..n) into parts[0] (n partial results of `size` floats each, the first one the output).
-void AddPartials(float* out, const std::vector<float>& rest, long n, long size) {
+// Adds rest[0 .. n-1) into out (n partial results of `size` floats each, the first one out itself).
+void AddPartials(float* out, const float* rest, long n, long size) {
   for (long s = 0; s + 1 < n; ++s) {
-    const float* p = rest.data() + s * size;
+    const float* p = rest + s * size;
 #pragma GCC ivdep
     for (long i = 0; i < size; ++i) out[i] += p[i];
   }
 }
 
-ffi::Error SmallMatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
-                           ffi::ResultBuffer<ffi::F32> y) {
+// y_i = x @ w_i for the n weights of one call (the projections of one input: q, k and v, or a gated MLP's two),
+// over one parallel loop of all their slabs: one hand-off to the pool per group instead of per matmul.
+ffi::Error SmallMatmulsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::RemainingArgs ws,
+                            ffi::RemainingRets ys) {
   const auto xd = x.dimensions();
-  const auto wd = w.dimensions();
-  if (xd.size() != 2 || wd.size() != 2 || xd[1] != wd[0]) {
-    return ffi::Error::InvalidArgument("small_matmul: expected x [M, K] and w [K, N]");
+  if (xd.size() != 2 || ws.size() == 0 || ws.size() != ys.size()) {
+    return ffi::Error::InvalidArgument("small_matmul: expected x [M, K], weights w_i [K, N_i] and as many results");
   }
-  const long M = xd[0], K = xd[1], N = wd[1];
+  const long M = xd[0], K = xd[1];
   const SlabFn fn = ForRows(M);
   if (fn == nullptr) return ffi::Error::InvalidArgument("small_matmul: M must be between 1 and 8");
-  const long slabs0 = K * N < kSerial ? 1 : std::min<long>(Threads(pool), std::max<long>(1, K / (2 * kRows)));
-  const long slab = ((K + slabs0 - 1) / slabs0 + kRows - 1) / kRows * kRows;
-  const long slabs = (K + slab - 1) / slab;
-  float* out = y->typed_data();
-  std::vector<float> rest((slabs - 1) * M * N);  // slab s > 0 accumulates into rest[s - 1], slab 0 into y
+  struct Job {
+    const float* w;
+    float* y;
+    long N, slab, slabs, rest;  // rest: offset of its partial sums in `rest` below
+  };
+  std::vector<Job> jobs;
+  std::vector<std::pair<long, long>> chunks;  // (job, slab)
+  long rest_size = 0;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const auto w = ws.get<ffi::Buffer<ffi::F32>>(i);
+    auto y = ys.get<ffi::Buffer<ffi::F32>>(i);
+    if (!w.has_value() || !y.has_value()) return ffi::Error::InvalidArgument("small_matmul: float32 arrays only");
+    const auto wd = w->dimensions();
+    const auto yd = (*y)->dimensions();
+    if (wd.size() != 2 || wd[0] != K || yd.size() != 2 || yd[0] != M || yd[1] != wd[1]) {
+      return ffi::Error::InvalidArgument("small_matmul: expected w [K, N] and y [M, N] for x [M, K]");
+    }
+    const long N = wd[1];
+    const long slabs0 = K * N < kSerial ? 1 : std::min<long>(Threads(pool), std::max<long>(1, K / (2 * kRows)));
+    const long slab = ((K + slabs0 - 1) / slabs0 + kRows - 1) / kRows * kRows;
+    const long slabs = (K + slab - 1) / slab;
+    for (long s = 0; s < slabs; ++s) chunks.emplace_back(jobs.size(), s);
+    jobs.push_back({w->typed_data(), (*y)->typed_data(), N, slab, slabs, rest_size});
+    rest_size += (slabs - 1) * M * N;  // slab s > 0 accumulates into its own partial sum, slab 0 into y
+  }
+  std::vector<float> rest(rest_size);
   const float* xp = x.typed_data();
-  const float* wp = w.typed_data();
-  ParallelFor(pool, slabs, [&, fn](long s) {
-    fn(xp, K, wp, N, s == 0 ? out : rest.data() + (s - 1) * M * N, s * slab, std::min(K, (s + 1) * slab));
+  ParallelFor(pool, chunks.size(), [&, fn](long c) {
+    const auto [j, s] = chunks[c];
+    const Job& job = jobs[j];
+    float* out = s == 0 ? job.y : rest.data() + job.rest + (s - 1) * M * job.N;
+    fn(xp, K, job.w, job.N, out, s * job.slab, std::min(K, (s + 1) * job.slab));
   });
-  AddPartials(out, rest, slabs, M * N);
+  for (const Job& job : jobs) AddPartials(job.y, rest.data() + job.rest, job.slabs, M * job.N);
   return ffi::Error::Success();
 }
 
@@ -421,12 +445,12 @@ ffi::Error DecodeAttentionImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ff
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeSmallMatmul, SmallMatmulImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeSmallMatmul, SmallMatmulsImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x
+                                  .RemainingArgs()               // the weights
+                                  .RemainingRets());             // one result per weight
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxtextLikeDecodeAttention, DecodeAttentionImpl,
                               ffi::Ffi::Bind()

@@ -11,7 +11,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from maxtext_like.models import attention_kernels, context_attention, rope
 from maxtext_like.models.kv_cache import LayerKV
-from maxtext_like.models.linears import DenseGeneral
+from maxtext_like.models.linears import DenseGeneral, apply_together
 from maxtext_like.models.norms import RMSNorm, rms_normalize
 from maxtext_like.models.sharding import ACT_BSKH, ACT_BSKH_ATTEND, ACT_BTD, ACT_BTNH, constrain
 from maxtext_like.models.layer_specs import AttentionSpec
@@ -74,9 +74,10 @@ class Attention(nnx.Module):
       qkv_BT3NH = checkpoint_name(self.qkv_proj(x_BTD), "qkv_proj")
       q_BTNH, k_BTKH, v_BTKH = qkv_BT3NH[:, :, 0], qkv_BT3NH[:, :, 1], qkv_BT3NH[:, :, 2]
     else:
-      q_BTNH = checkpoint_name(self.query(x_BTD), "query_proj")
-      k_BTKH = checkpoint_name(self.key(x_BTD), "key_proj")
-      v_BTKH = checkpoint_name(self.value(x_BTD), "value_proj")
+      q_BTNH, k_BTKH, v_BTKH = apply_together((self.query, self.key, self.value), x_BTD)
+      q_BTNH = checkpoint_name(q_BTNH, "query_proj")
+      k_BTKH = checkpoint_name(k_BTKH, "key_proj")
+      v_BTKH = checkpoint_name(v_BTKH, "value_proj")
     q_BTNH, k_BTKH, v_BTKH = constrain(q_BTNH, ACT_BTNH), constrain(k_BTKH, ACT_BSKH), constrain(v_BTKH, ACT_BSKH)
     if self.spec.use_qk_norm:
       q_BTNH, k_BTKH = self.query_norm(q_BTNH), self.key_norm(k_BTKH)

@@ -6,7 +6,7 @@ import jax
 from flax import nnx
 from jax.ad_checkpoint import checkpoint_name
 
-from maxtext_like.models.linears import DenseGeneral, activation
+from maxtext_like.models.linears import DenseGeneral, activation, apply_together
 from maxtext_like.models.sharding import ACT_BTD, ACT_BTF, constrain
 from maxtext_like.models.layer_specs import MlpSpec
 
@@ -30,8 +30,8 @@ class MlpBlock(nnx.Module):
   def __call__(self, x_BTD: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
     """Dropout on the hidden layer iff dropout_key is given."""
     if len(self.activations) == 2:
-      h0_BTF = checkpoint_name(self.wi_0(x_BTD), "mlpwi_0")
-      h1_BTF = checkpoint_name(self.wi_1(x_BTD), "mlpwi_1")
+      h0_BTF, h1_BTF = apply_together((self.wi_0, self.wi_1), x_BTD)
+      h0_BTF, h1_BTF = checkpoint_name(h0_BTF, "mlpwi_0"), checkpoint_name(h1_BTF, "mlpwi_1")
       h_BTF = activation(self.activations[0])(h0_BTF) * activation(self.activations[1])(h1_BTF)
     else:
       h_BTF = activation(self.activations[0])(checkpoint_name(self.wi(x_BTD), "mlpwi"))

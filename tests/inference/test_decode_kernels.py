@@ -48,6 +48,20 @@ def test_small_matmul_equals_xla(K, N):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-5 * np.sqrt(K))
 
 
+def test_small_matmuls_equal_separate_matmuls():
+  """Several weights of one input in one call (q, k, v; a gated MLP's two): each result equals its own matmul, for
+  weights that split over threads and weights that do not."""
+  ws = [jax.random.normal(jax.random.key(i), (256, n), jnp.float32) for i, n in enumerate((256, 64, 64, 1024, 3))]
+  for M in (1, 4, 8):
+    x = jax.random.normal(jax.random.key(M), (M, 256), jnp.float32)
+    got = jax.jit(kernels.small_matmuls)(x, ws)
+    assert len(got) == len(ws)
+    for g, w in zip(got, ws):
+      np.testing.assert_allclose(np.asarray(g), np.asarray(jnp.dot(x, w, precision="highest")), rtol=2e-5, atol=4e-4)
+  with pytest.raises(ValueError, match="weights w"):
+    kernels.small_matmuls(x, [ws[0], jnp.ones((255, 4))])
+
+
 @pytest.mark.parametrize("B,V", [(1, 32000), (4, 32000), (3, 17), (8, 1000), (2, 151936)])
 def test_logits_stats_equal_argmax_and_logsumexp(B, V):
   """Rows that split over threads and rows that do not; the exponential spans the float32 range (logits * 20)."""
@@ -228,6 +242,9 @@ def test_the_engine_step_uses_the_kernel_and_gives_the_same_tokens(make_cfg):
   the engine without it, and log-probs agree to float32 rounding."""
   on, off, params, step_hlo = _engines_with_and_without(make_cfg)
   assert TARGET in step_hlo(on) and TARGET not in step_hlo(off)
+  # per layer (TINY has 2) one call for q, k and v, one for wi_0 and wi_1, the out and wo projections; then the
+  # unembedding
+  assert step_hlo(on).count(f"@{TARGET}(") == 4 * 2 + 1
   assert "maxtext_like_logits_stats" in step_hlo(on) and "maxtext_like_logits_stats" not in step_hlo(off)
   a, b = _run_both(on, off, params, seed=3)
   np.testing.assert_allclose(np.concatenate([s.log_probs for s in a]), np.concatenate([s.log_probs for s in b]),
