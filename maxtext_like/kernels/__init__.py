@@ -21,7 +21,8 @@ requirement.
 
 The model code asks for them only inside `decode_matmuls()` (the engine's generate step on a single CPU device), and
 only where they apply: `DenseGeneral` for a float32 matmul of at most `MAX_ROWS` rows not intercepted by qwix
-(quantized or LoRA layers keep their dot_general), few-query attention for a float32 query and cache (a quantized
+(quantized or LoRA layers keep their dot_general; `linears.apply_together` groups the projections of one input into
+one call), few-query attention for a float32 query and cache (a quantized
 cache keeps XLA's dots), and the engine's generate step reads its float32 logits through `logits_stats`.
 """
 
