@@ -23,8 +23,8 @@ the buffers in place, then only reads them, and returns its own new entries as t
 (models/kv_cache.py says why a program must not read a buffer and then update it); `Engine.flush` writes pending
 entries at once, and insert / free / set_page_tables flush first. On a single CPU device the step's few-row
 matmuls, few-query attention and logits statistics run as the C++ kernels of `maxtext_like.kernels`
-(`cpu_decode_kernels`). With a mesh,
-parameters follow their logical axes and the cache the `cache_*` logical rules.
+(`cpu_decode_kernels`). With a mesh, parameters follow their logical axes and the cache the `cache_*` logical
+rules.
 """
 
 from __future__ import annotations

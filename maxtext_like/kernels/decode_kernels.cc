@@ -169,12 +169,38 @@ ffi::Error SmallMatmulsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
   return ffi::Error::Success();
 }
 
+// exp(x) for x <= 0, vectorizable: x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite, two-part ln2), exp(r) by Cephes'
+// expf polynomial (about 1 ulp), times 2^n built in the exponent bits; below -87 it returns exp(-87) ~ 1.6e-38.
+inline float ExpNonPositive(float x) {
+  x = x < -87.f ? -87.f : x;
+  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, kept in the low mantissa bits
+  const float t = x * 1.44269504088896341f + shifter;
+  const float n = t - shifter;
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.f;
+  int32_t bits;
+  std::memcpy(&bits, &t, sizeof(bits));
+  const int32_t e = (bits - 0x4b400000 + 127) << 23;  // n + 127 in the exponent field
+  float scale;
+  std::memcpy(&scale, &e, sizeof(scale));
+  return y * scale;
+}
+
 // Few-query attention of a decode step in one call, for the query laid out [B, T, K, G, H] (T positions, G query
 // heads per key head, already scaled) against a cache of K key/value heads:
-//   out[b, t, k, g, :] = sum over s of p[s] * values[b, s, k, :], p = softmax of cap(q[b, t, k, g, :] . keys[b, s, k, :])
-// over the positions s with mask[b, t, s], with cap(x) = soft_cap * tanh(x / soft_cap) when soft_cap > 0. A query that may see no position gets zeros (XLA's
-// masked softmax would average values it may not see; such queries are padding). The same softmax also takes, when given, the step's own new entries (new_keys / new_values [B, U, K, H] with new_mask [B, T, U],
-// entries not yet in the cache) and one sink logit per query head (sinks [K * G]: in the denominator only).
+//   out[b, t, k, g, :] = sum over s of p[s] * values[b, s, k, :],
+//   p = softmax of cap(q[b, t, k, g, :] . keys[b, s, k, :]) over the positions s with mask[b, t, s],
+// with cap(x) = soft_cap * tanh(x / soft_cap) when soft_cap > 0. A query that may see no position gets zeros (XLA's
+// masked softmax would average values it may not see; such queries are padding). The same softmax also takes, when
+// given, the step's own new entries (new_keys / new_values [B, U, K, H] with new_mask [B, T, U], entries not yet in
+// the cache) and one sink logit per query head (sinks [K * G]: in the denominator only).
 // Only positions s < limit[b] are read: the caller's mask hides every later one from all of row b's queries, so a
 // row costs its length, not the cache's. The cache is contiguous, [B, S, K, H], or paged: a pool [P, page, K, H]
 // and a table [B, M] of each row's pages (S = M * page), read in place with no gather.
@@ -218,9 +244,8 @@ float Dot(const float* a, const float* b, long n) {
   return acc;
 }
 
-inline float ExpNonPositive(float x);
-inline float ExpOrZero(float x) { return x < -87.f ? 0.f : ExpNonPositive(x); }  // XLA's exp is 0 (or subnormal) there;
-                                                                                    // 0 for -inf (masked)
+// exp(x) for x <= 0 that is 0 below -87, where XLA's exp gives 0 or a subnormal.
+inline float ExpOrZero(float x) { return x < -87.f ? 0.f : ExpNonPositive(x); }
 
 // One task's queries (all T * K * G of row b, y = (t * K + k) * G + g) over cache positions [s0, s1): per query the
 // max logit m, the sum l of exp(logit - m) and acc = sum of exp(logit - m) * value (m = -inf and l = 0 when no
@@ -332,33 +357,8 @@ void DecodeAttention(ffi::ThreadPool& pool, const AttentionShape& a, const Rows&
 
 // The statistics a decode step needs from its logits [B, V]: each row's first largest index (jnp.argmax) and its
 // log-sum-exp, so that log_softmax(logits)[b, t] = logits[b, t] - lse[b]. XLA:CPU reduces the 32k exponentials of
-// a row in order, one at a time; here they are summed in vector lanes, with exp from the polynomial below. A row
-// with a NaN gets index V - 1 and a NaN lse; a row whose largest value is infinite gets a NaN lse (as in XLA).
-
-// exp(x) for x <= 0, vectorizable: x = n ln2 + r with |r| <= ln2 / 2 (Cody-Waite, two-part ln2), exp(r) by Cephes'
-// expf polynomial (about 1 ulp), times 2^n built in the exponent bits; below -87 it returns exp(-87) ~ 1.6e-38.
-inline float ExpNonPositive(float x) {
-  x = x < -87.f ? -87.f : x;
-  const float shifter = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer, kept in the low mantissa bits
-  const float t = x * 1.44269504088896341f + shifter;
-  const float n = t - shifter;
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const float y = p * r * r + r + 1.f;
-  int32_t bits;
-  std::memcpy(&bits, &t, sizeof(bits));
-  const int32_t e = (bits - 0x4b400000 + 127) << 23;  // n + 127 in the exponent field
-  float scale;
-  std::memcpy(&scale, &e, sizeof(scale));
-  return y * scale;
-}
-
+// a row in order, one at a time; here they are summed in vector lanes, with ExpNonPositive above. A row with a
+// NaN gets index V - 1 and a NaN lse; a row whose largest value is infinite gets a NaN lse (as in XLA).
 void RowStats(const float* row, long V, int32_t* index, float* lse) {
   float m = -std::numeric_limits<float>::infinity();
   bool nan = false;

@@ -73,12 +73,13 @@ class DenseGeneral(nnx.Module):
     return (tuple(range(1, n_in + 1)), tuple(range(n_in))), ((), ())
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    xn, kernel, batch_shape, swap = self._prepare(x)
+    prepared = self._prepare(x)
+    xn, kernel, batch_shape, swap = prepared
     # jax.lax.dot_general by name, not jnp.dot: qwix intercepts this function to quantize the matmul
     # (models/quantization.py), and jnp.dot's own jit would hide the call from it. The kernel keeps its stored
     # shape (qwix's PTQ and LoRA work on the parameter as stored); only x's batch axes are merged into one.
     if _small_matmul_applies(xn, kernel, self.dtype, self.precision):
-      y = kernels.small_matmul(xn.reshape(xn.shape[0], -1), kernel.reshape(xn[0].size, -1))
+      y = _kernel_matmuls([prepared])[0]
     else:
       y = jax.lax.dot_general(xn, kernel, self.dimension_numbers, precision=matmul_precision(self.precision))
     return self._finish(y, batch_shape, swap)
@@ -111,16 +112,22 @@ def apply_together(layers, x: jax.Array) -> list[jax.Array]:
   """[layer(x) for layer in layers] for DenseGeneral layers of the same input (q, k and v; a gated MLP's wi_0 and
   wi_1). Where the CPU decode kernel takes every one of them, they are one kernel call (`kernels.small_matmuls`):
   one hand-off to XLA's thread pool for the group instead of one per matmul, ~10% of a batch-1 decode step's
-  matmul time on the probe model."""
+  matmul time on the probe model. Otherwise each layer is called (inside its own call, as qwix expects)."""
   if len(layers) > 1 and kernels.decode_matmuls_enabled():
     prepared = [layer._prepare(x) for layer in layers]
     if all(_small_matmul_applies(xn, kernel, layer.dtype, layer.precision)
            for layer, (xn, kernel, _, _) in zip(layers, prepared)):
-      xn = prepared[0][0]
-      ys = kernels.small_matmuls(xn.reshape(xn.shape[0], -1), [kernel.reshape(xn[0].size, -1)
-                                                               for xn, kernel, _, _ in prepared])
+      ys = _kernel_matmuls(prepared)
       return [layer._finish(y, batch_shape, swap) for layer, y, (_, _, batch_shape, swap) in zip(layers, ys, prepared)]
   return [layer(x) for layer in layers]
+
+
+def _kernel_matmuls(prepared) -> list[jax.Array]:
+  """x @ kernel for each `DenseGeneral._prepare` result of one input, as one `kernels.small_matmuls` call on the 2-D
+  views (x [rows, features], each kernel [features, outputs] as stored)."""
+  xn = prepared[0][0]
+  return kernels.small_matmuls(xn.reshape(xn.shape[0], -1),
+                               [kernel.reshape(xn[0].size, -1) for _, kernel, _, _ in prepared])
 
 
 _DOT_GENERAL = jax.lax.dot_general  # qwix swaps jax.lax.dot_general while it quantizes or adds LoRA to a model call
